@@ -1,0 +1,1 @@
+"""lth: lottery-ticket experiments (iterative magnitude pruning with rewinding, and its controls)."""

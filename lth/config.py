@@ -1,0 +1,288 @@
+"""Experiment configuration: typed dataclasses, loaded from YAML plus `--key=value` overrides.
+
+Everything a run needs is validated here, once, before any data is read or any weight is trained;
+inner code trusts these objects. Errors are `ConfigError`s whose message is a single line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-facing problem with the experiment: reported as one line, exit code 2."""
+
+
+ARMS = ("ticket", "reinit", "random_prune", "scratch_b", "finetune", "lr_rewind")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")
+
+
+def parse_duration(text: str, what: str) -> tuple[int, str]:
+    """'500it' -> (500, 'it'), '2ep' -> (2, 'ep'); a bare '0' means the start of training."""
+    if text.strip() == "0":
+        return 0, "it"
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{what}: expected a duration like '500it' or '2ep', got {text!r}")
+    return int(match.group(1)), match.group(2)
+
+
+def to_steps(text: str, steps_per_epoch: int, what: str) -> int:
+    n, unit = parse_duration(text, what)
+    return n * steps_per_epoch if unit == "ep" else n
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist1d"
+    root: str = "data"
+    # Validation examples held out of the training set (None: the dataset's default, 5,000 for MNIST
+    # and CIFAR). Early stopping and best-validation numbers never look at the test set (unlike OpenLTH).
+    val_size: int | None = None
+    batch_size: int = 128
+
+
+@dataclass
+class TrainConfig:
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    duration: str = "10ep"
+    milestones: list[str] = field(default_factory=list)  # the LR is multiplied by `gamma` at each
+    gamma: float = 0.1
+    # How often to evaluate on the validation split; a checkpoint is written right after each evaluation,
+    # so this is also the most work a kill can cost.
+    eval_every: str = "1ep"
+    deterministic: bool = True
+
+
+@dataclass
+class PruneConfig:
+    strategy: Literal["global", "layerwise"] = "global"
+    fraction: float = 0.2  # of the weights still remaining, removed at each level
+    # Parameter-name glob -> fraction, first match wins; 0 leaves a layer dense. Frankle & Carbin (2019, §2)
+    # prune the output layer at half the rate of the hidden layers.
+    layer_fractions: dict[str, float] = field(default_factory=dict)
+    dense_layers: list[str] | None = None  # globs never pruned; None: the model's own list
+    levels: int = 5
+    rewind: str = "0"  # "0": the original init; "500it" or "2ep": weights from that point of the dense run
+
+
+@dataclass
+class Experiment:
+    name: str = "experiment"
+    model: str = "mnist1d_mlp"
+    seed: int = 0
+    out_dir: str = "runs"
+    arms: list[str] = field(default_factory=lambda: ["ticket"])
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def run_id(self) -> str:
+        """Identity of a run: what determines its results. Raising `levels`, adding arms or moving the
+        output or data root continues the same run rather than starting another."""
+        identity = self.to_dict()
+        for key in ("out_dir", "arms", "name"):
+            identity.pop(key)
+        identity["prune"].pop("levels")
+        identity["data"].pop("root")
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.model}-{self.data.name}-seed{self.seed}-{digest}"
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name / self.run_id()
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check `value` against the annotation `kind`, converting only where YAML is ambiguous."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(kind, value, key + ".")
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # `rewind: 0` in YAML
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {kind!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(hints))})")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = tree.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--{dotted}: {part} is not a section")
+        tree = child
+    tree[leaf] = value
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--train.lr=0.05 --arms=[ticket,reinit]`, exactly as `wandb agent` passes `${args}`.
+
+    Values are read as YAML, so numbers, booleans, null and lists keep their types.
+    """
+    tree: dict[str, Any] = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"override {arg!r} is not of the form --key=value")
+        key, text = arg[2:].split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--{key}: cannot read value {text!r}") from None
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> Experiment:
+    """Read an experiment, apply overrides, and validate everything that can be checked without data."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    experiment = _build(Experiment, _merge(values, parse_overrides(list(overrides))))
+    validate(experiment)
+    return experiment
+
+
+def validate(cfg: Experiment) -> None:
+    # Imported here: the registries import torch, which the config parser itself does not need.
+    from lth.data import DATASETS
+    from lth.models import MODELS
+
+    if cfg.model not in MODELS:
+        raise ConfigError(f"model: unknown model {cfg.model!r} (known: {', '.join(sorted(MODELS))})")
+    if cfg.data.name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(sorted(DATASETS))})")
+    bad_arms = [a for a in cfg.arms if a not in ARMS]
+    if bad_arms or not cfg.arms:
+        raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
+    p = cfg.prune
+    if not 0.0 < p.fraction < 1.0:
+        raise ConfigError(f"prune.fraction: must lie in (0, 1), got {p.fraction}")
+    for pattern, fraction in p.layer_fractions.items():
+        if not 0.0 <= fraction < 1.0:
+            raise ConfigError(f"prune.layer_fractions.{pattern}: must lie in [0, 1), got {fraction}")
+    if p.levels < 0:
+        raise ConfigError(f"prune.levels: must be 0 or more, got {p.levels}")
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size: must be at least 1, got {cfg.data.batch_size}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
+
+    Schedule.of(cfg)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The run's durations in optimizer steps; one step is one batch (the last partial batch of an
+    epoch is dropped, so every epoch has the same number of steps)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    rewind_step: int
+    milestone_steps: tuple[int, ...]
+    eval_every: int
+    val_size: int
+
+    @classmethod
+    def of(cls, cfg: Experiment) -> Schedule:
+        from lth.data import DATASETS
+
+        spec = DATASETS[cfg.data.name]
+        val_size = spec.default_val_size if cfg.data.val_size is None else cfg.data.val_size
+        if not 0 < val_size < spec.train_size:
+            raise ConfigError(f"data.val_size: must lie in (0, {spec.train_size}), got {val_size}")
+        train_size = spec.train_size - val_size
+        spe = train_size // cfg.data.batch_size
+        if spe < 1:
+            raise ConfigError(f"data.batch_size: {cfg.data.batch_size} exceeds the {train_size} training examples")
+        total = to_steps(cfg.train.duration, spe, "train.duration")
+        if total < 1:
+            raise ConfigError("train.duration: must be at least one step")
+        rewind = to_steps(cfg.prune.rewind, spe, "prune.rewind")
+        if rewind >= total:
+            raise ConfigError(
+                f"prune.rewind: {cfg.prune.rewind} ({rewind} steps) is not before the end of training ({total} steps)"
+            )
+        milestones = tuple(to_steps(m, spe, f"train.milestones[{i}]") for i, m in enumerate(cfg.train.milestones))
+        for i, step in enumerate(milestones):
+            if not 0 < step < total:
+                raise ConfigError(f"train.milestones[{i}]: {cfg.train.milestones[i]} lies outside training ({total} steps)")
+        eval_every = to_steps(cfg.train.eval_every, spe, "train.eval_every")
+        if eval_every < 1:
+            raise ConfigError("train.eval_every: must be at least one step")
+        return cls(spe, total, rewind, milestones, eval_every, val_size)

@@ -1,0 +1,281 @@
+"""Datasets as LightningDataModules, read from their standard distributed files into memory.
+
+Why no torchvision and no `DataLoader`: these datasets fit in memory as uint8 tensors, so a batch is one
+indexing operation, and the augmentation (seeded per epoch) runs on whole batches. That makes the data
+order and augmentation of any step a pure function of (seed, global step), which is what lets a level
+resume mid-epoch after a kill, and rewind to step k, with exactly the batches the dense run saw.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+
+from lth.config import DataConfig, Schedule
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
+
+
+class MissingDataError(FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable[[Path], Arrays]
+    num_classes: int
+    input_shape: tuple[int, ...]
+    train_size: int  # before the validation split
+    default_val_size: int
+    augment: bool = False  # the CIFAR augmentation: 4-pixel padded random crop and horizontal flip
+    files: tuple[tuple[str, str, str], ...] = ()  # (url, md5, file name under root) for `lth data download`
+    extract: bool = False
+
+
+def _need(path: Path, name: str) -> Path:
+    if not path.exists():
+        raise MissingDataError(
+            f"dataset {name} not found at {path}; fetch it with: lth data download {name} --root {path.parent}"
+        )
+    return path
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_mnist(root: Path) -> Arrays:
+    folder = _need(root / "mnist", "mnist")
+    read = lambda stem: _read_idx(_need(folder / f"{stem}.gz", "mnist"))  # noqa: E731
+    return (
+        read("train-images-idx3-ubyte")[:, None],
+        read("train-labels-idx1-ubyte"),
+        read("t10k-images-idx3-ubyte")[:, None],
+        read("t10k-labels-idx1-ubyte"),
+    )
+
+
+def _read_cifar_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for path in paths:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def load_cifar10(root: Path) -> Arrays:
+    folder = _need(root / "cifar-10-batches-py", "cifar10")
+    train = [_need(folder / f"data_batch_{i}", "cifar10") for i in range(1, 6)]
+    return (*_read_cifar_batches(train, b"labels"), *_read_cifar_batches([_need(folder / "test_batch", "cifar10")], b"labels"))
+
+
+def load_cifar100(root: Path) -> Arrays:
+    folder = _need(root / "cifar-100-python", "cifar100")
+    return (
+        *_read_cifar_batches([_need(folder / "train", "cifar100")], b"fine_labels"),
+        *_read_cifar_batches([_need(folder / "test", "cifar100")], b"fine_labels"),
+    )
+
+
+def load_mnist1d(root: Path) -> Arrays:
+    """MNIST-1D (Greydanus 2020), generated from the package's built-in templates with its default seed."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    state = np.random.get_state()  # make_dataset reseeds numpy's global generator
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(state)
+    f32 = lambda a: a.astype(np.float32)[:, None]  # noqa: E731
+    return f32(d["x"]), d["y"].astype(np.int64), f32(d["x_test"]), d["y_test"].astype(np.int64)
+
+
+def load_synthetic(root: Path) -> Arrays:
+    """A small learnable task for tests: labels are the argmax of a fixed random linear map of Gaussian inputs."""
+    g = np.random.default_rng(1234)
+    x = g.standard_normal((1280, 3, 8, 8)).astype(np.float32)
+    y = (x.reshape(len(x), -1) @ g.standard_normal((192, 4))).argmax(1).astype(np.int64)
+    return x[:1024], y[:1024], x[1024:], y[1024:]
+
+
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist1d": DatasetSpec(load_mnist1d, 10, (1, 40), 4000, 500),
+    "synthetic": DatasetSpec(load_synthetic, 4, (3, 8, 8), 1024, 256),
+    "mnist": DatasetSpec(
+        load_mnist, 10, (1, 28, 28), 60000, 5000,
+        files=tuple(
+            (_MNIST + f"{stem}.gz", md5, f"mnist/{stem}.gz")
+            for stem, md5 in [
+                ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                ("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
+                ("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
+                ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c"),
+            ]
+        ),
+    ),
+    "cifar10": DatasetSpec(
+        load_cifar10, 10, (3, 32, 32), 50000, 5000, augment=True, extract=True,
+        files=(("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-python.tar.gz"),),
+    ),
+    "cifar100": DatasetSpec(
+        load_cifar100, 100, (3, 32, 32), 50000, 5000, augment=True, extract=True,
+        files=(("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python.tar.gz"),),
+    ),
+}
+
+
+def download(name: str, root: Path) -> None:
+    """Fetch a dataset's standard files into `root`, checking each file's md5 before it is kept."""
+    spec = DATASETS[name]
+    if not spec.files:
+        raise ValueError(f"dataset {name} is generated locally and needs no download")
+    for url, md5, relative in spec.files:
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            partial = Path(tmp.name)
+            try:
+                print(f"fetching {url}", file=sys.stderr)
+                with urllib.request.urlopen(url) as response:
+                    shutil.copyfileobj(response, tmp)
+            except BaseException:
+                partial.unlink()
+                raise
+        digest = hashlib.md5(partial.read_bytes()).hexdigest()
+        if digest != md5:
+            partial.unlink()
+            raise ValueError(f"{url}: md5 {digest} does not match the published {md5}; nothing was kept")
+        partial.replace(target)
+        if spec.extract:
+            with tarfile.open(target) as archive:
+                archive.extractall(root, filter="data")
+
+
+def _generator(*seeds: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(repr(seeds).encode()).digest()[:8], "little"))
+
+
+class TrainBatches:
+    """The training stream: epoch e is a permutation seeded by (seed, e), cut into equal batches.
+
+    Iteration starts at the trainer's current global step, so a run restored at step k mid-epoch (a resume
+    after a kill, or a rewind) sees exactly the batches the uninterrupted run saw from step k on.
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int, augment: bool, normalise, global_step: Callable[[], int]):
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.augment, self.normalise, self.global_step = augment, normalise, global_step
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, start = divmod(self.global_step(), len(self))
+        g = _generator(self.seed, epoch)
+        order = torch.randperm(len(self.x), generator=g)
+        if self.augment:
+            offsets = torch.randint(0, 9, (len(self.x), 2), generator=g)
+            flips = torch.rand(len(self.x), generator=g) < 0.5
+        for i in range(start, len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.x[index]
+            if self.augment:
+                x = crop_and_flip(x, offsets[index], flips[index])
+            yield self.normalise(x), self.y[index]
+
+
+def crop_and_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """The standard CIFAR augmentation (He et al. 2016, §4.2): pad 4 pixels with zeros, take a random
+    32×32 crop, flip horizontally with probability 1/2; for a whole batch at once."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    rows = (offsets[:, 0, None] + torch.arange(h))[:, None, :, None]
+    cols = offsets[:, 1, None] + torch.arange(w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
+class EvalBatches:
+    def __init__(self, x, y, batch_size: int, normalise):
+        self.x, self.y, self.batch_size, self.normalise = x, y, batch_size, normalise
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        for i in range(0, len(self.x), self.batch_size):
+            yield self.normalise(self.x[i : i + self.batch_size]), self.y[i : i + self.batch_size]
+
+
+class DataModule(L.LightningDataModule):
+    """Any registered dataset: a seeded train/validation split carved from the training set, the test set
+    untouched, inputs normalised by per-channel statistics of the training split itself (OpenLTH normalises
+    CIFAR with ImageNet's)."""
+
+    SPLIT_SEED = 0  # the same validation examples for every seed and arm of a study
+
+    def __init__(self, cfg: DataConfig, schedule: Schedule, seed: int):
+        super().__init__()
+        self.cfg, self.schedule, self.seed = cfg, schedule, seed
+        self.spec = DATASETS[cfg.name]
+        self._arrays: dict[str, torch.Tensor] | None = None
+
+    def check(self) -> None:
+        """Fail fast, before any training, if the files are missing or unreadable."""
+        self._load()
+
+    def _load(self) -> dict[str, torch.Tensor]:
+        if self._arrays is None:
+            x, y, x_test, y_test = self.spec.load(Path(self.cfg.root))
+            x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+            perm = torch.randperm(len(x), generator=_generator(self.SPLIT_SEED, len(x)))
+            val, train = perm[: self.schedule.val_size], perm[self.schedule.val_size :]
+            scale = 255.0 if x.dtype == torch.uint8 else 1.0
+            dims = [d for d in range(x.dim()) if d != 1]
+            x_train = x[train].float() / scale
+            self.mean = x_train.mean(dims, keepdim=True)[0]
+            self.std = x_train.std(dims, keepdim=True)[0]
+            self.scale = scale
+            self._arrays = {
+                "x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val],
+                "x_test": torch.from_numpy(np.ascontiguousarray(x_test)), "y_test": torch.from_numpy(np.ascontiguousarray(y_test)),
+            }
+        return self._arrays
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / self.scale - self.mean) / self.std
+
+    def train_dataloader(self):
+        a = self._load()
+        return TrainBatches(
+            a["x_train"], a["y_train"], self.cfg.batch_size, self.seed, self.spec.augment, self.normalise,
+            lambda: self.trainer.global_step,
+        )
+
+    def val_dataloader(self):
+        a = self._load()
+        return EvalBatches(a["x_val"], a["y_val"], 1000, self.normalise)
+
+    def test_dataloader(self):
+        a = self._load()
+        return EvalBatches(a["x_test"], a["y_test"], 1000, self.normalise)

@@ -1,0 +1,291 @@
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020): the driver that
+sequences levels, owns the run directory and makes every piece of work resumable.
+
+Run directory (`Experiment.run_dir()`, named by the run's identity, never by a job id):
+
+    config.yaml            the resolved experiment
+    results.jsonl          one line per finished (level, arm); rewritten atomically
+    rewind.ckpt            the dense run's full training state at the rewind step
+    level_00/ticket/       last.ckpt (written after each evaluation), final.ckpt
+    level_01/mask.pt       the level's masks, made once from level 0's final weights
+    level_01/ticket/start.ckpt   rewind.ckpt with the level's masks applied: where the level starts
+    ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from lth import masks as M
+from lth.config import ConfigError, Experiment, Schedule
+from lth.data import DATASETS, DataModule, MissingDataError
+from lth.models import MODELS
+from lth.module import MaskedModule
+
+
+class RunError(RuntimeError):
+    """A problem with what is on disk: reported as one line, exit code 2, nothing deleted."""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as tmp:
+        torch.save(obj, tmp)
+    os.replace(tmp.name, path)
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any failure to read means the file is unusable
+        raise RunError(f"{path} is unreadable ({type(err).__name__}); move it aside to redo that step") from None
+
+
+class RewindCapture(Callback):
+    """Saves the dense run's complete training state at the rewind step: weights, optimizer state,
+    LR-schedule position and data position (the global step)."""
+
+    def __init__(self, step: int, path: Path):
+        self.step, self.path = step, path
+
+    def _maybe_save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step == self.step and not self.path.exists():
+            trainer.save_checkpoint(self.path)
+
+    def on_train_start(self, trainer, pl_module):
+        self._maybe_save(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._maybe_save(trainer)
+
+
+@dataclass
+class Run:
+    cfg: Experiment
+    dir: Path
+    schedule: Schedule
+    data: DataModule
+    progress: bool = True
+
+    @classmethod
+    def open(cls, cfg: Experiment, progress: bool = True) -> Run:
+        run_dir = cfg.run_dir()
+        saved = run_dir / "config.yaml"
+        if saved.exists():
+            try:
+                previous = yaml.safe_load(saved.read_text())
+            except yaml.YAMLError:
+                raise RunError(f"{saved} is unreadable; move it aside or choose another out_dir") from None
+            if not isinstance(previous, dict) or previous.get("model") != cfg.model:
+                raise RunError(f"{saved} describes a different experiment; move it aside or choose another out_dir")
+        schedule = Schedule.of(cfg)
+        return cls(cfg, run_dir, schedule, DataModule(cfg.data, schedule, cfg.seed), progress)
+
+    # -- results ------------------------------------------------------------------------------------------
+
+    @property
+    def results_path(self) -> Path:
+        return self.dir / "results.jsonl"
+
+    def results(self) -> list[dict[str, Any]]:
+        if not self.results_path.exists():
+            return []
+        rows = []
+        for number, line in enumerate(self.results_path.read_text().splitlines(), 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise RunError(f"{self.results_path}:{number} is not valid JSON; repair or move the file") from None
+        return rows
+
+    def done(self, level: int, arm: str) -> dict[str, Any] | None:
+        return next((r for r in self.results() if r["level"] == level and r["arm"] == arm), None)
+
+    def record(self, row: dict[str, Any]) -> None:
+        rows = self.results() + [row]
+        _atomic_write(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+    # -- pieces of a run ----------------------------------------------------------------------------------
+
+    def level_dir(self, level: int) -> Path:
+        return self.dir / f"level_{level:02d}"
+
+    def build_module(self, seed: int) -> MaskedModule:
+        spec = DATASETS[self.cfg.data.name]
+        torch.manual_seed(seed)  # the init is a function of the seed (OpenLTH leaves it unseeded)
+        model = MODELS[self.cfg.model](spec.input_shape, spec.num_classes)
+        return MaskedModule(model, self.cfg.train, self.schedule, spec.num_classes)
+
+    def fractions(self, module: MaskedModule) -> dict[str, float]:
+        p = self.cfg.prune
+        dense = list(module.model.dense_layers if p.dense_layers is None else p.dense_layers)
+        return M.layer_fractions(module.prunable, p.fraction, p.layer_fractions, dense)
+
+    def level_masks(self, level: int, module: MaskedModule) -> M.Masks:
+        """Level 0 is dense; level k prunes level k-1's trained ticket. Made once, then read from disk."""
+        if level == 0:
+            return M.ones_like(module.weights())
+        path = self.level_dir(level) / "mask.pt"
+        if path.exists():
+            return _torch_load(path)
+        trained = self.final_state(level - 1, "ticket")
+        weights = {n: trained[f"model.{n}"] for n in module.prunable}
+        previous = {n: trained[f"model.{n}_mask"] for n in module.prunable}
+        pruned = M.prune_magnitude(weights, previous, self.fractions(module), self.cfg.prune.strategy)
+        _torch_save(pruned, path)
+        return pruned
+
+    def final_state(self, level: int, arm: str) -> dict[str, torch.Tensor]:
+        return _torch_load(self.level_dir(level) / arm / "final.ckpt")["state_dict"]
+
+    def start_checkpoint(self, level: int, arm: str, masks: M.Masks) -> Path:
+        """The rewind point with this level's masks: every later level starts from the dense run's state at
+        step k (weights, momentum, LR position, data position) with pruned weights set to zero.
+
+        Restoring the optimizer state is a choice: the masked network continues the dense run from step k
+        as exactly as possible. OpenLTH instead starts levels with a fresh optimizer; for `rewind: 0` the two
+        coincide, since the state is empty at step 0.
+        """
+        path = self.level_dir(level) / arm / "start.ckpt"
+        if not path.exists():
+            checkpoint = _torch_load(self.dir / "rewind.ckpt")
+            state = checkpoint["state_dict"]
+            for name, mask in masks.items():
+                state[f"model.{name}_mask"] = mask.clone()
+                state[f"model.{name}"] = state[f"model.{name}"] * mask
+            checkpoint["callbacks"] = {}
+            checkpoint.pop("lth", None)  # validation history and timing belong to the dense run
+            _torch_save(checkpoint, path)
+        return path
+
+    # -- training -----------------------------------------------------------------------------------------
+
+    def trainer(self, arm_dir: Path, extra_callbacks: list[Callback] = ()) -> L.Trainer:
+        return L.Trainer(
+            max_steps=self.schedule.total_steps,
+            max_epochs=-1,
+            val_check_interval=self.schedule.eval_every,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            deterministic=self.cfg.train.deterministic,
+            callbacks=[ModelCheckpoint(dirpath=arm_dir, save_top_k=0, save_last=True), *extra_callbacks],
+            default_root_dir=arm_dir,
+            logger=False,
+            enable_progress_bar=self.progress and sys.stderr.isatty(),
+            enable_model_summary=False,
+        )
+
+    def train(self, level: int, arm: str, module: MaskedModule, masks: M.Masks, seed: int, start: Path | None) -> dict[str, Any]:
+        """Train one (level, arm) to the end of the schedule, resuming from its last checkpoint if any."""
+        arm_dir = self.level_dir(level) / arm
+        arm_dir.mkdir(parents=True, exist_ok=True)
+        final = arm_dir / "final.ckpt"
+        data = self.data
+        module.set_masks(masks)
+        if final.exists():
+            checkpoint = _torch_load(final)
+            module.load_state_dict(checkpoint["state_dict"])
+            module.on_load_checkpoint(checkpoint)
+            trainer = self.trainer(arm_dir)
+        else:
+            last = arm_dir / "last.ckpt"
+            resume = last if last.exists() else start
+            if resume is not None:
+                _torch_load(resume)  # an unreadable checkpoint stops here with a clear message, nothing deleted
+            callbacks = [RewindCapture(self.schedule.rewind_step, self.dir / "rewind.ckpt")] if level == 0 else []
+            trainer = self.trainer(arm_dir, callbacks)
+            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            if not module.val_history or module.val_history[-1]["step"] != self.schedule.total_steps:
+                trainer.validate(module, datamodule=data, verbose=False)
+            trainer.save_checkpoint(final)
+        test_acc = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
+        history = module.val_history
+        best = min(history, key=lambda h: (h["val_loss"], h["step"]))
+        remaining, per_layer = M.weights_remaining(module.masks())
+        start_step = 0 if start is None else self.schedule.rewind_step
+        return {
+            "level": level,
+            "arm": arm,
+            "seed": seed,
+            "run_id": self.cfg.run_id(),
+            "weights_remaining": remaining,
+            "weights_remaining_per_layer": per_layer,
+            "test_acc": test_acc,
+            "best_val_acc": max(h["val_acc"] for h in history),
+            "early_stop_step": best["step"],
+            "early_stop_val_acc": best["val_acc"],
+            "steps_trained": self.schedule.total_steps - start_step,
+            "rewind_step": self.schedule.rewind_step,
+            "wall_seconds": round(module.train_seconds, 3),
+            "mask_sha256": M.sha256(module.masks()),
+        }
+
+    def run_ticket(self) -> list[dict[str, Any]]:
+        levels = self.cfg.prune.levels
+        for level in range(levels + 1):
+            if row := self.done(level, "ticket"):
+                self._say(f"level {level}/{levels}: done earlier, {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}")
+                continue
+            module = self.build_module(self.cfg.seed)
+            masks = self.level_masks(level, module)
+            remaining, _ = M.weights_remaining(masks)
+            self._say(f"level {level}/{levels}: training with {remaining:.2%} of weights remaining")
+            start = None if level == 0 else self.start_checkpoint(level, "ticket", masks)
+            row = self.train(level, "ticket", module, masks, self.cfg.seed, start)
+            self.record(row)
+            self._say(
+                f"level {level}/{levels}: {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}, "
+                f"best val acc {row['best_val_acc']:.4f} (early stop at step {row['early_stop_step']})"
+            )
+        return [r for r in self.results() if r["arm"] == "ticket"]
+
+    def _say(self, text: str) -> None:
+        print(f"[lth] {text}", file=sys.stderr, flush=True)
+
+
+def check_stored_masks(run: Run, module: MaskedModule) -> None:
+    """Every stored mask must fit the model: a mismatch stops the run before any training."""
+    for path in sorted(run.dir.glob("level_*/mask.pt")):
+        stored = _torch_load(path)
+        expected = module.masks()
+        if not isinstance(stored, dict) or set(stored) != set(expected):
+            raise RunError(f"{path} does not name the model's prunable layers; move it aside")
+        for name, mask in stored.items():
+            if mask.shape != expected[name].shape:
+                raise RunError(f"{path}: mask {name} has shape {tuple(mask.shape)}, the model's weight {tuple(expected[name].shape)}")
+
+
+def run_experiment(cfg: Experiment, progress: bool = True) -> Run:
+    run = Run.open(cfg, progress)
+    module = run.build_module(cfg.seed)
+    check_stored_masks(run, module)
+    try:
+        run.data.check()
+    except MissingDataError as err:
+        raise ConfigError(str(err)) from None
+    run.dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run.dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    started = time.perf_counter()
+    run.run_ticket()
+    run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")
+    return run

@@ -1,0 +1,216 @@
+"""Model registry: `MODELS[name](input_shape, num_classes) -> nn.Module`.
+
+Every model may name `dense_layers`, parameter-name globs that pruning leaves alone by default.
+Prunable parameters are the weights of Linear and Conv layers; biases and normalisation layers never
+are (Frankle & Carbin 2019, §2; Frankle et al. 2020, Appendix A).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {}
+
+
+def register(name: str):
+    def add(builder):
+        MODELS[name] = builder
+        return builder
+
+    return add
+
+
+def prunable_names(model: nn.Module) -> list[str]:
+    return [
+        f"{module_name}.weight" if module_name else "weight"
+        for module_name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
+
+
+class Network(nn.Module):
+    # Parameter-name globs that pruning leaves dense unless the experiment says otherwise.
+    dense_layers: tuple[str, ...] = ()
+
+
+def kaiming_normal_init(model: nn.Module) -> None:
+    """OpenLTH's initialisation for the CIFAR networks: He-normal weights, zero biases, unit BN scale."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class MLP(Network):
+    def __init__(self, input_shape: tuple[int, ...], hidden: list[int], num_classes: int):
+        super().__init__()
+        widths = [math.prod(input_shape), *hidden, num_classes]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
+
+
+@register("lenet_300_100")
+def lenet_300_100(input_shape, num_classes):
+    """Frankle & Carbin (2019), Figure 2: 784-300-100-10, 266,610 parameters on MNIST. Glorot-normal init as in the paper."""
+    model = MLP(input_shape, [300, 100], num_classes)
+    for layer in model.layers:
+        nn.init.xavier_normal_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return model
+
+
+@register("mnist1d_mlp")
+def mnist1d_mlp(input_shape, num_classes):
+    """The MLP of the MNIST-1D paper (Greydanus 2020): two hidden layers of 100."""
+    return MLP(input_shape, [100, 100], num_classes)
+
+
+class ConvNet(Network):
+    """Frankle & Carbin's Conv-2/4/6 (Figure 2): 3×3 convs in pairs, each pair followed by 2×2 max-pooling,
+    then fully-connected 256-256-classes."""
+
+    def __init__(self, input_shape, num_classes, widths: list[int]):
+        super().__init__()
+        channels, height, width = input_shape
+        convs = []
+        for w in widths:
+            convs.append(nn.Conv2d(channels, w, 3, padding=1))
+            channels = w
+        self.convs = nn.ModuleList(convs)
+        pools = len(widths) // 2
+        features = channels * (height >> pools) * (width >> pools)
+        self.fcs = nn.ModuleList([nn.Linear(features, 256), nn.Linear(256, 256), nn.Linear(256, num_classes)])
+
+    def forward(self, x):
+        for i, conv in enumerate(self.convs):
+            x = F.relu(conv(x))
+            if i % 2 == 1:
+                x = F.max_pool2d(x, 2)
+        x = x.flatten(1)
+        x = F.relu(self.fcs[0](x))
+        x = F.relu(self.fcs[1](x))
+        return self.fcs[2](x)
+
+
+def _conv_net(widths):
+    def build(input_shape, num_classes):
+        model = ConvNet(input_shape, num_classes, widths)
+        for module in model.modules():  # Glorot-normal, as in Frankle & Carbin (2019), Figure 2
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+        return model
+
+    return build
+
+
+register("conv2")(_conv_net([64, 64]))
+register("conv4")(_conv_net([64, 64, 128, 128]))
+register("conv6")(_conv_net([64, 64, 128, 128, 256, 256]))
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            # A 1×1 projection, as in OpenLTH's cifar_resnet (used by Frankle et al. 2020), rather than
+            # He et al.'s zero-padding shortcut (option A); it adds 2,560 weights to ResNet-20.
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(Network):
+    """He et al. (2016), §4.2: the 6n+2-layer CIFAR ResNets with 16, 32 and 64 filters."""
+
+    def __init__(self, input_shape, num_classes, depth: int):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv = nn.Conv2d(input_shape[0], 16, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for stage, cout in enumerate([16, 32, 64]):
+            for i in range(n):
+                blocks.append(Block(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, num_classes)
+        kaiming_normal_init(self)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        x = self.blocks(x)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+for _depth in (20, 32, 56):
+    register(f"resnet{_depth}")(lambda input_shape, num_classes, depth=_depth: ResNet(input_shape, num_classes, depth))
+
+
+class VGG(Network):
+    """The CIFAR VGG-16 of Frankle et al. (2020), Table 1 (OpenLTH's cifar_vgg_16): 13 3×3 convs with batch
+    norm, max-pooling after the 2nd, 4th, 7th and 10th, global average pooling, one linear layer."""
+
+    PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        layers, cin = [], input_shape[0]
+        for item in self.PLAN:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
+                cin = item
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, num_classes)
+        kaiming_normal_init(self)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+register("vgg16")(VGG)
+
+
+class CNN1d(Network):
+    """The small 1-D CNN of the MNIST-1D paper (Greydanus 2020): three strided convs of 25 channels."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv1d(1, 25, 5, 2, 1), nn.Conv1d(25, 25, 3, 2, 1), nn.Conv1d(25, 25, 3, 2, 1)])
+        length = math.prod(input_shape)
+        for conv in self.convs:
+            length = (length + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+        self.fc = nn.Linear(25 * length, num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1).unsqueeze(1)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.fc(x.flatten(1))
+
+
+register("mnist1d_cnn")(CNN1d)
