@@ -189,6 +189,13 @@ class TrainBatches:
     def __len__(self) -> int:
         return len(self.x) // self.batch_size
 
+    # Lightning treats loaders with these methods as resumable mid-epoch; this one needs no state of its own.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = divmod(self.global_step(), len(self))
         g = _generator(self.seed, epoch)

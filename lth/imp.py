@@ -284,7 +284,10 @@ def run_experiment(cfg: Experiment, progress: bool = True) -> Run:
     except MissingDataError as err:
         raise ConfigError(str(err)) from None
     run.dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run.dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
+    saved = run.dir / "config.yaml"
+    if not saved.exists() or saved.read_bytes() != resolved:
+        _atomic_write(saved, resolved)
     started = time.perf_counter()
     run.run_ticket()
     run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")

@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# A run small enough to train in well under a second per level.
+TINY = [
+    "--model=mnist1d_mlp",
+    "--data.name=synthetic",
+    "--data.batch_size=64",
+    "--train.optimizer=sgd",
+    "--train.lr=0.05",
+    "--train.momentum=0.9",
+    "--train.weight_decay=0.0005",
+    "--train.duration=3ep",
+    "--train.eval_every=5it",
+    "--prune.fraction=0.5",
+    "--prune.levels=2",
+    "--prune.rewind=7it",
+]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """The argument list of a tiny synthetic experiment writing under tmp_path."""
+    return TINY + [f"--out_dir={tmp_path / 'runs'}", "--name=tiny"]

@@ -1,0 +1,86 @@
+"""The mask mechanism under real optimizers, in checkpoints, and on rewind."""
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+
+from lth import config
+from lth import masks as M
+from lth.imp import Run
+
+
+def _run(tiny, *extra):
+    return Run.open(config.load(None, tiny + list(extra)), progress=False)
+
+
+@pytest.mark.parametrize(
+    "optimizer", ["--train.optimizer=sgd", "--train.optimizer=adam"], ids=["sgd-momentum-wd", "adam-wd"]
+)
+def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
+    run = _run(tiny, optimizer, "--train.weight_decay=0.01", "--train.duration=60it")
+    module = run.build_module(seed=0)
+    weights = {n: w.detach() for n, w in module.weights().items()}
+    masks = M.prune_magnitude(weights, M.ones_like(weights), {n: 0.7 for n in weights}, "layerwise")
+    module.set_masks(masks)
+    kept_at_start = {n: w.detach().clone() for n, w in module.weights().items()}
+
+    class Watch(L.Callback):
+        steps = 0
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            Watch.steps += 1
+            for name, w in pl_module.weights().items():
+                assert torch.all(w[~masks[name]] == 0), f"{name} revived at step {trainer.global_step}"
+
+    trainer = run.trainer(run.dir / "t", [Watch()])
+    trainer.fit(module, datamodule=run.data)
+    assert Watch.steps == 60
+    for name, w in module.weights().items():
+        assert not torch.equal(w[masks[name]], kept_at_start[name][masks[name]]), "kept weights did not train"
+    state = torch.load(run.dir / "t" / "last.ckpt", weights_only=False)["state_dict"]
+    for name, mask in masks.items():
+        assert torch.equal(state[f"model.{name}_mask"], mask)
+        assert torch.all(state[f"model.{name}"][~mask] == 0)
+    assert not any("orig" in key for key in state), "parameter names must stay as the model defines them"
+
+
+def test_level_starts_from_the_exact_rewind_state(tiny):
+    """Level 1 begins with the dense run's weights at the rewind step (masked), its optimizer state,
+    LR position and global step; and trains on the batches the dense run saw from that step."""
+    run = _run(tiny, "--prune.levels=1", "--train.milestones=[10it]")
+    run.dir.mkdir(parents=True)
+    rows = run.run_ticket()
+    rewind = torch.load(run.dir / "rewind.ckpt", weights_only=False)
+    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)
+    masks = torch.load(run.dir / "level_01" / "mask.pt")
+    assert rewind["global_step"] == start["global_step"] == 7
+    for name, mask in masks.items():
+        assert torch.equal(start["state_dict"][f"model.{name}"], rewind["state_dict"][f"model.{name}"] * mask)
+        assert torch.equal(start["state_dict"][f"model.{name}_mask"], mask)
+    momentum = [s["momentum_buffer"] for s in start["optimizer_states"][0]["state"].values()]
+    assert momentum and all(torch.count_nonzero(m) > 0 for m in momentum), "optimizer state is restored"
+    assert start["lr_schedulers"][0]["last_epoch"] == 7
+    assert rows[1]["steps_trained"] == run.schedule.total_steps - 7
+
+    # The level-1 stream from step 7 is the dense stream with its first 7 batches dropped.
+    run.data.setup("fit")
+    dense = run.data.train_dataloader()
+    dense.global_step = lambda: 0
+    first_epoch = [y for _, y in dense]
+    dense.global_step = lambda: 7
+    resumed = [y for _, y in dense]
+    assert len(resumed) == len(first_epoch) - 7
+    assert all(torch.equal(a, b) for a, b in zip(first_epoch[7:], resumed))
+
+
+def test_rewind_zero_restores_the_original_initialisation(tiny):
+    run = _run(tiny, "--prune.levels=1", "--prune.rewind=0")
+    run.dir.mkdir(parents=True)
+    run.run_ticket()
+    init = run.build_module(seed=0).state_dict()
+    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)["state_dict"]
+    masks = torch.load(run.dir / "level_01" / "mask.pt")
+    for name, mask in masks.items():
+        assert torch.equal(start[f"model.{name}"], init[f"model.{name}"] * mask)
