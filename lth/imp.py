@@ -259,26 +259,35 @@ class Run:
             )
         return [r for r in self.results() if r["arm"] == "ticket"]
 
+    def preflight(self, module: MaskedModule) -> None:
+        """Read every stored file this invocation will build on, so that a damaged or mismatched one stops
+        the run before any training, with nothing deleted."""
+        expected = module.masks()
+        for path in sorted(self.dir.glob("level_*/mask.pt")):
+            stored = _torch_load(path)
+            if not isinstance(stored, dict) or set(stored) != set(expected):
+                raise RunError(f"{path} does not name the model's prunable layers; move it aside")
+            for name, mask in stored.items():
+                if mask.shape != expected[name].shape:
+                    raise RunError(f"{path}: mask {name} has shape {tuple(mask.shape)}, the model's weight {tuple(expected[name].shape)}")
+        todo = [level for level in range(self.cfg.prune.levels + 1) if not self.done(level, "ticket")]
+        paths = [self.dir / "rewind.ckpt"] if todo else []
+        for level in todo:
+            paths += [self.level_dir(level) / "ticket" / name for name in ("start.ckpt", "last.ckpt", "final.ckpt")]
+            if level > 0:
+                paths.append(self.level_dir(level - 1) / "ticket" / "final.ckpt")
+        for path in paths:
+            if path.exists():
+                _torch_load(path)
+
     def _say(self, text: str) -> None:
         print(f"[lth] {text}", file=sys.stderr, flush=True)
-
-
-def check_stored_masks(run: Run, module: MaskedModule) -> None:
-    """Every stored mask must fit the model: a mismatch stops the run before any training."""
-    for path in sorted(run.dir.glob("level_*/mask.pt")):
-        stored = _torch_load(path)
-        expected = module.masks()
-        if not isinstance(stored, dict) or set(stored) != set(expected):
-            raise RunError(f"{path} does not name the model's prunable layers; move it aside")
-        for name, mask in stored.items():
-            if mask.shape != expected[name].shape:
-                raise RunError(f"{path}: mask {name} has shape {tuple(mask.shape)}, the model's weight {tuple(expected[name].shape)}")
 
 
 def run_experiment(cfg: Experiment, progress: bool = True) -> Run:
     run = Run.open(cfg, progress)
     module = run.build_module(cfg.seed)
-    check_stored_masks(run, module)
+    run.preflight(module)
     try:
         run.data.check()
     except MissingDataError as err:

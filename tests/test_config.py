@@ -1,0 +1,94 @@
+"""Bad input: one line on stderr, exit code 2, before any work, and nothing on disk destroyed."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lth import cli, config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--prune.fraction=1.0", "prune.fraction: must lie in (0, 1)"),
+        ("--prune.fraction=0", "prune.fraction: must lie in (0, 1)"),
+        ("--prune.levels=-1", "prune.levels: must be 0 or more"),
+        ("--prune.rewind=3ep", "prune.rewind: 3ep (36 steps) is not before the end of training (36 steps)"),
+        ("--prune.rewind=soon", "prune.rewind: expected a duration"),
+        ("--model=resnet9000", "model: unknown model 'resnet9000'"),
+        ("--data.name=imagenet", "data.name: unknown dataset 'imagenet'"),
+        ("--train.lr=fast", "train.lr: expected a number"),
+        ("--train.optimizer=rmsprop", "train.optimizer: expected one of sgd, adam"),
+        ("--train.epochs=2", "unknown key train.epochs"),
+        ("--arms=[ticket,lucky]", "arms: unknown arm lucky"),
+        ("--data.val_size=5000", "data.val_size: must lie in (0, 1024)"),
+        ("--train.milestones=[9ep]", "train.milestones[0]: 9ep lies outside training"),
+        ("prune.levels=3", "is not of the form --key=value"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_work(tiny, tmp_path, capsys, override, message):
+    assert cli.main(["run", "experiments/quickstart.yaml"] + tiny + [override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("lth: error: ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_overrides_take_the_form_wandb_agent_passes():
+    cfg = config.load(
+        "experiments/quickstart.yaml",
+        ["--train.lr=0.05", "--prune.rewind=50it", "--arms=[ticket,reinit]", "--seed=3", "--data.val_size=null"],
+    )
+    assert cfg.train.lr == 0.05 and cfg.prune.rewind == "50it" and cfg.arms == ["ticket", "reinit"]
+    assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model == "mnist1d_mlp"
+    # The run's identity ignores what does not change results, and follows what does.
+    assert config.load("experiments/quickstart.yaml", ["--prune.levels=2"]).run_id() == config.load("experiments/quickstart.yaml").run_id()
+    assert config.load("experiments/quickstart.yaml", ["--seed=1"]).run_id() != config.load("experiments/quickstart.yaml").run_id()
+
+
+def test_bad_yaml_and_missing_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    assert cli.main(["run", str(bad)]) == 2
+    assert cli.main(["run", str(tmp_path / "absent.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "not valid YAML" in err[0] and "does not exist" in err[1]
+
+
+def _finished_run(tiny):
+    assert cli.main(["run", "experiments/quickstart.yaml"] + tiny) == 0
+    return config.load("experiments/quickstart.yaml", tiny).run_dir()
+
+
+def test_mask_that_does_not_fit_the_model_stops_the_run_and_is_kept(tiny, capsys):
+    run_dir = _finished_run(tiny + ["--prune.levels=1"])
+    path = run_dir / "level_02" / "mask.pt"
+    path.parent.mkdir()
+    wrong = {name: torch.ones(3, 3, dtype=torch.bool) for name in torch.load(run_dir / "level_01" / "mask.pt")}
+    torch.save(wrong, path)
+    capsys.readouterr()
+    assert cli.main(["run", "experiments/quickstart.yaml"] + tiny) == 2
+    err = capsys.readouterr().err
+    assert "has shape (3, 3)" in err and err.count("\n") == 1
+    assert path.exists() and not (run_dir / "level_02" / "ticket").exists()
+
+
+def test_corrupted_checkpoint_is_an_error_and_nothing_is_deleted(tiny, capsys):
+    run_dir = _finished_run(tiny + ["--prune.levels=1"])
+    last = run_dir / "level_01" / "ticket" / "last.ckpt"
+    (run_dir / "level_01" / "ticket" / "final.ckpt").unlink()  # so the level must resume from last.ckpt
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    (run_dir / "results.jsonl").write_text(lines[0] + "\n")
+    last.write_bytes(last.read_bytes()[:100])
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    capsys.readouterr()
+    assert cli.main(["run", "experiments/quickstart.yaml"] + tiny + ["--prune.levels=1"]) == 2
+    err = capsys.readouterr().err
+    assert "last.ckpt is unreadable" in err and err.count("\n") == 1
+    assert sorted(p.name for p in run_dir.rglob("*")) == before and len(last.read_bytes()) == 100
+
+
+def test_console_script_exit_code_and_usage():
+    done = subprocess.run([sys.executable, "-m", "lth.cli", "train"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown command 'train'" in done.stderr

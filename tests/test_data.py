@@ -1,0 +1,111 @@
+import gzip
+import hashlib
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from lth import cli, config, data
+from lth.config import Schedule
+
+from conftest import SHARED
+
+
+def _module(name, root, **overrides):
+    args = [f"--data.name={name}", f"--data.root={root}"] + [f"--{k}={v}" for k, v in overrides.items()]
+    cfg = config.load(None, args + ["--train.duration=1ep"])
+    return data.DataModule(cfg.data, Schedule.of(cfg), seed=cfg.seed)
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
+def test_mnist_reader_on_the_real_files():
+    x, y, x_test, y_test = data.load_mnist(SHARED / "data")
+    assert x.shape == (60000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28) and x.dtype == np.uint8
+    assert np.bincount(y).tolist()[:3] == [5923, 6742, 5958] and np.bincount(y_test)[0] == 980
+    assert y[:5].tolist() == [5, 0, 4, 1, 9]  # the famous first labels of the training set
+    module = _module("mnist", SHARED / "data")
+    module.check()
+    (xb, yb) = next(iter(module.val_dataloader()))
+    assert xb.shape == (1000, 1, 28, 28) and xb.dtype == torch.float32
+
+
+def _write_cifar(root, n_per_batch=20):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    g = np.random.default_rng(0)
+    written = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": g.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8), b"labels": g.integers(0, 10, n_per_batch).tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+        written.append(batch)
+    return written
+
+
+def test_cifar_reader_on_files_in_the_distributed_pickle_format(tmp_path):
+    written = _write_cifar(tmp_path)
+    x, y, x_test, y_test = data.load_cifar10(tmp_path)
+    assert x.shape == (100, 3, 32, 32) and x_test.shape == (20, 3, 32, 32) and x.dtype == np.uint8
+    # The row layout is 1024 red, then green, then blue values, each row-major.
+    assert x[0, 1, 0, 5] == written[0][b"data"][0, 1024 + 5]
+    assert x[21, 2, 3, 4] == written[1][b"data"][1, 2048 + 3 * 32 + 4]
+    assert y.tolist() == sum((b[b"labels"] for b in written[:5]), []) and y_test.tolist() == written[5][b"labels"]
+
+
+def test_missing_dataset_names_the_download_command(tmp_path, capsys):
+    assert cli.main(["run", "experiments/quickstart.yaml", f"--out_dir={tmp_path}", "--data.name=cifar10", "--model=resnet20", f"--data.root={tmp_path}/nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert f"lth data download cifar10 --root {tmp_path}/nowhere" in err and err.count("\n") == 1
+    assert not any(tmp_path.glob("quickstart"))
+
+
+def test_crop_and_flip_is_a_padded_crop_and_a_mirror():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    out = data.crop_and_flip(x, torch.tensor([[4, 4], [0, 8]]), torch.tensor([True, False]))
+    assert torch.equal(out[0], x[0].flip(-1))  # offset 4 is the identity crop
+    padded = torch.nn.functional.pad(x[1], (4, 4, 4, 4))
+    assert torch.equal(out[1], padded[:, 0:32, 8:40])
+    assert torch.all(out[1][:, :4] == 0)
+
+
+def test_split_is_seeded_disjoint_and_the_same_for_every_run_seed():
+    a = _module("synthetic", "unused", seed=0)
+    b = _module("synthetic", "unused", seed=5)
+    arrays_a, arrays_b = a._load(), b._load()
+    assert torch.equal(arrays_a["x_val"], arrays_b["x_val"])
+    assert len(arrays_a["x_train"]) == 768 and len(arrays_a["x_val"]) == 256
+    train_rows = {tuple(r.flatten()[:4].tolist()) for r in arrays_a["x_train"]}
+    assert not any(tuple(r.flatten()[:4].tolist()) in train_rows for r in arrays_a["x_val"])
+    # Normalisation uses statistics of the training split: its inputs have mean 0 and std 1 per channel.
+    normalised = a.normalise(arrays_a["x_train"])
+    assert torch.allclose(normalised.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(normalised.std((0, 2, 3)), torch.ones(3), atol=1e-4)
+
+
+def test_data_order_depends_on_seed_and_epoch_only():
+    module = _module("synthetic", "unused", seed=0)
+    a = module._load()
+    stream = lambda seed, step: data.TrainBatches(a["x_train"], a["y_train"], 64, seed, True, lambda x: x, lambda: step)  # noqa: E731
+    epoch0 = [y for _, y in stream(0, 0)]
+    assert [y for _, y in stream(0, 0)][3].tolist() == epoch0[3].tolist()
+    assert [y for _, y in stream(1, 0)][0].tolist() != epoch0[0].tolist()
+    assert [y for _, y in stream(0, 12)][0].tolist() != epoch0[0].tolist()  # the next epoch reshuffles
+    assert len(list(stream(0, 12 + 5))) == 12 - 5
+
+
+def test_download_checks_md5_and_keeps_nothing_on_mismatch(tmp_path, monkeypatch):
+    source = tmp_path / "mirror" / "t10k-labels-idx1-ubyte.gz"
+    source.parent.mkdir()
+    source.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02\x07\x03"))
+    good = hashlib.md5(source.read_bytes()).hexdigest()
+    spec = data.DATASETS["mnist"]
+    for md5, ok in [("0" * 32, False), (good, True)]:
+        files = ((source.as_uri(), md5, "mnist/t10k-labels-idx1-ubyte.gz"),)
+        monkeypatch.setitem(data.DATASETS, "mnist", data.DatasetSpec(**{**spec.__dict__, "files": files}))
+        root = tmp_path / "root"
+        code = cli.main(["data", "download", "mnist", "--root", str(root)])
+        assert code == (0 if ok else 2)
+        kept = list((root / "mnist").iterdir())
+        assert [p.name for p in kept] == (["t10k-labels-idx1-ubyte.gz"] if ok else [])
+    assert data._read_idx(root / "mnist" / "t10k-labels-idx1-ubyte.gz").tolist() == [7, 3]
