@@ -81,6 +81,14 @@ class PruneConfig:
 
 
 @dataclass
+class ScratchBConfig:
+    # Scratch-B trains for the dense run's compute: epochs × dense MACs / pruned MACs, at most `max_factor`
+    # times as long (Liu et al. 2019 cap it at 2 in their ImageNet code; null removes the cap, as in their
+    # CIFAR code).
+    max_factor: float | None = 2.0
+
+
+@dataclass
 class Experiment:
     name: str = "experiment"
     model: str = "mnist1d_mlp"
@@ -90,6 +98,7 @@ class Experiment:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,6 +249,8 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"prune.levels: must be 0 or more, got {p.levels}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"data.batch_size: must be at least 1, got {cfg.data.batch_size}")
+    if cfg.scratch_b.max_factor is not None and cfg.scratch_b.max_factor < 1:
+        raise ConfigError(f"scratch_b.max_factor: must be at least 1 or null, got {cfg.scratch_b.max_factor}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
 

@@ -171,7 +171,7 @@ def download(name: str, root: Path) -> None:
                 archive.extractall(root, filter="data")
 
 
-def _generator(*seeds: int) -> torch.Generator:
+def seeded_generator(*seeds: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(repr(seeds).encode()).digest()[:8], "little"))
 
 
@@ -198,7 +198,7 @@ class TrainBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = divmod(self.global_step(), len(self))
-        g = _generator(self.seed, epoch)
+        g = seeded_generator(self.seed, epoch)
         order = torch.randperm(len(self.x), generator=g)
         if self.augment:
             offsets = torch.randint(0, 9, (len(self.x), 2), generator=g)
@@ -255,7 +255,7 @@ class DataModule(L.LightningDataModule):
         if self._arrays is None:
             x, y, x_test, y_test = self.spec.load(Path(self.cfg.root))
             x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-            perm = torch.randperm(len(x), generator=_generator(self.SPLIT_SEED, len(x)))
+            perm = torch.randperm(len(x), generator=seeded_generator(self.SPLIT_SEED, len(x)))
             val, train = perm[: self.schedule.val_size], perm[self.schedule.val_size :]
             scale = 255.0 if x.dtype == torch.uint8 else 1.0
             dims = [d for d in range(x.dim()) if d != 1]

@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lth import masks as M
-from lth.config import ConfigError, Experiment, Schedule
-from lth.data import DATASETS, DataModule, MissingDataError
+from lth.config import ARMS, ConfigError, Experiment, Schedule
+from lth.data import DATASETS, DataModule, MissingDataError, seeded_generator
+from lth.flops import macs
 from lth.models import MODELS
 from lth.module import MaskedModule
 
@@ -158,21 +159,26 @@ class Run:
     def final_state(self, level: int, arm: str) -> dict[str, torch.Tensor]:
         return _torch_load(self.level_dir(level) / arm / "final.ckpt")["state_dict"]
 
-    def start_checkpoint(self, level: int, arm: str, masks: M.Masks) -> Path:
-        """The rewind point with this level's masks: every later level starts from the dense run's state at
-        step k (weights, momentum, LR position, data position) with pruned weights set to zero.
+    def start_checkpoint(self, level: int, arm: str, masks: M.Masks, model_state: dict[str, torch.Tensor], fresh_optimizer: bool) -> Path:
+        """The dense run's training state at the rewind step (LR position, data position and, unless
+        `fresh_optimizer`, optimizer state), with `model_state` and this level's masks applied.
 
-        Restoring the optimizer state is a choice: the masked network continues the dense run from step k
-        as exactly as possible. OpenLTH instead starts levels with a fresh optimizer; for `rewind: 0` the two
-        coincide, since the state is empty at step 0.
+        The ticket and random pruning keep the rewind-point optimizer state: the masked network continues the
+        dense run from step k as exactly as possible. OpenLTH instead starts levels with a fresh optimizer;
+        for `rewind: 0` the two coincide, since the state is empty at step 0. Arms whose weights are not the
+        dense run's (reinit, lr_rewind) start with a fresh optimizer.
         """
         path = self.level_dir(level) / arm / "start.ckpt"
         if not path.exists():
             checkpoint = _torch_load(self.dir / "rewind.ckpt")
             state = checkpoint["state_dict"]
+            state.update({f"model.{k}": v.clone() for k, v in model_state.items()})
             for name, mask in masks.items():
                 state[f"model.{name}_mask"] = mask.clone()
                 state[f"model.{name}"] = state[f"model.{name}"] * mask
+            if fresh_optimizer:
+                for optimizer in checkpoint["optimizer_states"]:
+                    optimizer["state"] = {}
             checkpoint["callbacks"] = {}
             checkpoint.pop("lth", None)  # validation history and timing belong to the dense run
             _torch_save(checkpoint, path)
@@ -180,11 +186,11 @@ class Run:
 
     # -- training -----------------------------------------------------------------------------------------
 
-    def trainer(self, arm_dir: Path, extra_callbacks: list[Callback] = ()) -> L.Trainer:
+    def trainer(self, arm_dir: Path, schedule: Schedule, extra_callbacks: list[Callback] = ()) -> L.Trainer:
         return L.Trainer(
-            max_steps=self.schedule.total_steps,
+            max_steps=schedule.total_steps,
             max_epochs=-1,
-            val_check_interval=self.schedule.eval_every,
+            val_check_interval=schedule.eval_every,
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             deterministic=self.cfg.train.deterministic,
@@ -195,8 +201,8 @@ class Run:
             enable_model_summary=False,
         )
 
-    def train(self, level: int, arm: str, module: MaskedModule, masks: M.Masks, seed: int, start: Path | None) -> dict[str, Any]:
-        """Train one (level, arm) to the end of the schedule, resuming from its last checkpoint if any."""
+    def train(self, level: int, arm: str, module: MaskedModule, masks: M.Masks, start: Path | None, start_step: int) -> dict[str, Any]:
+        """Train one (level, arm) to the end of its schedule, resuming from its last checkpoint if any."""
         arm_dir = self.level_dir(level) / arm
         arm_dir.mkdir(parents=True, exist_ok=True)
         final = arm_dir / "final.ckpt"
@@ -206,58 +212,106 @@ class Run:
             checkpoint = _torch_load(final)
             module.load_state_dict(checkpoint["state_dict"])
             module.on_load_checkpoint(checkpoint)
-            trainer = self.trainer(arm_dir)
+            trainer = self.trainer(arm_dir, module.schedule)
         else:
             last = arm_dir / "last.ckpt"
             resume = last if last.exists() else start
             if resume is not None:
                 _torch_load(resume)  # an unreadable checkpoint stops here with a clear message, nothing deleted
             callbacks = [RewindCapture(self.schedule.rewind_step, self.dir / "rewind.ckpt")] if level == 0 else []
-            trainer = self.trainer(arm_dir, callbacks)
+            trainer = self.trainer(arm_dir, module.schedule, callbacks)
             trainer.fit(module, datamodule=data, ckpt_path=resume)
-            if not module.val_history or module.val_history[-1]["step"] != self.schedule.total_steps:
+            if not module.val_history or module.val_history[-1]["step"] != module.schedule.total_steps:
                 trainer.validate(module, datamodule=data, verbose=False)
             trainer.save_checkpoint(final)
         test_acc = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
         history = module.val_history
         best = min(history, key=lambda h: (h["val_loss"], h["step"]))
         remaining, per_layer = M.weights_remaining(module.masks())
-        start_step = 0 if start is None else self.schedule.rewind_step
+        spec = DATASETS[self.cfg.data.name]
         return {
             "level": level,
             "arm": arm,
-            "seed": seed,
+            "seed": self.cfg.seed,
+            "init_seed": self.init_seed(level, arm),
             "run_id": self.cfg.run_id(),
             "weights_remaining": remaining,
             "weights_remaining_per_layer": per_layer,
+            "macs": macs(module.model, spec.input_shape, module.masks()),
             "test_acc": test_acc,
             "best_val_acc": max(h["val_acc"] for h in history),
             "early_stop_step": best["step"],
             "early_stop_val_acc": best["val_acc"],
-            "steps_trained": self.schedule.total_steps - start_step,
+            "steps_trained": module.schedule.total_steps - start_step,
             "rewind_step": self.schedule.rewind_step,
             "wall_seconds": round(module.train_seconds, 3),
             "mask_sha256": M.sha256(module.masks()),
         }
 
-    def run_ticket(self) -> list[dict[str, Any]]:
+    def init_seed(self, level: int, arm: str) -> int:
+        """The ticket uses the run's seed; each fresh-init arm draws its own init per level."""
+        if arm not in ("reinit", "scratch_b"):
+            return self.cfg.seed
+        return seeded_generator(self.cfg.seed, arm, level).initial_seed() % 2**31
+
+    def scratch_b_schedule(self, masks: M.Masks, module: MaskedModule) -> Schedule:
+        """Liu et al. (2019), §4: as many MACs as the dense run, so steps × dense/pruned MACs, capped."""
+        shape = DATASETS[self.cfg.data.name].input_shape
+        factor = macs(module.model, shape) / macs(module.model, shape, masks)
+        if self.cfg.scratch_b.max_factor is not None:
+            factor = min(factor, self.cfg.scratch_b.max_factor)
+        s = self.schedule
+        return replace(s, total_steps=round(s.total_steps * factor), milestone_steps=tuple(round(m * factor) for m in s.milestone_steps))
+
+    def prepare(self, level: int, arm: str, masks: M.Masks) -> tuple[MaskedModule, M.Masks, Path | None, int]:
+        """What an arm trains at a level: the module (with its schedule), its masks, the checkpoint it starts
+        from (None: from its own weights at step 0) and the step it starts at."""
+        cfg, schedule = self.cfg, self.schedule
+        module = self.build_module(self.init_seed(level, arm))
+        if arm == "ticket" and level == 0:
+            return module, masks, None, 0
+        rewound = {n[len("model."):]: v for n, v in _torch_load(self.dir / "rewind.ckpt")["state_dict"].items() if n.startswith("model.")}
+        k = schedule.rewind_step
+        if arm == "ticket":
+            return module, masks, self.start_checkpoint(level, arm, masks, rewound, fresh_optimizer=False), k
+        if arm == "random_prune":
+            shuffled = M.random_like(masks, seeded_generator(self.cfg.seed, "random_prune", level))
+            return module, shuffled, self.start_checkpoint(level, arm, shuffled, rewound, fresh_optimizer=False), k
+        if arm == "reinit":
+            return module, masks, self.start_checkpoint(level, arm, masks, module.model.state_dict(), fresh_optimizer=True), k
+        previous = {n[len("model."):]: v for n, v in self.final_state(level - 1, "ticket").items() if n.startswith("model.")}
+        if arm == "lr_rewind":  # Renda et al. (2020): the pruned trained weights, the LR schedule from step k
+            return module, masks, self.start_checkpoint(level, arm, masks, previous, fresh_optimizer=True), k
+        if arm == "scratch_b":
+            module.schedule = self.scratch_b_schedule(masks, module)
+            return module, masks, None, 0
+        # finetune (Renda et al. 2020): the pruned trained weights at the final LR, for the ticket's steps.
+        module.model.load_state_dict(previous)
+        module.train_cfg = replace(cfg.train, lr=cfg.train.lr * cfg.train.gamma ** len(schedule.milestone_steps))
+        module.schedule = replace(schedule, total_steps=schedule.total_steps - k, milestone_steps=(), rewind_step=0)
+        return module, masks, None, 0
+
+    def run_arms(self) -> list[dict[str, Any]]:
         levels = self.cfg.prune.levels
+        arms = [a for a in ARMS if a in self.cfg.arms]  # the ticket first: controls need its masks
         for level in range(levels + 1):
-            if row := self.done(level, "ticket"):
-                self._say(f"level {level}/{levels}: done earlier, {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}")
-                continue
-            module = self.build_module(self.cfg.seed)
-            masks = self.level_masks(level, module)
-            remaining, _ = M.weights_remaining(masks)
-            self._say(f"level {level}/{levels}: training with {remaining:.2%} of weights remaining")
-            start = None if level == 0 else self.start_checkpoint(level, "ticket", masks)
-            row = self.train(level, "ticket", module, masks, self.cfg.seed, start)
-            self.record(row)
-            self._say(
-                f"level {level}/{levels}: {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}, "
-                f"best val acc {row['best_val_acc']:.4f} (early stop at step {row['early_stop_step']})"
-            )
-        return [r for r in self.results() if r["arm"] == "ticket"]
+            for arm in arms:
+                if level == 0 and arm != "ticket":
+                    continue  # controls compare pruned networks; level 0 is the dense network itself
+                if row := self.done(level, arm):
+                    self._say(f"level {level}/{levels} {arm}: done earlier, {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}")
+                    continue
+                probe = self.build_module(self.cfg.seed)
+                masks = self.level_masks(level, probe)
+                module, masks, start, start_step = self.prepare(level, arm, masks)
+                self._say(f"level {level}/{levels} {arm}: training with {M.weights_remaining(masks)[0]:.2%} of weights remaining")
+                row = self.train(level, arm, module, masks, start, start_step)
+                self.record(row)
+                self._say(
+                    f"level {level}/{levels} {arm}: {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}, "
+                    f"best val acc {row['best_val_acc']:.4f} (early stop at step {row['early_stop_step']})"
+                )
+        return self.results()
 
     def preflight(self, module: MaskedModule) -> None:
         """Read every stored file this invocation will build on, so that a damaged or mismatched one stops
@@ -270,12 +324,22 @@ class Run:
             for name, mask in stored.items():
                 if mask.shape != expected[name].shape:
                     raise RunError(f"{path}: mask {name} has shape {tuple(mask.shape)}, the model's weight {tuple(expected[name].shape)}")
-        todo = [level for level in range(self.cfg.prune.levels + 1) if not self.done(level, "ticket")]
+        todo = [
+            (level, arm)
+            for level in range(self.cfg.prune.levels + 1)
+            for arm in self.cfg.arms
+            if (level == 0) == (arm == "ticket") or (level > 0 and arm == "ticket")
+            if not self.done(level, arm)
+        ]
         paths = [self.dir / "rewind.ckpt"] if todo else []
-        for level in todo:
-            paths += [self.level_dir(level) / "ticket" / name for name in ("start.ckpt", "last.ckpt", "final.ckpt")]
+        for level, arm in todo:
+            paths += [self.level_dir(level) / arm / name for name in ("start.ckpt", "last.ckpt", "final.ckpt")]
             if level > 0:
-                paths.append(self.level_dir(level - 1) / "ticket" / "final.ckpt")
+                previous = self.level_dir(level - 1) / "ticket" / "final.ckpt"
+                paths.append(previous)
+                needs_ticket = arm in ("finetune", "lr_rewind") or not (self.level_dir(level) / "mask.pt").exists()
+                if needs_ticket and "ticket" not in self.cfg.arms and not previous.exists():
+                    raise RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
         for path in paths:
             if path.exists():
                 _torch_load(path)
@@ -298,6 +362,6 @@ def run_experiment(cfg: Experiment, progress: bool = True) -> Run:
     if not saved.exists() or saved.read_bytes() != resolved:
         _atomic_write(saved, resolved)
     started = time.perf_counter()
-    run.run_ticket()
+    run.run_arms()
     run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")
     return run

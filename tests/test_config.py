@@ -41,7 +41,7 @@ def test_overrides_take_the_form_wandb_agent_passes():
         ["--train.lr=0.05", "--prune.rewind=50it", "--arms=[ticket,reinit]", "--seed=3", "--data.val_size=null"],
     )
     assert cfg.train.lr == 0.05 and cfg.prune.rewind == "50it" and cfg.arms == ["ticket", "reinit"]
-    assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model == "mnist1d_mlp"
+    assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model == "mnist1d_cnn"
     # The run's identity ignores what does not change results, and follows what does.
     assert config.load("experiments/quickstart.yaml", ["--prune.levels=2"]).run_id() == config.load("experiments/quickstart.yaml").run_id()
     assert config.load("experiments/quickstart.yaml", ["--seed=1"]).run_id() != config.load("experiments/quickstart.yaml").run_id()

@@ -34,7 +34,7 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
             for name, w in pl_module.weights().items():
                 assert torch.all(w[~masks[name]] == 0), f"{name} revived at step {trainer.global_step}"
 
-    trainer = run.trainer(run.dir / "t", [Watch()])
+    trainer = run.trainer(run.dir / "t", run.schedule, [Watch()])
     trainer.fit(module, datamodule=run.data)
     assert Watch.steps == 60
     for name, w in module.weights().items():
@@ -51,7 +51,7 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     LR position and global step; and trains on the batches the dense run saw from that step."""
     run = _run(tiny, "--prune.levels=1", "--train.milestones=[10it]")
     run.dir.mkdir(parents=True)
-    rows = run.run_ticket()
+    rows = run.run_arms()
     rewind = torch.load(run.dir / "rewind.ckpt", weights_only=False)
     start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)
     masks = torch.load(run.dir / "level_01" / "mask.pt")
@@ -78,7 +78,7 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
 def test_rewind_zero_restores_the_original_initialisation(tiny):
     run = _run(tiny, "--prune.levels=1", "--prune.rewind=0")
     run.dir.mkdir(parents=True)
-    run.run_ticket()
+    run.run_arms()
     init = run.build_module(seed=0).state_dict()
     start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)["state_dict"]
     masks = torch.load(run.dir / "level_01" / "mask.pt")
