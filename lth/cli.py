@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 USAGE = """usage: lth run CONFIG [--section.key=value ...]
+       lth report RUN_DIR... [--out DIR]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "data":
         return _data(rest)
+    if command == "report":
+        return _report(rest)
     if command != "run":
         return _fail(f"unknown command {command!r}\n{USAGE}")
     if not rest or rest[0].startswith("--"):
@@ -52,6 +55,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err))
     print(_table([r for r in run.results() if r["arm"] == "ticket"]))
     print(f"results: {run.results_path}")
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lth report", description="Aggregate runs (seeds) per arm and level.")
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("report"))
+    args = parser.parse_args(argv)
+    from lth import report
+
+    try:
+        paths = report.write(args.run_dirs, args.out)
+    except (OSError, ValueError, KeyError) as err:
+        return _fail(str(err))
+    print("\n".join(f"wrote {p}" for p in paths))
     return 0
 
 

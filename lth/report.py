@@ -1,0 +1,115 @@
+"""`lth report RUN_DIR...`: tickets against their controls, aggregated over seeds, as a table and figures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from lth.config import ARMS
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float  # sample standard deviation; 0 for a single run
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+
+@dataclass(frozen=True)
+class Cell:
+    weights_remaining: float
+    test_acc: Stat
+    early_stop_step: Stat
+
+
+def read_rows(run_dirs: list[Path]) -> list[dict]:
+    rows = []
+    for run_dir in run_dirs:
+        path = run_dir / "results.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: is {run_dir} an lth run directory?")
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
+    """Seeds of the same (arm, level) pooled. Every run of a level shares its sparsity, up to rounding."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["arm"], row["level"]), []).append(row)
+    return {
+        key: Cell(
+            statistics.fmean(r["weights_remaining"] for r in group),
+            Stat.of([r["test_acc"] for r in group]),
+            Stat.of([float(r["early_stop_step"]) for r in group]),
+        )
+        for key, group in sorted(groups.items(), key=lambda kv: (ARMS.index(kv[0][0]), kv[0][1]))
+    }
+
+
+def _markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str:
+    arms = [a for a in ARMS if any(arm == a for arm, _ in cells)]
+    levels = sorted({level for _, level in cells})
+    lines = ["| level | weights remaining | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
+    for level in levels:
+        remaining = cells.get(("ticket", level)) or next(c for (a, l), c in cells.items() if l == level)
+        entries = []
+        for arm in arms:
+            cell = cells.get((arm, level))
+            stat = getattr(cell, field) if cell else None
+            entries.append(f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f} (n={stat.n})" if stat else "")
+        lines.append(f"| {level} | {remaining.weights_remaining:.2%} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
+    """One line per arm with a ±1 std band over seeds, against percent of weights remaining on a log axis
+    (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for arm in [a for a in ARMS if any(arm == a for arm, _ in cells)]:
+        points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, l), c in cells.items() if a == arm and l > 0), reverse=True)
+        if not points:
+            continue
+        x = [p for p, _ in points]
+        mean = [s.mean for _, s in points]
+        ax.plot(x, mean, marker="o", markersize=3, label=arm)
+        ax.fill_between(x, [s.mean - s.std for _, s in points], [s.mean + s.std for _, s in points], alpha=0.2)
+    if ("ticket", 0) in cells:
+        ax.axhline(getattr(cells["ticket", 0], field).mean, color="black", linestyle="--", linewidth=1, label="dense")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("percent of weights remaining")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write(run_dirs: list[Path], out: Path) -> list[Path]:
+    cells = aggregate(read_rows(run_dirs))
+    out.mkdir(parents=True, exist_ok=True)
+    sources = "\n".join(f"- `{d}`" for d in run_dirs)
+    (out / "report.md").write_text(
+        f"# Lottery-ticket report\n\nRuns:\n{sources}\n\n"
+        f"## Test accuracy (mean ± std over seeds)\n\n{_markdown(cells, 'test_acc', 4)}\n\n"
+        f"## Early-stop step (lowest validation loss)\n\n{_markdown(cells, 'early_stop_step', 0)}\n\n"
+        "![test accuracy](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
+    )
+    paths = [out / "report.md"]
+    for field, ylabel, name in [("test_acc", "test accuracy", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png")]:
+        fig = figure(cells, field, ylabel)
+        fig.savefig(out / name, dpi=120)
+        paths.append(out / name)
+    return paths

@@ -1,0 +1,58 @@
+import json
+import statistics
+
+import matplotlib.image
+import pytest
+
+from lth import cli, report
+
+
+def _fake_run(path, seed, accs):
+    """A results.jsonl as `lth run` writes it: two arms over two levels."""
+    path.mkdir(parents=True)
+    rows = []
+    for (arm, level), acc in accs.items():
+        rows.append({"level": level, "arm": arm, "seed": seed, "weights_remaining": 0.8**level, "test_acc": acc, "early_stop_step": 100 * (level + seed)})
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_numbers_equal_the_results_and_figures_have_one_series_per_arm(tmp_path, capsys):
+    runs = [tmp_path / f"seed{s}" for s in range(3)]
+    accs = [
+        {("ticket", 0): 0.90, ("ticket", 1): 0.91, ("reinit", 1): 0.85, ("ticket", 2): 0.92, ("reinit", 2): 0.80},
+        {("ticket", 0): 0.92, ("ticket", 1): 0.93, ("reinit", 1): 0.83, ("ticket", 2): 0.90, ("reinit", 2): 0.82},
+        {("ticket", 0): 0.91, ("ticket", 1): 0.92, ("reinit", 1): 0.84, ("ticket", 2): 0.91, ("reinit", 2): 0.78},
+    ]
+    for seed, (run, acc) in enumerate(zip(runs, accs)):
+        _fake_run(run, seed, acc)
+    assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    assert "report.md" in capsys.readouterr().out
+
+    cells = report.aggregate(report.read_rows(runs))
+    for key in accs[0]:
+        values = [a[key] for a in accs]
+        assert cells[key].test_acc.mean == pytest.approx(statistics.fmean(values))
+        assert cells[key].test_acc.std == pytest.approx(statistics.stdev(values))
+        assert cells[key].test_acc.n == 3
+    text = (tmp_path / "out" / "report.md").read_text()
+    reinit_2 = cells["reinit", 2].test_acc
+    assert f"| 2 | 64.00% | {cells['ticket', 2].test_acc.mean:.4f} ± {cells['ticket', 2].test_acc.std:.4f} (n=3) | {reinit_2.mean:.4f} ± {reinit_2.std:.4f} (n=3) |" in text
+    assert f"{cells['reinit', 1].early_stop_step.mean:.0f} ± {cells['reinit', 1].early_stop_step.std:.0f} (n=3)" in text
+
+    for name in ["accuracy.png", "early_stop.png"]:
+        image = matplotlib.image.imread(tmp_path / "out" / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    fig = report.figure(cells, "test_acc", "test accuracy")
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["ticket", "reinit", "dense"] and len(ax.collections) == 2  # one band per arm
+    assert ax.get_xscale() == "log"
+    ticket_line = ax.get_lines()[0]
+    assert list(ticket_line.get_xdata()) == pytest.approx([80.0, 64.0])
+    assert ax.get_lines()[2].get_ydata()[0] == pytest.approx(0.91)
+
+
+def test_report_on_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "results.jsonl does not exist" in err and err.count("\n") == 1
