@@ -92,3 +92,14 @@ def test_corrupted_checkpoint_is_an_error_and_nothing_is_deleted(tiny, capsys):
 def test_console_script_exit_code_and_usage():
     done = subprocess.run([sys.executable, "-m", "lth.cli", "train"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown command 'train'" in done.stderr
+
+
+def test_every_shipped_experiment_is_valid():
+    from pathlib import Path
+
+    paths = sorted(Path("experiments").glob("*.yaml"))
+    assert len(paths) >= 8
+    for path in paths:
+        cfg = config.load(path)
+        assert path.read_text().startswith("#"), f"{path} must cite its source in a leading comment"
+        assert config.Schedule.of(cfg).total_steps > config.Schedule.of(cfg).rewind_step
