@@ -72,6 +72,7 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     """One line per arm with a ±1 std band over seeds, against percent of weights remaining on a log axis
     (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -88,6 +89,9 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     if ("ticket", 0) in cells:
         ax.axhline(getattr(cells["ticket", 0], field).mean, color="black", linestyle="--", linewidth=1, label="dense")
     ax.set_xscale("log")
+    ax.set_xticks([t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if min(ax.get_xlim()) <= t <= max(ax.get_xlim())])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel(ylabel)
