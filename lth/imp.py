@@ -150,14 +150,20 @@ class Run:
         if path.exists():
             return _torch_load(path)
         trained = self.final_state(level - 1, "ticket")
-        weights = {n: trained[f"model.{n}"] for n in module.prunable}
-        previous = {n: trained[f"model.{n}_mask"] for n in module.prunable}
+        state = self.model_state(trained)
+        weights = {n: state[n] for n in module.prunable}
+        previous = {n: state[f"{n}_mask"] for n in module.prunable}
         pruned = M.prune_magnitude(weights, previous, self.fractions(module), self.cfg.prune.strategy)
         _torch_save(pruned, path)
         return pruned
 
     def final_state(self, level: int, arm: str) -> dict[str, torch.Tensor]:
         return _torch_load(self.level_dir(level) / arm / "final.ckpt")["state_dict"]
+
+    @staticmethod
+    def model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The network's own entries of a MaskedModule state_dict, keyed as the network names them."""
+        return {n[len("model."):]: v for n, v in state_dict.items() if n.startswith("model.")}
 
     def start_checkpoint(self, level: int, arm: str, masks: M.Masks, model_state: dict[str, torch.Tensor], fresh_optimizer: bool) -> Path:
         """The dense run's training state at the rewind step (LR position, data position and, unless
@@ -263,33 +269,34 @@ class Run:
         s = self.schedule
         return replace(s, total_steps=round(s.total_steps * factor), milestone_steps=tuple(round(m * factor) for m in s.milestone_steps))
 
-    def prepare(self, level: int, arm: str, masks: M.Masks) -> tuple[MaskedModule, M.Masks, Path | None, int]:
-        """What an arm trains at a level: the module (with its schedule), its masks, the checkpoint it starts
-        from (None: from its own weights at step 0) and the step it starts at."""
+    def prepare(self, level: int, arm: str, module: MaskedModule, masks: M.Masks) -> tuple[M.Masks, Path | None, int]:
+        """What an arm trains at a level, given its freshly built module (whose weights and schedule this may
+        replace) and the level's masks: its masks, the checkpoint it starts from (None: from the module's own
+        weights at step 0) and the step it starts at."""
         cfg, schedule = self.cfg, self.schedule
-        module = self.build_module(self.init_seed(level, arm))
         if arm == "ticket" and level == 0:
-            return module, masks, None, 0
-        rewound = {n[len("model."):]: v for n, v in _torch_load(self.dir / "rewind.ckpt")["state_dict"].items() if n.startswith("model.")}
+            return masks, None, 0
         k = schedule.rewind_step
+        if arm in ("ticket", "random_prune"):
+            rewound = self.model_state(_torch_load(self.dir / "rewind.ckpt")["state_dict"])
         if arm == "ticket":
-            return module, masks, self.start_checkpoint(level, arm, masks, rewound, fresh_optimizer=False), k
+            return masks, self.start_checkpoint(level, arm, masks, rewound, fresh_optimizer=False), k
         if arm == "random_prune":
             shuffled = M.random_like(masks, seeded_generator(self.cfg.seed, "random_prune", level))
-            return module, shuffled, self.start_checkpoint(level, arm, shuffled, rewound, fresh_optimizer=False), k
+            return shuffled, self.start_checkpoint(level, arm, shuffled, rewound, fresh_optimizer=False), k
         if arm == "reinit":
-            return module, masks, self.start_checkpoint(level, arm, masks, module.model.state_dict(), fresh_optimizer=True), k
-        previous = {n[len("model."):]: v for n, v in self.final_state(level - 1, "ticket").items() if n.startswith("model.")}
+            return masks, self.start_checkpoint(level, arm, masks, module.model.state_dict(), fresh_optimizer=True), k
+        previous = self.model_state(self.final_state(level - 1, "ticket"))
         if arm == "lr_rewind":  # Renda et al. (2020): the pruned trained weights, the LR schedule from step k
-            return module, masks, self.start_checkpoint(level, arm, masks, previous, fresh_optimizer=True), k
+            return masks, self.start_checkpoint(level, arm, masks, previous, fresh_optimizer=True), k
         if arm == "scratch_b":
             module.schedule = self.scratch_b_schedule(masks, module)
-            return module, masks, None, 0
+            return masks, None, 0
         # finetune (Renda et al. 2020): the pruned trained weights at the final LR, for the ticket's steps.
         module.model.load_state_dict(previous)
         module.train_cfg = replace(cfg.train, lr=cfg.train.lr * cfg.train.gamma ** len(schedule.milestone_steps))
         module.schedule = replace(schedule, total_steps=schedule.total_steps - k, milestone_steps=(), rewind_step=0)
-        return module, masks, None, 0
+        return masks, None, 0
 
     def run_arms(self) -> list[dict[str, Any]]:
         levels = self.cfg.prune.levels
@@ -301,9 +308,8 @@ class Run:
                 if row := self.done(level, arm):
                     self._say(f"level {level}/{levels} {arm}: done earlier, {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}")
                     continue
-                probe = self.build_module(self.cfg.seed)
-                masks = self.level_masks(level, probe)
-                module, masks, start, start_step = self.prepare(level, arm, masks)
+                module = self.build_module(self.init_seed(level, arm))
+                masks, start, start_step = self.prepare(level, arm, module, self.level_masks(level, module))
                 self._say(f"level {level}/{levels} {arm}: training with {M.weights_remaining(masks)[0]:.2%} of weights remaining")
                 row = self.train(level, arm, module, masks, start, start_step)
                 self.record(row)
