@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-USAGE = """usage: lth run CONFIG [--section.key=value ...]
+USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth report RUN_DIR... [--out DIR]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
@@ -14,15 +15,6 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...]
 def _fail(message: str) -> int:
     print(f"lth: error: {message}", file=sys.stderr)
     return 2
-
-
-def _table(rows: list[dict]) -> str:
-    lines = ["level  weights remaining  test acc  best val acc  early-stop step"]
-    for r in sorted(rows, key=lambda r: r["level"]):
-        lines.append(
-            f"{r['level']:>5}  {r['weights_remaining']:>17.2%}  {r['test_acc']:>8.4f}  {r['best_val_acc']:>12.4f}  {r['early_stop_step']:>15}"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,18 +35,27 @@ def main(argv: list[str] | None = None) -> int:
     from lth import config
 
     try:
-        cfg = config.load(rest[0], rest[1:])
+        cfgs = config.load_seeds(rest[0], rest[1:])
     except config.ConfigError as err:
         return _fail(str(err))
 
-    from lth.imp import RunError, run_experiment
+    from lth import report
+    from lth.imp import RunError, run_experiments
+
+    # Lightning's per-Trainer banners ("GPU available", tips) would repeat for every level and arm.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     try:
-        run = run_experiment(cfg)
+        runs = run_experiments(cfgs)
     except (config.ConfigError, RunError) as err:
         return _fail(str(err))
-    print(_table([r for r in run.results() if r["arm"] == "ticket"]))
-    print(f"results: {run.results_path}")
+    # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
+    run_dirs = [run.dir for run in runs]
+    cells = report.aggregate(report.read_rows(run_dirs))
+    paths = report.write(cells, run_dirs, runs[0].dir.parent / "report")
+    print(report.markdown(cells, "test_acc", 4))
+    print("results: " + " ".join(str(run.results_path) for run in runs))
+    print(f"report: {paths[0]}\nfigure: {paths[1]}")
     return 0
 
 
@@ -66,7 +67,7 @@ def _report(argv: list[str]) -> int:
     from lth import report
 
     try:
-        paths = report.write(args.run_dirs, args.out)
+        paths = report.write(report.aggregate(report.read_rows(args.run_dirs)), args.run_dirs, args.out)
     except (OSError, ValueError, KeyError) as err:
         return _fail(str(err))
     print("\n".join(f"wrote {p}" for p in paths))

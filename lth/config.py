@@ -103,15 +103,18 @@ class Experiment:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def run_id(self) -> str:
-        """Identity of a run: what determines its results. Raising `levels`, adding arms or moving the
-        output or data root continues the same run rather than starting another."""
+    def identity(self) -> dict[str, Any]:
+        """What determines a run's results. Raising `levels`, adding arms or moving the output or data
+        root continues the same run rather than starting another."""
         identity = self.to_dict()
         for key in ("out_dir", "arms", "name"):
             identity.pop(key)
         identity["prune"].pop("levels")
         identity["data"].pop("root")
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        return identity
+
+    def run_id(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.model}-{self.data.name}-seed{self.seed}-{digest}"
 
     def run_dir(self) -> Path:
@@ -210,7 +213,15 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(path: str | Path | None, overrides: list[str] = ()) -> Experiment:
-    """Read an experiment, apply overrides, and validate everything that can be checked without data."""
+    """Read one experiment, apply overrides, and validate everything that can be checked without data."""
+    experiments = load_seeds(path, overrides)
+    if len(experiments) != 1:
+        raise ConfigError(f"seed: expected one integer here, got {len(experiments)} seeds")
+    return experiments[0]
+
+
+def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Experiment]:
+    """As `load`, where `seed` may also be a list (`--seed=[0,1]`): one experiment, and run, per seed."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -222,9 +233,16 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Experiment:
             raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-    experiment = _build(Experiment, _merge(values, parse_overrides(list(overrides))))
-    validate(experiment)
-    return experiment
+    values = _merge(values, parse_overrides(list(overrides)))
+    seeds = values.get("seed", Experiment.seed)
+    if not isinstance(seeds, list):
+        seeds = [seeds]
+    elif not seeds or len(set(map(str, seeds))) != len(seeds):
+        raise ConfigError(f"seed: expected distinct seeds, got {seeds}")
+    experiments = [_build(Experiment, {**values, "seed": seed}) for seed in seeds]
+    for experiment in experiments:
+        validate(experiment)
+    return experiments
 
 
 def validate(cfg: Experiment) -> None:

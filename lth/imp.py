@@ -226,7 +226,7 @@ class Run:
                 _torch_load(resume)  # an unreadable checkpoint stops here with a clear message, nothing deleted
             callbacks = [RewindCapture(self.schedule.rewind_step, self.dir / "rewind.ckpt")] if level == 0 else []
             trainer = self.trainer(arm_dir, module.schedule, callbacks)
-            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=False)  # our own checkpoints
             if not module.val_history or module.val_history[-1]["step"] != module.schedule.total_steps:
                 trainer.validate(module, datamodule=data, verbose=False)
             trainer.save_checkpoint(final)
@@ -354,20 +354,24 @@ class Run:
         print(f"[lth] {text}", file=sys.stderr, flush=True)
 
 
-def run_experiment(cfg: Experiment, progress: bool = True) -> Run:
-    run = Run.open(cfg, progress)
-    module = run.build_module(cfg.seed)
-    run.preflight(module)
-    try:
-        run.data.check()
-    except MissingDataError as err:
-        raise ConfigError(str(err)) from None
-    run.dir.mkdir(parents=True, exist_ok=True)
-    resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
-    saved = run.dir / "config.yaml"
-    if not saved.exists() or saved.read_bytes() != resolved:
-        _atomic_write(saved, resolved)
-    started = time.perf_counter()
-    run.run_arms()
-    run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")
-    return run
+def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
+    """Check every run (stored files, data) before training any, then train them one after another."""
+    runs = []
+    for cfg in cfgs:
+        run = Run.open(cfg, progress)
+        run.preflight(run.build_module(cfg.seed))
+        try:
+            run.data.check()
+        except MissingDataError as err:
+            raise ConfigError(str(err)) from None
+        runs.append(run)
+    for run in runs:
+        run.dir.mkdir(parents=True, exist_ok=True)
+        resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
+        saved = run.dir / "config.yaml"
+        if not saved.exists() or saved.read_bytes() != resolved:
+            _atomic_write(saved, resolved)
+        started = time.perf_counter()
+        run.run_arms()
+        run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")
+    return runs

@@ -7,6 +7,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from lth import config
 from lth.config import ARMS
 
 
@@ -29,11 +30,19 @@ class Cell:
 
 
 def read_rows(run_dirs: list[Path]) -> list[dict]:
-    rows = []
+    """The rows of runs that differ only in their seed; pooling runs of different studies would make the
+    error bars meaningless, so that is refused."""
+    rows, studies = [], {}
     for run_dir in run_dirs:
         path = run_dir / "results.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: is {run_dir} an lth run directory?")
+        study = config.load(run_dir / "config.yaml").identity()
+        study.pop("seed")
+        studies.setdefault(json.dumps(study, sort_keys=True), run_dir)
+        if len(studies) > 1:
+            first = next(iter(studies.values()))
+            raise ValueError(f"{first} and {run_dir} differ in more than their seed; report them separately")
         rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return rows
 
@@ -53,7 +62,7 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
     }
 
 
-def _markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str:
+def markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str:
     arms = [a for a in ARMS if any(arm == a for arm, _ in cells)]
     levels = sorted({level for _, level in cells})
     lines = ["| level | weights remaining | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
@@ -71,13 +80,11 @@ def _markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> st
 def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     """One line per arm with a ±1 std band over seeds, against percent of weights remaining on a log axis
     (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed."""
-    import matplotlib
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # not pyplot: no GUI backend, nothing kept alive after saving
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for arm in [a for a in ARMS if any(arm == a for arm, _ in cells)]:
         points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, l), c in cells.items() if a == arm and l > 0), reverse=True)
         if not points:
@@ -101,14 +108,13 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     return fig
 
 
-def write(run_dirs: list[Path], out: Path) -> list[Path]:
-    cells = aggregate(read_rows(run_dirs))
+def write(cells: dict[tuple[str, int], Cell], run_dirs: list[Path], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     sources = "\n".join(f"- `{d}`" for d in run_dirs)
     (out / "report.md").write_text(
         f"# Lottery-ticket report\n\nRuns:\n{sources}\n\n"
-        f"## Test accuracy (mean ± std over seeds)\n\n{_markdown(cells, 'test_acc', 4)}\n\n"
-        f"## Early-stop step (lowest validation loss)\n\n{_markdown(cells, 'early_stop_step', 0)}\n\n"
+        f"## Test accuracy (mean ± std over seeds)\n\n{markdown(cells, 'test_acc', 4)}\n\n"
+        f"## Early-stop step (lowest validation loss)\n\n{markdown(cells, 'early_stop_step', 0)}\n\n"
         "![test accuracy](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
     )
     paths = [out / "report.md"]

@@ -9,6 +9,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 # A run small enough to train in well under a second per level.
 TINY = [
+    "--seed=0",
+    "--arms=[ticket]",
     "--model=mnist1d_mlp",
     "--data.name=synthetic",
     "--data.batch_size=64",

@@ -43,8 +43,20 @@ def test_overrides_take_the_form_wandb_agent_passes():
     assert cfg.train.lr == 0.05 and cfg.prune.rewind == "50it" and cfg.arms == ["ticket", "reinit"]
     assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model == "mnist1d_cnn"
     # The run's identity ignores what does not change results, and follows what does.
-    assert config.load("experiments/quickstart.yaml", ["--prune.levels=2"]).run_id() == config.load("experiments/quickstart.yaml").run_id()
-    assert config.load("experiments/quickstart.yaml", ["--seed=1"]).run_id() != config.load("experiments/quickstart.yaml").run_id()
+    seed0 = config.load("experiments/quickstart.yaml", ["--seed=0"]).run_id()
+    assert config.load("experiments/quickstart.yaml", ["--seed=0", "--prune.levels=2", "--arms=[reinit]"]).run_id() == seed0
+    assert config.load("experiments/quickstart.yaml", ["--seed=1"]).run_id() != seed0
+    assert config.load("experiments/quickstart.yaml", ["--seed=0", "--train.lr=0.01"]).run_id() != seed0
+
+
+def test_a_list_of_seeds_is_one_experiment_per_seed():
+    seeds = config.load_seeds("experiments/quickstart.yaml", ["--seed=[4,2]"])
+    assert [c.seed for c in seeds] == [4, 2] and seeds[0].identity() | {"seed": 2} == seeds[1].identity()
+    for override, message in [("--seed=[1,1]", "distinct seeds"), ("--seed=[]", "distinct seeds"), ("--seed=[1,x]", "seed: expected an integer")]:
+        with pytest.raises(config.ConfigError, match=message):
+            config.load_seeds(None, [override])
+    with pytest.raises(config.ConfigError, match="expected one integer here"):
+        config.load("experiments/quickstart.yaml")
 
 
 def test_bad_yaml_and_missing_file(tmp_path, capsys):
@@ -100,6 +112,6 @@ def test_every_shipped_experiment_is_valid():
     paths = sorted(Path("experiments").glob("*.yaml"))
     assert len(paths) >= 8
     for path in paths:
-        cfg = config.load(path)
+        (cfg, *_) = config.load_seeds(path)
         assert path.read_text().startswith("#"), f"{path} must cite its source in a leading comment"
         assert config.Schedule.of(cfg).total_steps > config.Schedule.of(cfg).rewind_step

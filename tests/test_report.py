@@ -3,13 +3,15 @@ import statistics
 
 import matplotlib.image
 import pytest
+import yaml
 
-from lth import cli, report
+from lth import cli, config, report
 
 
-def _fake_run(path, seed, accs):
-    """A results.jsonl as `lth run` writes it: two arms over two levels."""
+def _fake_run(path, seed, accs, overrides=()):
+    """A run directory as `lth run` writes it: its config and results over two arms and two levels."""
     path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config.load(None, [f"--seed={seed}", *overrides]).to_dict()))
     rows = []
     for (arm, level), acc in accs.items():
         rows.append({"level": level, "arm": arm, "seed": seed, "weights_remaining": 0.8**level, "test_acc": acc, "early_stop_step": 100 * (level + seed)})
@@ -56,3 +58,27 @@ def test_report_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "results.jsonl does not exist" in err and err.count("\n") == 1
+
+
+def test_report_refuses_to_pool_runs_that_differ_in_more_than_their_seed(tmp_path, capsys):
+    _fake_run(tmp_path / "a", 0, {("ticket", 0): 0.9})
+    _fake_run(tmp_path / "b", 1, {("ticket", 0): 0.8}, ["--train.lr=0.01"])
+    assert cli.main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "differ in more than their seed" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_over_two_seeds_ends_with_the_report_of_both(tiny, tmp_path, capsys):
+    args = ["run", "experiments/quickstart.yaml", *tiny, "--seed=[0,1]", "--arms=[ticket,reinit]", "--prune.levels=1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if line.startswith(("report: ", "figure: ", "results: ")))
+    run_dirs = sorted((tmp_path / "runs" / "tiny").glob("*-seed*"))
+    assert [d.name.split("-")[2] for d in run_dirs] == ["seed0", "seed1"]
+    assert lines["report"] == str(tmp_path / "runs" / "tiny" / "report" / "report.md")
+    assert matplotlib.image.imread(lines["figure"]).ndim == 3
+    cells = report.aggregate(report.read_rows(run_dirs))
+    assert {key: cell.test_acc.n for key, cell in cells.items()} == {("ticket", 0): 2, ("ticket", 1): 2, ("reinit", 1): 2}
+    reinit = cells["reinit", 1].test_acc
+    assert f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in out and f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in open(lines["report"]).read()
