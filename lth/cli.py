@@ -12,6 +12,10 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
+# The exit code after SIGUSR1: checkpointed, not failed (the SLURM scripts requeue on it).
+INTERRUPTED = 3
+
+
 def _fail(message: str) -> int:
     print(f"lth: error: {message}", file=sys.stderr)
     return 2
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err))
 
     from lth import report
-    from lth.imp import RunError, run_experiments
+    from lth.imp import Busy, Interrupted, RunError, run_experiments
 
     # Lightning's per-Trainer banners ("GPU available", tips) would repeat for every level and arm.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -49,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_experiments(cfgs)
     except (config.ConfigError, RunError) as err:
         return _fail(str(err))
+    except Busy as err:
+        print(f"lth: {err}", file=sys.stderr)
+        return 0
+    except Interrupted as err:
+        print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
     # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
     run_dirs = [run.dir for run in runs]
     cells = report.aggregate(report.read_rows(run_dirs))

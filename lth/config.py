@@ -89,6 +89,17 @@ class ScratchBConfig:
 
 
 @dataclass
+class WandbConfig:
+    # W&B logs when a project is named here, on the command line or by `wandb agent` (WANDB_PROJECT), unless
+    # WANDB_MODE=disabled; WANDB_MODE=offline keeps everything in the run directory for a later `wandb sync`.
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None  # None: the experiment's name, so a study's seeds and arms sit together
+    tags: list[str] = field(default_factory=list)
+    log_artifacts: bool = False  # each level's masks and the rewind-point weights, as W&B artifacts
+
+
+@dataclass
 class Experiment:
     name: str = "experiment"
     model: str = "mnist1d_mlp"
@@ -99,15 +110,16 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """What determines a run's results. Raising `levels`, adding arms or moving the output or data
-        root continues the same run rather than starting another."""
+        """What determines a run's results. Raising `levels`, adding arms, moving the output or data root or
+        changing where it is logged continues the same run rather than starting another."""
         identity = self.to_dict()
-        for key in ("out_dir", "arms", "name"):
+        for key in ("out_dir", "arms", "name", "wandb"):
             identity.pop(key)
         identity["prune"].pop("levels")
         identity["data"].pop("root")

@@ -14,14 +14,19 @@ Run directory (`Experiment.run_dir()`, named by the run's identity, never by a j
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning as L
 import torch
@@ -34,10 +39,63 @@ from lth.data import DATASETS, DataModule, MissingDataError, seeded_generator
 from lth.flops import macs
 from lth.models import MODELS
 from lth.module import MaskedModule
+from lth.tracking import Tracker
 
 
 class RunError(RuntimeError):
     """A problem with what is on disk: reported as one line, exit code 2, nothing deleted."""
+
+
+class Busy(RuntimeError):
+    """Another process is training an arm this invocation was asked to train: nothing to do here."""
+
+
+class Interrupted(RuntimeError):
+    """SIGUSR1 asked the run to stop (SLURM sends it before a time limit or preemption with
+    `--signal=B:USR1@...`). The training state is checkpointed; rerunning the same command resumes it."""
+
+
+# Set by SIGUSR1; checked after every training batch and between pieces of work.
+STOP = threading.Event()
+
+# How often an arm waiting for the ticket's next level, trained by another process, looks again.
+WAIT_SECONDS = 2.0
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    """An advisory lock (flock) on `path` without waiting: the open handle that holds it (closing it releases
+    the lock, as does the holder's death, so a killed job leaves no stale lock), or None if another process
+    holds it. The file names the holder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - the handle is the lock; the caller closes it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.truncate(0)
+    handle.write(f"host {socket.gethostname()} pid {os.getpid()} job {os.environ.get('SLURM_JOB_ID', '-')}")
+    handle.flush()
+    return handle
+
+
+def _held_elsewhere(path: Path) -> bool:
+    if not path.exists():
+        return False
+    handle = _try_lock(path)
+    if handle:
+        handle.close()
+    return handle is None
+
+
+def _lock_arm(path: Path) -> IO[str]:
+    """The arm's lock, held for this process's lifetime. Retried for a second, since another process may hold
+    it for an instant to see whether the arm is in progress (`_held_elsewhere`)."""
+    for _ in range(10):
+        if handle := _try_lock(path):
+            return handle
+        time.sleep(0.1)
+    raise Busy(path.read_text().strip() or "another process")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -60,6 +118,18 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any failure to read means the file is unusable
         raise RunError(f"{path} is unreadable ({type(err).__name__}); move it aside to redo that step") from None
+
+
+class StopOnSignal(Callback):
+    """Checkpoints the exact training position and stops when SIGUSR1 has arrived."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if STOP.is_set():
+            trainer.save_checkpoint(self.path)
+            raise Interrupted(f"stopped by SIGUSR1 at step {trainer.global_step}; checkpointed to {self.path}")
 
 
 class RewindCapture(Callback):
@@ -87,6 +157,7 @@ class Run:
     schedule: Schedule
     data: DataModule
     progress: bool = True
+    tracker: Tracker | None = None
 
     @classmethod
     def open(cls, cfg: Experiment, progress: bool = True) -> Run:
@@ -123,8 +194,14 @@ class Run:
         return next((r for r in self.results() if r["level"] == level and r["arm"] == arm), None)
 
     def record(self, row: dict[str, Any]) -> None:
-        rows = self.results() + [row]
-        _atomic_write(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+        lock = self.dir / "locks" / "results.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:  # other arms of this run, in other processes, may record at the same time
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            rows = self.results() + [row]
+            _atomic_write(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+        if self.tracker:
+            self.tracker.level(row, rows)
 
     # -- pieces of a run ----------------------------------------------------------------------------------
 
@@ -200,9 +277,9 @@ class Run:
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             deterministic=self.cfg.train.deterministic,
-            callbacks=[ModelCheckpoint(dirpath=arm_dir, save_top_k=0, save_last=True), *extra_callbacks],
+            callbacks=[ModelCheckpoint(dirpath=arm_dir, save_top_k=0, save_last=True), StopOnSignal(arm_dir / "last.ckpt"), *extra_callbacks],
             default_root_dir=arm_dir,
-            logger=False,
+            logger=self.tracker.logger if self.tracker else False,
             enable_progress_bar=self.progress and sys.stderr.isatty(),
             enable_model_summary=False,
         )
@@ -229,7 +306,9 @@ class Run:
             trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=False)  # our own checkpoints
             if not module.val_history or module.val_history[-1]["step"] != module.schedule.total_steps:
                 trainer.validate(module, datamodule=data, verbose=False)
-            trainer.save_checkpoint(final)
+            partial = arm_dir / ".final.ckpt.partial"  # atomic: other processes wait for this file
+            trainer.save_checkpoint(partial)
+            os.replace(partial, final)
         test_acc = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
         history = module.val_history
         best = min(history, key=lambda h: (h["val_loss"], h["step"]))
@@ -308,6 +387,10 @@ class Run:
                 if row := self.done(level, arm):
                     self._say(f"level {level}/{levels} {arm}: done earlier, {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}")
                     continue
+                if STOP.is_set():
+                    raise Interrupted(f"stopped by SIGUSR1 before level {level} {arm}")
+                if level > 0:
+                    self.wait_for_ticket(level, arm)
                 module = self.build_module(self.init_seed(level, arm))
                 masks, start, start_step = self.prepare(level, arm, module, self.level_masks(level, module))
                 self._say(f"level {level}/{levels} {arm}: training with {M.weights_remaining(masks)[0]:.2%} of weights remaining")
@@ -318,6 +401,22 @@ class Run:
                     f"best val acc {row['best_val_acc']:.4f} (early stop at step {row['early_stop_step']})"
                 )
         return self.results()
+
+    def wait_for_ticket(self, level: int, arm: str) -> None:
+        """Every arm at level k builds on the ticket's level k-1. When another process is training the ticket
+        (a sweep that spreads arms over jobs), follow it level by level; when nobody is, say what is missing."""
+        final = self.level_dir(level - 1) / "ticket" / "final.ckpt"
+        said = False
+        while not final.exists():
+            if not _held_elsewhere(self.dir / "locks" / "ticket.lock"):
+                if final.exists():
+                    break  # finished between the two looks
+                raise RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
+            if not said:
+                self._say(f"level {level} {arm}: waiting for the ticket's level {level - 1}, trained by another process")
+                said = True
+            if STOP.wait(WAIT_SECONDS):
+                raise Interrupted(f"stopped by SIGUSR1 while level {level} {arm} waited for the ticket")
 
     def preflight(self, module: MaskedModule) -> None:
         """Read every stored file this invocation will build on, so that a damaged or mismatched one stops
@@ -343,8 +442,7 @@ class Run:
             if level > 0:
                 previous = self.level_dir(level - 1) / "ticket" / "final.ckpt"
                 paths.append(previous)
-                needs_ticket = arm in ("finetune", "lr_rewind") or not (self.level_dir(level) / "mask.pt").exists()
-                if needs_ticket and "ticket" not in self.cfg.arms and not previous.exists():
+                if "ticket" not in self.cfg.arms and not previous.exists() and not _held_elsewhere(self.dir / "locks" / "ticket.lock"):
                     raise RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
         for path in paths:
             if path.exists():
@@ -355,7 +453,8 @@ class Run:
 
 
 def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
-    """Check every run (stored files, data) before training any, then train them one after another."""
+    """Check every run (stored files, data, that no other process trains its arms) before training any,
+    then train them one after another. SIGUSR1 checkpoints and raises `Interrupted`."""
     runs = []
     for cfg in cfgs:
         run = Run.open(cfg, progress)
@@ -365,13 +464,38 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
         runs.append(run)
-    for run in runs:
-        run.dir.mkdir(parents=True, exist_ok=True)
-        resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
-        saved = run.dir / "config.yaml"
-        if not saved.exists() or saved.read_bytes() != resolved:
-            _atomic_write(saved, resolved)
-        started = time.perf_counter()
-        run.run_arms()
-        run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")
+    STOP.clear()
+    previous_handler = signal.signal(signal.SIGUSR1, lambda *_: STOP.set())
+    try:
+        with ExitStack() as locks:
+            for run in runs:
+                for arm in run.cfg.arms:
+                    try:
+                        locks.enter_context(_lock_arm(run.dir / "locks" / f"{arm}.lock"))
+                    except Busy as holder:
+                        raise Busy(f"{arm} of {run.dir} is being trained by another process ({holder}); nothing to do here") from None
+            for run in runs:
+                _train_run(run)
+    finally:
+        signal.signal(signal.SIGUSR1, previous_handler)
     return runs
+
+
+def _train_run(run: Run) -> None:
+    run.dir.mkdir(parents=True, exist_ok=True)
+    resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
+    saved = run.dir / "config.yaml"
+    if not saved.exists() or saved.read_bytes() != resolved:
+        _atomic_write(saved, resolved)
+    run.tracker = Tracker.open(run.cfg, run.dir)
+    started = time.perf_counter()
+    try:
+        run.run_arms()
+    except Interrupted:
+        if run.tracker:
+            run.tracker.preempting()
+            run.tracker.finish(exit_code=3)
+        raise
+    if run.tracker:
+        run.tracker.finish()
+    run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")

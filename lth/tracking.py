@@ -1,0 +1,100 @@
+"""W&B tracking through Lightning's `WandbLogger`: one W&B run per `lth run` invocation and seed.
+
+The W&B run's id is derived from the run directory's identity and the arms it trains, so a rerun — after a
+crash, a kill or a SLURM requeue — resumes the same W&B run instead of starting another. Under `wandb agent`
+the agent chooses the id (WANDB_RUN_ID) and hands a preempted run back to the next agent.
+
+W&B is a view of what is on disk, never the record: if it cannot be reached, training carries on and
+`results.jsonl` holds everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lth.config import Experiment
+
+# The columns of the per-level table: one row per (level, arm, seed), so a dashboard chart can compare the
+# ticket with its controls without custom code.
+TABLE_COLUMNS = ("level", "arm", "seed", "weights_remaining", "test_acc", "best_val_acc", "early_stop_step", "rewind_step", "steps_trained")
+LEVEL_METRICS = ("test_acc", "best_val_acc", "early_stop_step", "level")
+
+
+def wandb_id(cfg: Experiment) -> str:
+    arms = hashlib.sha256(",".join(sorted(cfg.arms)).encode()).hexdigest()[:6]
+    return f"{cfg.run_id()}-{arms}"
+
+
+class Tracker:
+    """Owns the W&B run of one run directory; `logger` goes to every Trainer of that run."""
+
+    def __init__(self, cfg: Experiment, run_dir: Path):
+        from lightning.pytorch.loggers import WandbLogger
+
+        w = cfg.wandb
+        agent = "WANDB_SWEEP_ID" in os.environ  # the agent's WANDB_RUN_ID is the sweep's handle on the run
+        self.cfg, self.run_dir = cfg, run_dir
+        self.logger = WandbLogger(
+            project=w.project or os.environ.get("WANDB_PROJECT"),
+            entity=w.entity,
+            group=w.group or cfg.name,
+            job_type="+".join(cfg.arms),
+            tags=w.tags,
+            name=f"{cfg.name}-seed{cfg.seed}-{'+'.join(cfg.arms)}",
+            id=None if agent else wandb_id(cfg),
+            resume="allow",
+            save_dir=str(run_dir),
+            config=cfg.to_dict() | {"run_id": cfg.run_id(), "run_dir": str(run_dir)},
+        )
+        self.logger.experiment  # noqa: B018 - starts the W&B run now, so a failure shows before training
+
+    @classmethod
+    def open(cls, cfg: Experiment, run_dir: Path) -> Tracker | None:
+        if not (cfg.wandb.project or os.environ.get("WANDB_PROJECT")) or os.environ.get("WANDB_MODE") == "disabled":
+            return None
+        try:
+            return cls(cfg, run_dir)
+        except Exception as err:  # noqa: BLE001 - no network, no login, a server error: all mean "carry on without"
+            reason = str(err).splitlines()[0] if str(err) else ""
+            print(f"[lth] W&B unavailable ({type(err).__name__}: {reason}); training goes on, results stay in {run_dir}", file=sys.stderr, flush=True)
+            return None
+
+    def level(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """A finished (level, arm): its metrics against weights remaining, its summary, and the whole table
+        again (a W&B table is immutable, so it is re-logged complete from `results.jsonl`)."""
+        import wandb
+
+        run = self.logger.experiment
+        arm = row["arm"]
+        x = f"{arm}/weights_remaining"
+        run.define_metric(x)
+        for key in LEVEL_METRICS:
+            run.define_metric(f"{arm}/{key}", step_metric=x)
+        mine = [r for r in rows if r["arm"] in self.cfg.arms]
+        table = wandb.Table(columns=list(TABLE_COLUMNS), data=[[r[c] for c in TABLE_COLUMNS] for r in mine])
+        run.log({x: row["weights_remaining"], **{f"{arm}/{k}": row[k] for k in LEVEL_METRICS}, "results": table})
+        run.summary.update({f"level_{row['level']:02d}/{arm}/{key}": row[key] for key in ("weights_remaining", *LEVEL_METRICS)})
+        if self.cfg.wandb.log_artifacts and arm == "ticket":
+            self._artifacts(row["level"])
+
+    def _artifacts(self, level: int) -> None:
+        import wandb
+
+        files = [self.run_dir / f"level_{level:02d}" / "mask.pt"] + ([self.run_dir / "rewind.ckpt"] if level == 0 else [])
+        for path in files:
+            if path.exists():
+                kind = "masks" if path.name == "mask.pt" else "rewind"
+                artifact = wandb.Artifact(f"{self.cfg.run_id()}-{kind}", type=kind, metadata={"level": level})
+                artifact.add_file(str(path))
+                self.logger.experiment.log_artifact(artifact, aliases=[f"level_{level:02d}", "latest"])
+
+    def preempting(self) -> None:
+        """Tell a sweep that this run stopped to be requeued, not because it failed."""
+        self.logger.experiment.mark_preempting()
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.logger.experiment.finish(exit_code=exit_code)

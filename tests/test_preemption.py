@@ -1,0 +1,86 @@
+"""SIGUSR1 (SLURM's requeue signal), and several processes pointed at the same run directory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from lth import cli, config, imp
+from lth.module import MaskedModule
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
+
+
+def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, capsys):
+    args = ["run", "experiments/quickstart.yaml", *tiny]
+    assert cli.main(args[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]) == 0
+    expected = _rows(config.load(None, tiny[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]).run_dir())
+    run_dir = config.load(None, tiny).run_dir()
+
+    step, level = MaskedModule.optimizer_step, {}
+    train = imp.Run.train
+
+    def tracked_train(self, lvl, *a, **k):
+        level["now"] = lvl
+        return train(self, lvl, *a, **k)
+
+    monkeypatch.setattr(imp.Run, "train", tracked_train)
+    # Between evaluations (every 5 steps) of level 0, and mid-level 1 after the rewind (step 7).
+    for signal_level, signal_step in [(0, 13), (1, 22)]:
+
+        def signalling_step(self, *a, **k):
+            step(self, *a, **k)
+            if level["now"] == signal_level and self.global_step == signal_step:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+        monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
+        assert cli.main(args) == cli.INTERRUPTED
+        assert "rerun the same command to resume" in capsys.readouterr().err
+        last = torch.load(run_dir / f"level_{signal_level:02d}" / "ticket" / "last.ckpt", weights_only=False)
+        # Right after the step the signal came in (inside the hook, global_step does not count it yet), not at
+        # the last evaluation (every 5 steps).
+        assert last["global_step"] == signal_step + 1
+    monkeypatch.setattr(MaskedModule, "optimizer_step", step)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the handler lives only while lth runs
+    assert cli.main(args) == 0
+    assert _strip(_rows(run_dir)) == _strip(expected)
+
+
+def test_an_arm_trained_by_another_process_is_left_alone(tiny, capsys):
+    run_dir = config.load(None, tiny).run_dir()
+    holder = imp._try_lock(run_dir / "locks" / "ticket.lock")  # as another process training the ticket would
+    try:
+        assert cli.main(["run", "experiments/quickstart.yaml", *tiny]) == 0
+        err = capsys.readouterr().err
+        assert "ticket of" in err and f"being trained by another process (host {os.uname().nodename} pid {os.getpid()}" in err
+        assert not (run_dir / "results.jsonl").exists() and not (run_dir / "level_00").exists()
+    finally:
+        holder.close()
+
+
+def test_controls_follow_a_ticket_trained_by_another_process_level_by_level(tiny, monkeypatch, capsys):
+    base = ["run", "experiments/quickstart.yaml", *tiny, "--train.duration=20ep", "--train.eval_every=1ep"]
+    run_dir = config.load(None, base[2:]).run_dir()
+    ticket = subprocess.Popen([sys.executable, "-m", "lth.cli", *base, "--arms=[ticket]"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not imp._held_elsewhere(run_dir / "locks" / "ticket.lock"):
+        assert time.time() < deadline and ticket.poll() is None, "the ticket process never started training"
+        time.sleep(0.02)
+    monkeypatch.setattr(imp, "WAIT_SECONDS", 0.05)
+    assert cli.main([*base, "--arms=[reinit,random_prune]"]) == 0
+    assert ticket.wait(timeout=300) == 0, ticket.stderr.read()[-2000:]
+    assert "waiting for the ticket's level 0, trained by another process" in capsys.readouterr().err
+    rows = {(r["level"], r["arm"]): r for r in _rows(run_dir)}
+    assert sorted(rows) == sorted([(0, "ticket")] + [(lvl, a) for lvl in (1, 2) for a in ("ticket", "reinit", "random_prune")])
+    for lvl in (1, 2):
+        assert rows[lvl, "reinit"]["mask_sha256"] == rows[lvl, "ticket"]["mask_sha256"]

@@ -1,0 +1,94 @@
+"""W&B logging, read back from the offline run files that `wandb sync` would upload."""
+
+import glob
+import json
+import struct
+import subprocess
+import sys
+
+from lth import cli, config
+from lth.tracking import TABLE_COLUMNS, wandb_id
+from wandb.proto import wandb_internal_pb2 as pb
+
+
+def _records(path):
+    """The records of a .wandb file (a LevelDB-style log of 32 KiB blocks after a 7-byte header)."""
+    data, pos, pending = open(path, "rb").read(), 7, b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        if kind == 0 and length == 0:
+            pos += left - 7
+            continue
+        pending += data[pos : pos + length]
+        pos += length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = pb.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def _read_offline(run_dir):
+    runs = sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*")))
+    out = {"ids": [], "group": set(), "job_type": set(), "history": [], "summary": {}, "step_metric": {}, "artifacts": []}
+    for offline in runs:
+        for record in _records(glob.glob(offline + "/run-*.wandb")[0]):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                out["ids"].append(record.run.run_id)
+                out["group"].add(record.run.run_group)
+                out["job_type"].add(record.run.job_type)
+            elif kind == "history":
+                out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+            elif kind == "summary":
+                out["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
+            elif kind == "metric" and record.metric.step_metric:
+                out["step_metric"][record.metric.name] = record.metric.step_metric
+            elif kind == "artifact":
+                out["artifacts"].append(record.artifact.type)
+    tables = sorted(glob.glob(runs[-1] + "/files/media/table/results_*.table.json"), key=lambda p: int(p.split("results_")[1].split("_")[0]))
+    out["table"] = json.loads(open(tables[-1]).read())
+    return out
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes_by_id(tiny, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = ["run", "experiments/quickstart.yaml", *tiny, "--arms=[ticket,reinit]", "--wandb.project=lth-test", "--wandb.log_artifacts=true"]
+    assert cli.main(args + ["--prune.levels=1"]) == 0
+    assert cli.main(args) == 0  # two levels now: the same run directory, so the same W&B run, resumed
+    cfg = config.load("experiments/quickstart.yaml", tiny + ["--arms=[ticket,reinit]"])
+    rows, logged = _rows(cfg.run_dir()), _read_offline(cfg.run_dir())
+
+    assert logged["ids"] == [wandb_id(cfg)] * 2
+    assert logged["group"] == {"tiny"} and logged["job_type"] == {"ticket+reinit"}
+    for arm in ["ticket", "reinit"]:
+        ours = [r for r in rows if r["arm"] == arm]
+        theirs = [h for h in logged["history"] if f"{arm}/test_acc" in h]
+        assert [(h[f"{arm}/weights_remaining"], h[f"{arm}/test_acc"], h[f"{arm}/early_stop_step"]) for h in theirs] == [
+            (r["weights_remaining"], r["test_acc"], r["early_stop_step"]) for r in ours
+        ]
+        assert logged["step_metric"][f"{arm}/test_acc"] == f"{arm}/weights_remaining"
+        for r in ours:
+            assert logged["summary"][f"level_{r['level']:02d}/{arm}/test_acc"] == r["test_acc"]
+    assert logged["table"]["columns"] == list(TABLE_COLUMNS)
+    assert logged["table"]["data"] == [[r[c] for c in TABLE_COLUMNS] for r in rows]  # complete after the resume
+    assert logged["artifacts"].count("masks") == 2 and logged["artifacts"].count("rewind") == 1
+    assert sum("val/acc" in h for h in logged["history"]) >= 3 * 6  # Lightning's own metrics flow too
+
+
+def test_unreachable_wandb_never_stops_training(tiny, tmp_path):
+    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40, "WANDB_INIT_TIMEOUT": "2"}
+    args = ["run", "experiments/quickstart.yaml", *tiny, "--prune.levels=1", "--wandb.project=lth-test"]
+    done = subprocess.run([sys.executable, "-m", "lth.cli", *args], capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "W&B unavailable" in done.stderr
+    assert [(r["level"], r["arm"]) for r in _rows(config.load(None, tiny).run_dir())] == [(0, "ticket"), (1, "ticket")]
