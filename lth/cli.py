@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
+       lth sweep SWEEP.yaml [--index I] [--section.key=value ...]
        lth report RUN_DIR... [--out DIR]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         return _data(rest)
     if command == "report":
         return _report(rest)
+    if command == "sweep":
+        return _sweep(rest)
     if command != "run":
         return _fail(f"unknown command {command!r}\n{USAGE}")
     if not rest or rest[0].startswith("--"):
@@ -82,6 +86,37 @@ def _report(argv: list[str]) -> int:
         return _fail(str(err))
     print("\n".join(f"wrote {p}" for p in paths))
     return 0
+
+
+def _sweep(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lth sweep",
+        allow_abbrev=False,
+        description="Without --index: list a grid sweep's points. With it: run point I as `wandb agent` would, "
+        "with no W&B server (logging offline unless WANDB_MODE says otherwise). Further --key=value "
+        "arguments are appended to the point's own.",
+    )
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--index", type=int)
+    args, extra = parser.parse_known_args(argv)
+    from lth import config, sweep
+
+    try:
+        spec = sweep.load(args.file)
+        points = sweep.grid(spec)
+        if args.index is not None and not 0 <= args.index < len(points):
+            raise config.ConfigError(f"--index {args.index} is outside the grid of {args.file} (0 to {len(points) - 1})")
+        config.parse_overrides(extra)
+    except config.ConfigError as err:
+        return _fail(str(err))
+    if args.index is None:
+        for i, point in enumerate(points):
+            print(f"{i}: {' '.join(sweep.command(spec, point) + extra)}")
+        print(f"{len(points)} grid points: sbatch --array=0-{len(points) - 1} slurm/array.sbatch {args.file}")
+        return 0
+    argv = sweep.command(spec, points[args.index]) + extra
+    print(f"[lth] grid point {args.index}/{len(points) - 1}: {' '.join(argv)}", file=sys.stderr, flush=True)
+    os.execvpe(argv[0], argv, sweep.environment(spec))  # the run replaces this process: signals reach it directly
 
 
 def _data(argv: list[str]) -> int:

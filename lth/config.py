@@ -146,6 +146,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
         return value
     if origin is list:
+        if isinstance(value, str) and args[0] is str:
+            value = [value]  # `--arms=reinit`: one sweep value per arm reads naturally
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
