@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as err:
         print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
+    # The training is done and recorded: a late SIGUSR1 must not kill the process while it writes the report.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
     run_dirs = [run.dir for run in runs]
     cells = report.aggregate(report.read_rows(run_dirs))

@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lth import masks as M
 from lth.config import ARMS, ConfigError, Experiment, Schedule
 from lth.data import DATASETS, DataModule, MissingDataError, seeded_generator
+from lth.files import atomic_write, publish
 from lth.flops import macs
 from lth.models import MODELS
 from lth.module import MaskedModule
@@ -98,19 +99,11 @@ def _lock_arm(path: Path) -> IO[str]:
     raise Busy(path.read_text().strip() or "another process")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
 def _torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as tmp:
         torch.save(obj, tmp)
-    os.replace(tmp.name, path)
+    publish(tmp.name, path)
 
 
 def _torch_load(path: Path) -> Any:
@@ -199,7 +192,7 @@ class Run:
         with open(lock, "a") as handle:  # other arms of this run, in other processes, may record at the same time
             fcntl.flock(handle, fcntl.LOCK_EX)
             rows = self.results() + [row]
-            _atomic_write(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+            atomic_write(self.results_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
         if self.tracker:
             self.tracker.level(row, rows)
 
@@ -486,7 +479,7 @@ def _train_run(run: Run) -> None:
     resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
     saved = run.dir / "config.yaml"
     if not saved.exists() or saved.read_bytes() != resolved:
-        _atomic_write(saved, resolved)
+        atomic_write(saved, resolved)
     run.tracker = Tracker.open(run.cfg, run.dir)
     started = time.perf_counter()
     try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lth import config
+from lth.files import atomic_write, publish
 from lth.config import ARMS
 
 
@@ -111,15 +113,18 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
 def write(cells: dict[tuple[str, int], Cell], run_dirs: list[Path], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     sources = "\n".join(f"- `{d}`" for d in run_dirs)
-    (out / "report.md").write_text(
+    # Atomic: array tasks of one study may write the same report at the same moment.
+    atomic_write(out / "report.md", (
         f"# Lottery-ticket report\n\nRuns:\n{sources}\n\n"
         f"## Test accuracy (mean ± std over seeds)\n\n{markdown(cells, 'test_acc', 4)}\n\n"
         f"## Early-stop step (lowest validation loss)\n\n{markdown(cells, 'early_stop_step', 0)}\n\n"
         "![test accuracy](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
-    )
+    ).encode())
     paths = [out / "report.md"]
     for field, ylabel, name in [("test_acc", "test accuracy", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png")]:
         fig = figure(cells, field, ylabel)
-        fig.savefig(out / name, dpi=120)
+        with tempfile.NamedTemporaryFile(dir=out, delete=False, prefix=f".{name}.", suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+        publish(tmp.name, out / name)
         paths.append(out / name)
     return paths

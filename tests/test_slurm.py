@@ -1,0 +1,97 @@
+"""The real slurm/array.sbatch on a real SLURM (slurm/local-cluster.sh starts one on localhost, as root)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+from lth import cli, config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cluster() -> bool:
+    return shutil.which("sbatch") is not None and subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _cluster(), reason="no SLURM cluster answers `scontrol ping` (start one with: sudo slurm/local-cluster.sh)")
+
+# The grid point sets arms and seed; the rest makes it tiny.
+SMALL = [a for a in TINY if not a.startswith(("--arms=", "--seed="))]
+
+
+def _sbatch(tmp_path, array, extra):
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "WANDB_MODE": "disabled"}
+    command = ["sbatch", "--parsable", "-c", "1", f"--array={array}", "-o", str(tmp_path / "slurm-%A_%a.out"), "slurm/array.sbatch", "sweeps/quickstart.yaml"]
+    out = subprocess.run(command + SMALL + extra, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().split(";")[0]
+
+
+def _wait_until(condition, timeout, what):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _queued(job):
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.split()
+
+
+def _tasks(job):
+    """JobState, ExitCode and Restarts of every task, from scontrol (no accounting database needed)."""
+    text = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True).stdout
+    return [dict(re.findall(r"(JobState|ExitCode|Restarts|ArrayTaskId)=(\S+)", line)) for line in text.splitlines()]
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def test_array_runs_every_grid_point_of_the_quickstart_sweep(tmp_path):
+    out = ["--out_dir=" + str(tmp_path / "runs"), "--name=grid"]
+    job = _sbatch(tmp_path, "0-3", out)
+    _wait_until(lambda: not _queued(job), 240, f"array job {job}")
+    tasks = _tasks(job)
+    assert sorted(t["ArrayTaskId"] for t in tasks) == ["0", "1", "2", "3"]
+    assert all(t["JobState"] == "COMPLETED" and t["ExitCode"] == "0:0" for t in tasks), tasks
+    for seed in (0, 1):
+        rows = {(r["level"], r["arm"]): r for r in _rows(config.load(None, SMALL + out + [f"--seed={seed}"]).run_dir())}
+        assert sorted(rows) == sorted([(0, "ticket")] + [(lvl, a) for lvl in (1, 2) for a in ("ticket", "reinit")])
+        assert all(rows[lvl, "reinit"]["mask_sha256"] == rows[lvl, "ticket"]["mask_sha256"] for lvl in (1, 2))
+
+
+def test_sigusr1_mid_level_requeues_and_the_job_finishes_with_identical_results(tmp_path):
+    longer = ["--train.duration=200ep", "--train.eval_every=1ep", "--prune.levels=1"]
+    reference = ["--out_dir=" + str(tmp_path / "reference"), "--name=rq"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *SMALL, *longer, *reference, "--seed=0", "--arms=ticket"]) == 0
+    expected = _rows(config.load(None, SMALL + longer + reference).run_dir())
+
+    out = ["--out_dir=" + str(tmp_path / "runs"), "--name=rq"]
+    job = _sbatch(tmp_path, "0", longer + out)
+    log = tmp_path / f"slurm-{job}_0.out"
+    _wait_until(lambda: log.exists() and "level 1/1 ticket: training" in log.read_text(), 120, "level 1 to start")
+    time.sleep(1.0)  # into the level, past its first checkpoint
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], check=True)
+    _wait_until(lambda: _queued(job) == ["PENDING"], 60, "the requeue")
+    # Skip SLURM's ~2 min requeue delay, but not to within the second of the requeue: slurmd refuses a job
+    # credential issued in the same second as the one it revoked ("Job credential revoked").
+    time.sleep(2)
+    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True)
+    _wait_until(lambda: not _queued(job), 120, "the requeued job")
+
+    (task,) = _tasks(job)
+    assert task["JobState"] == "COMPLETED" and task["ExitCode"] == "0:0" and task["Restarts"] == "1", task
+    text = log.read_text()  # --open-mode=append: both attempts
+    assert re.search(r"stopped by SIGUSR1 at step \d+; checkpointed to .*level_01/ticket/last.ckpt", text)
+    assert f"requeueing job {job}_0" in text and "level 0/1 ticket: done earlier" in text
+    assert text.count("level 0/1 ticket: training") == 1  # no level is trained twice
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]  # noqa: E731
+    assert strip(_rows(config.load(None, SMALL + longer + out).run_dir())) == strip(expected)
