@@ -11,7 +11,7 @@ from pathlib import Path
 
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth sweep SWEEP.yaml [--index I] [--section.key=value ...]
-       lth report RUN_DIR... [--out DIR]
+       lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
@@ -78,15 +78,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lth report", description="Aggregate runs (seeds) per arm and level.")
-    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument("run_dirs", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, default=Path("report"))
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of --group from W&B instead")
+    parser.add_argument("--group", help="the W&B group (lth's default: the study, NAME-<hash>)")
     args = parser.parse_args(argv)
+    if bool(args.wandb) != bool(args.group) or bool(args.wandb) == bool(args.run_dirs):
+        return _fail("give run directories, or --wandb ENTITY/PROJECT with --group G")
     from lth import report
 
     try:
-        paths = report.write(report.aggregate(report.read_rows(args.run_dirs)), args.run_dirs, args.out)
-    except (OSError, ValueError, KeyError) as err:
-        return _fail(str(err))
+        if args.wandb:
+            rows, sources = report.rows_from_wandb(args.wandb, args.group), [f"{args.wandb} group {args.group}"]
+        else:
+            rows, sources = report.read_rows(args.run_dirs), args.run_dirs
+        paths = report.write(report.aggregate(rows), sources, args.out)
+    except Exception as err:  # noqa: BLE001 - files, configs or the W&B API: one line either way
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     print("\n".join(f"wrote {p}" for p in paths))
     return 0
 

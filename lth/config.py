@@ -94,7 +94,7 @@ class WandbConfig:
     # WANDB_MODE=disabled; WANDB_MODE=offline keeps everything in the run directory for a later `wandb sync`.
     project: str | None = None
     entity: str | None = None
-    group: str | None = None  # None: the experiment's name, so a study's seeds and arms sit together
+    group: str | None = None  # None: the study (name + settings but seed), so its seeds and arms sit together
     tags: list[str] = field(default_factory=list)
     log_artifacts: bool = False  # each level's masks and the rewind-point weights, as W&B artifacts
 
@@ -126,11 +126,20 @@ class Experiment:
         return identity
 
     def run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.model}-{self.data.name}-seed{self.seed}-{digest}"
+        return f"{self.model}-{self.data.name}-seed{self.seed}-{_digest(self.identity())[:10]}"
+
+    def study_id(self) -> str:
+        """The study a run belongs to: its identity but for the seed. Runs of one study pool into error bars."""
+        identity = self.identity()
+        identity.pop("seed")
+        return f"{self.name}-{_digest(identity)[:8]}"
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name / self.run_id()
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

@@ -39,13 +39,36 @@ def read_rows(run_dirs: list[Path]) -> list[dict]:
         path = run_dir / "results.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: is {run_dir} an lth run directory?")
-        study = config.load(run_dir / "config.yaml").identity()
-        study.pop("seed")
-        studies.setdefault(json.dumps(study, sort_keys=True), run_dir)
-        if len(studies) > 1:
-            first = next(iter(studies.values()))
-            raise ValueError(f"{first} and {run_dir} differ in more than their seed; report them separately")
+        _one_study(studies, config.load(run_dir / "config.yaml").study_id(), run_dir)
         rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def _one_study(studies: dict[str, object], study: str, source: object) -> None:
+    studies.setdefault(study, source)
+    if len(studies) > 1:
+        first, other = list(studies.values())[:2]
+        raise ValueError(f"{first} and {other} differ in more than their seed; report them separately")
+
+
+def rows_from_wandb(path: str, group: str, api=None) -> list[dict]:
+    """The per-level rows that lth logged to the W&B runs of one group (by default a group is one study).
+    Needs a network; the tested route is the run directories."""
+    import wandb
+
+    api = api or wandb.Api()
+    rows, studies = [], {}
+    runs = list(api.runs(path, filters={"group": group}))
+    if not runs:
+        raise ValueError(f"no W&B runs in group {group!r} of {path}")
+    for run in runs:
+        cfg = config._build(config.Experiment, {k: v for k, v in run.config.items() if k not in ("run_id", "run_dir")})
+        _one_study(studies, cfg.study_id(), run.name)
+        for step in run.scan_history():
+            for arm in ARMS:
+                if step.get(f"{arm}/test_acc") is not None:
+                    metric = {k: step[f"{arm}/{k}"] for k in ("level", "weights_remaining", "test_acc", "early_stop_step")}
+                    rows.append({"arm": arm, "seed": cfg.seed, **metric, "level": int(metric["level"])})
     return rows
 
 
@@ -110,9 +133,9 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     return fig
 
 
-def write(cells: dict[tuple[str, int], Cell], run_dirs: list[Path], out: Path) -> list[Path]:
+def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    sources = "\n".join(f"- `{d}`" for d in run_dirs)
+    sources = "\n".join(f"- `{d}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
     atomic_write(out / "report.md", (
         f"# Lottery-ticket report\n\nRuns:\n{sources}\n\n"

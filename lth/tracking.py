@@ -41,7 +41,7 @@ class Tracker:
         self.logger = WandbLogger(
             project=w.project or os.environ.get("WANDB_PROJECT"),
             entity=w.entity,
-            group=w.group or cfg.name,
+            group=w.group or cfg.study_id(),
             job_type="+".join(cfg.arms),
             tags=w.tags,
             name=f"{cfg.name}-seed{cfg.seed}-{'+'.join(cfg.arms)}",

@@ -58,6 +58,9 @@ def test_report_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "results.jsonl does not exist" in err and err.count("\n") == 1
+    for args in (["report"], ["report", "--wandb", "e/p"], ["report", str(tmp_path), "--wandb", "e/p", "--group", "g"]):
+        assert cli.main(args) == 2
+        assert "give run directories, or --wandb ENTITY/PROJECT with --group G" in capsys.readouterr().err
 
 
 def test_report_refuses_to_pool_runs_that_differ_in_more_than_their_seed(tmp_path, capsys):

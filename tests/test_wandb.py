@@ -35,7 +35,7 @@ def _records(path):
 
 def _read_offline(run_dir):
     runs = sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*")))
-    out = {"ids": [], "group": set(), "job_type": set(), "history": [], "summary": {}, "step_metric": {}, "artifacts": []}
+    out = {"ids": [], "group": set(), "job_type": set(), "history": [], "summary": {}, "step_metric": {}, "artifacts": [], "config": {}}
     for offline in runs:
         for record in _records(glob.glob(offline + "/run-*.wandb")[0]):
             kind = record.WhichOneof("record_type")
@@ -49,6 +49,8 @@ def _read_offline(run_dir):
                 out["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
             elif kind == "metric" and record.metric.step_metric:
                 out["step_metric"][record.metric.name] = record.metric.step_metric
+            elif kind == "config":
+                out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
             elif kind == "artifact":
                 out["artifacts"].append(record.artifact.type)
     tables = sorted(glob.glob(runs[-1] + "/files/media/table/results_*.table.json"), key=lambda p: int(p.split("results_")[1].split("_")[0]))
@@ -69,7 +71,7 @@ def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes
     rows, logged = _rows(cfg.run_dir()), _read_offline(cfg.run_dir())
 
     assert logged["ids"] == [wandb_id(cfg)] * 2
-    assert logged["group"] == {"tiny"} and logged["job_type"] == {"ticket+reinit"}
+    assert logged["group"] == {cfg.study_id()} and logged["job_type"] == {"ticket+reinit"}
     for arm in ["ticket", "reinit"]:
         ours = [r for r in rows if r["arm"] == arm]
         theirs = [h for h in logged["history"] if f"{arm}/test_acc" in h]
@@ -83,6 +85,24 @@ def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes
     assert logged["table"]["data"] == [[r[c] for c in TABLE_COLUMNS] for r in rows]  # complete after the resume
     assert logged["artifacts"].count("masks") == 2 and logged["artifacts"].count("rewind") == 1
     assert sum("val/acc" in h for h in logged["history"]) >= 3 * 6  # Lightning's own metrics flow too
+
+    # `lth report --wandb` reads the same rows back (here through a stand-in for wandb.Api over these records).
+    class Run:
+        name, config = "r", {k: v for k, v in logged["config"].items() if not k.startswith("_")}
+
+        def scan_history(self):
+            return logged["history"]
+
+    class Api:
+        def runs(self, path, filters):
+            return [Run()] if filters == {"group": cfg.study_id()} else []
+
+    from lth import report
+
+    read = report.rows_from_wandb("e/p", cfg.study_id(), Api())
+    assert sorted((r["level"], r["arm"], r["test_acc"], r["early_stop_step"]) for r in read) == sorted(
+        (r["level"], r["arm"], r["test_acc"], r["early_stop_step"]) for r in rows
+    )
 
 
 def test_unreachable_wandb_never_stops_training(tiny, tmp_path):
