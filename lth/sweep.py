@@ -24,7 +24,10 @@ DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 def _engine():
     with warnings.catch_warnings():  # sweeps 0.3 trips a pydantic deprecation warning on import
         warnings.simplefilter("ignore", UserWarning)
-        import sweeps
+        try:
+            import sweeps
+        except ImportError:
+            raise ConfigError("lth sweep needs W&B's sweep engine: pip install -e '.[sweep]'") from None
     return sweeps
 
 

@@ -59,3 +59,9 @@ def test_bad_sweeps_are_refused_in_one_line(tmp_path, capsys, change, message):
 def test_an_index_outside_the_grid_is_refused(capsys):
     assert cli.main(["sweep", "sweeps/quickstart.yaml", "--index", "4"]) == 2
     assert "outside the grid of sweeps/quickstart.yaml (0 to 3)" in capsys.readouterr().err
+
+
+def test_without_the_sweep_engine_lth_sweep_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "sweeps", None)  # as if `sweeps` were not installed
+    assert cli.main(["sweep", "sweeps/quickstart.yaml"]) == 2
+    assert "pip install -e '.[sweep]'" in capsys.readouterr().err
