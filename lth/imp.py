@@ -187,7 +187,7 @@ class Run:
         return next((r for r in self.results() if r["level"] == level and r["arm"] == arm), None)
 
     def record(self, row: dict[str, Any]) -> None:
-        lock = self.dir / "locks" / "results.lock"
+        lock = self.lock_path("results")
         lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "a") as handle:  # other arms of this run, in other processes, may record at the same time
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -200,6 +200,13 @@ class Run:
 
     def level_dir(self, level: int) -> Path:
         return self.dir / f"level_{level:02d}"
+
+    def lock_path(self, name: str) -> Path:
+        """An arm's lock (held while a process trains it) or the results file's."""
+        return self.dir / "locks" / f"{name}.lock"
+
+    def missing_ticket(self, level: int, arm: str) -> RunError:
+        return RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
 
     def build_module(self, seed: int) -> MaskedModule:
         spec = DATASETS[self.cfg.data.name]
@@ -401,10 +408,10 @@ class Run:
         final = self.level_dir(level - 1) / "ticket" / "final.ckpt"
         said = False
         while not final.exists():
-            if not _held_elsewhere(self.dir / "locks" / "ticket.lock"):
+            if not _held_elsewhere(self.lock_path("ticket")):
                 if final.exists():
                     break  # finished between the two looks
-                raise RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
+                raise self.missing_ticket(level, arm)
             if not said:
                 self._say(f"level {level} {arm}: waiting for the ticket's level {level - 1}, trained by another process")
                 said = True
@@ -435,8 +442,8 @@ class Run:
             if level > 0:
                 previous = self.level_dir(level - 1) / "ticket" / "final.ckpt"
                 paths.append(previous)
-                if "ticket" not in self.cfg.arms and not previous.exists() and not _held_elsewhere(self.dir / "locks" / "ticket.lock"):
-                    raise RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
+                if "ticket" not in self.cfg.arms and not previous.exists() and not _held_elsewhere(self.lock_path("ticket")):
+                    raise self.missing_ticket(level, arm)
         for path in paths:
             if path.exists():
                 _torch_load(path)
@@ -464,7 +471,7 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
             for run in runs:
                 for arm in run.cfg.arms:
                     try:
-                        locks.enter_context(_lock_arm(run.dir / "locks" / f"{arm}.lock"))
+                        locks.enter_context(_lock_arm(run.lock_path(arm)))
                     except Busy as holder:
                         raise Busy(f"{arm} of {run.dir} is being trained by another process ({holder}); nothing to do here") from None
             for run in runs:
