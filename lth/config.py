@@ -106,6 +106,10 @@ class Experiment:
     seed: int = 0
     out_dir: str = "runs"
     arms: list[str] = field(default_factory=lambda: ["ticket"])
+    # How many runs with the same shapes and schedule (seeds, or arms of one level) train in lockstep as one
+    # packed network (`lth.models`); null: 16 on a GPU, 1 on a CPU. It does not change what a run computes
+    # beyond float rounding, so it is not part of the run's identity.
+    pack: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -119,7 +123,7 @@ class Experiment:
         """What determines a run's results. Raising `levels`, adding arms, moving the output or data root or
         changing where it is logged continues the same run rather than starting another."""
         identity = self.to_dict()
-        for key in ("out_dir", "arms", "name", "wandb"):
+        for key in ("out_dir", "arms", "name", "wandb", "pack"):
             identity.pop(key)
         identity["prune"].pop("levels")
         identity["data"].pop("root")
@@ -288,6 +292,8 @@ def validate(cfg: Experiment) -> None:
             raise ConfigError(f"prune.layer_fractions.{pattern}: must lie in [0, 1), got {fraction}")
     if p.levels < 0:
         raise ConfigError(f"prune.levels: must be 0 or more, got {p.levels}")
+    if cfg.pack is not None and cfg.pack < 1:
+        raise ConfigError(f"pack: must be at least 1 or null, got {cfg.pack}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"data.batch_size: must be at least 1, got {cfg.data.batch_size}")
     if cfg.scratch_b.max_factor is not None and cfg.scratch_b.max_factor < 1:

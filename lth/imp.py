@@ -31,7 +31,8 @@ from typing import IO, Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from lth import masks as M
 from lth.config import ARMS, ConfigError, Experiment, Schedule
@@ -40,6 +41,7 @@ from lth.files import atomic_write, publish
 from lth.flops import macs
 from lth.models import MODELS
 from lth.module import MaskedModule
+from lth.packing import pack_checkpoint, pack_state, unpack_checkpoint
 from lth.tracking import Tracker
 
 
@@ -113,28 +115,57 @@ def _torch_load(path: Path) -> Any:
         raise RunError(f"{path} is unreadable ({type(err).__name__}); move it aside to redo that step") from None
 
 
+class MemberCheckpoints(CheckpointIO):
+    """Lightning's checkpoint I/O for a pack of K runs (`lth.packing`): saving `name` writes each member's own
+    single-run checkpoint, `<member's arm dir>/name`; loading packs the members' own checkpoints. On disk
+    there are only single-run checkpoints, so a run resumes whatever it is packed with next time."""
+
+    def __init__(self, dirs: list[Path], resume: list[Path | None]):
+        super().__init__()
+        self.dirs, self.resume = dirs, resume
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        for directory, member in zip(self.dirs, unpack_checkpoint(checkpoint, len(self.dirs))):
+            _torch_save(member, directory / path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return pack_checkpoint([_torch_load(p) for p in self.resume])
+
+    def remove_checkpoint(self, path) -> None:
+        raise NotImplementedError("lth never deletes checkpoints")
+
+
+# Where a level-0 member saves the dense run's rewind point, relative to its arm directory: the run directory.
+REWIND = Path("..") / ".." / "rewind.ckpt"
+
+
+class SaveLast(Callback):
+    """After every evaluation, each member's `last.ckpt`: the most a kill can cost is `eval_every` steps."""
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint("last.ckpt")
+
+
 class StopOnSignal(Callback):
     """Checkpoints the exact training position and stops when SIGUSR1 has arrived."""
 
-    def __init__(self, path: Path):
-        self.path = path
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if STOP.is_set():
-            trainer.save_checkpoint(self.path)
-            raise Interrupted(f"stopped by SIGUSR1 at step {trainer.global_step}; checkpointed to {self.path}")
+            trainer.save_checkpoint("last.ckpt")
+            raise Interrupted(f"stopped by SIGUSR1 at step {trainer.global_step}; checkpointed to last.ckpt")
 
 
 class RewindCapture(Callback):
     """Saves the dense run's complete training state at the rewind step: weights, optimizer state,
     LR-schedule position and data position (the global step)."""
 
-    def __init__(self, step: int, path: Path):
-        self.step, self.path = step, path
+    def __init__(self, step: int, paths: list[Path]):
+        self.step, self.paths = step, paths
 
     def _maybe_save(self, trainer: L.Trainer) -> None:
-        if trainer.global_step == self.step and not self.path.exists():
-            trainer.save_checkpoint(self.path)
+        if trainer.global_step == self.step and not all(p.exists() for p in self.paths):
+            trainer.save_checkpoint(REWIND)
 
     def on_train_start(self, trainer, pl_module):
         self._maybe_save(trainer)
@@ -143,12 +174,61 @@ class RewindCapture(Callback):
         self._maybe_save(trainer)
 
 
+class LogEvaluations(Callback):
+    """Each member's validation curve and training loss, to its own run's W&B run."""
+
+    def __init__(self, members: list[Member]):
+        self.members = members
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not any(m.run.tracker for m in self.members):
+            return
+        losses = pl_module.last_loss.tolist() if pl_module.last_loss is not None else [None] * len(self.members)
+        for k, member in enumerate(self.members):
+            if member.run.tracker:
+                member.run.tracker.evaluation(member.level, pl_module.val_history[k][-1], losses[k])
+
+
+@dataclass
+class Member:
+    """One (level, arm) of one run, ready to train: its freshly built module (weights and, for Scratch-B and
+    fine-tuning, schedule set by `Run.prepare`), its masks, and the checkpoint it continues from (its own
+    final.ckpt if it finished, last.ckpt if it was interrupted, start.ckpt, or None: the module at step 0)."""
+
+    run: Run
+    level: int
+    arm: str
+    module: MaskedModule
+    masks: M.Masks
+    resume: Path | None
+    start_step: int
+
+    @property
+    def dir(self) -> Path:
+        return self.run.level_dir(self.level) / self.arm
+
+    @property
+    def finished(self) -> bool:
+        return self.resume is not None and self.resume.name == "final.ckpt"
+
+    def pack_key(self) -> tuple:
+        """Members with equal keys can train in lockstep as one pack: same network and data shapes, same
+        schedule and optimizer, at the same step, with optimizer states of the same form."""
+        step, optimizer_state = 0, ()
+        if self.resume is not None:
+            checkpoint = _torch_load(self.resume)
+            step = checkpoint["global_step"]
+            optimizer_state = tuple(tuple(sorted(s)) for o in checkpoint["optimizer_states"] for s in o["state"].values())
+        cfg = self.run.cfg
+        return (cfg.model, cfg.data.name, cfg.data.batch_size, self.run.schedule.val_size, self.module.schedule,
+                repr(self.module.train_cfg), self.resume is None, step, optimizer_state, self.finished)
+
+
 @dataclass
 class Run:
     cfg: Experiment
     dir: Path
     schedule: Schedule
-    data: DataModule
     progress: bool = True
     tracker: Tracker | None = None
 
@@ -163,8 +243,7 @@ class Run:
                 raise RunError(f"{saved} is unreadable; move it aside or choose another out_dir") from None
             if not isinstance(previous, dict) or previous.get("model") != cfg.model:
                 raise RunError(f"{saved} describes a different experiment; move it aside or choose another out_dir")
-        schedule = Schedule.of(cfg)
-        return cls(cfg, run_dir, schedule, DataModule(cfg.data, schedule, cfg.seed), progress)
+        return cls(cfg, run_dir, Schedule.of(cfg), progress)
 
     # -- results ------------------------------------------------------------------------------------------
 
@@ -208,11 +287,11 @@ class Run:
     def missing_ticket(self, level: int, arm: str) -> RunError:
         return RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
 
-    def build_module(self, seed: int) -> MaskedModule:
+    def build_module(self, seed: int, pack: int = 1) -> MaskedModule:
         spec = DATASETS[self.cfg.data.name]
         torch.manual_seed(seed)  # the init is a function of the seed (OpenLTH leaves it unseeded)
-        model = MODELS[self.cfg.model](spec.input_shape, spec.num_classes)
-        return MaskedModule(model, self.cfg.train, self.schedule, spec.num_classes)
+        model = MODELS[self.cfg.model](spec.input_shape, spec.num_classes, pack=pack)
+        return MaskedModule(model, self.cfg.train, self.schedule, spec.num_classes, pack)
 
     def fractions(self, module: MaskedModule) -> dict[str, float]:
         p = self.cfg.prune
@@ -267,70 +346,29 @@ class Run:
             _torch_save(checkpoint, path)
         return path
 
-    # -- training -----------------------------------------------------------------------------------------
-
-    def trainer(self, arm_dir: Path, schedule: Schedule, extra_callbacks: list[Callback] = ()) -> L.Trainer:
-        return L.Trainer(
-            max_steps=schedule.total_steps,
-            max_epochs=-1,
-            val_check_interval=schedule.eval_every,
-            check_val_every_n_epoch=None,
-            num_sanity_val_steps=0,
-            deterministic=self.cfg.train.deterministic,
-            callbacks=[ModelCheckpoint(dirpath=arm_dir, save_top_k=0, save_last=True), StopOnSignal(arm_dir / "last.ckpt"), *extra_callbacks],
-            default_root_dir=arm_dir,
-            logger=self.tracker.logger if self.tracker else False,
-            enable_progress_bar=self.progress and sys.stderr.isatty(),
-            enable_model_summary=False,
-        )
-
-    def train(self, level: int, arm: str, module: MaskedModule, masks: M.Masks, start: Path | None, start_step: int) -> dict[str, Any]:
-        """Train one (level, arm) to the end of its schedule, resuming from its last checkpoint if any."""
-        arm_dir = self.level_dir(level) / arm
-        arm_dir.mkdir(parents=True, exist_ok=True)
-        final = arm_dir / "final.ckpt"
-        data = self.data
-        module.set_masks(masks)
-        if final.exists():
-            checkpoint = _torch_load(final)
-            module.load_state_dict(checkpoint["state_dict"])
-            module.on_load_checkpoint(checkpoint)
-            trainer = self.trainer(arm_dir, module.schedule)
-        else:
-            last = arm_dir / "last.ckpt"
-            resume = last if last.exists() else start
-            if resume is not None:
-                _torch_load(resume)  # an unreadable checkpoint stops here with a clear message, nothing deleted
-            callbacks = [RewindCapture(self.schedule.rewind_step, self.dir / "rewind.ckpt")] if level == 0 else []
-            trainer = self.trainer(arm_dir, module.schedule, callbacks)
-            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=False)  # our own checkpoints
-            if not module.val_history or module.val_history[-1]["step"] != module.schedule.total_steps:
-                trainer.validate(module, datamodule=data, verbose=False)
-            partial = arm_dir / ".final.ckpt.partial"  # atomic: other processes wait for this file
-            trainer.save_checkpoint(partial)
-            os.replace(partial, final)
-        test_acc = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
-        history = module.val_history
+    def row(self, member: Member, module: MaskedModule, k: int) -> dict[str, Any]:
+        """The results line of pack member k, trained in `module`."""
+        history = module.val_history[k]
         best = min(history, key=lambda h: (h["val_loss"], h["step"]))
-        remaining, per_layer = M.weights_remaining(module.masks())
+        remaining, per_layer = M.weights_remaining(member.masks)
         spec = DATASETS[self.cfg.data.name]
         return {
-            "level": level,
-            "arm": arm,
+            "level": member.level,
+            "arm": member.arm,
             "seed": self.cfg.seed,
-            "init_seed": self.init_seed(level, arm),
+            "init_seed": self.init_seed(member.level, member.arm),
             "run_id": self.cfg.run_id(),
             "weights_remaining": remaining,
             "weights_remaining_per_layer": per_layer,
-            "macs": macs(module.model, spec.input_shape, module.masks()),
-            "test_acc": test_acc,
+            "macs": macs(member.module.model, spec.input_shape, member.masks),
+            "test_acc": module.test_results[k],
             "best_val_acc": max(h["val_acc"] for h in history),
             "early_stop_step": best["step"],
             "early_stop_val_acc": best["val_acc"],
-            "steps_trained": module.schedule.total_steps - start_step,
+            "steps_trained": module.schedule.total_steps - member.start_step,
             "rewind_step": self.schedule.rewind_step,
-            "wall_seconds": round(module.train_seconds, 3),
-            "mask_sha256": M.sha256(module.masks()),
+            "wall_seconds": round(module.train_seconds, 3),  # of the whole pack this member trained in
+            "mask_sha256": M.sha256(member.masks),
         }
 
     def init_seed(self, level: int, arm: str) -> int:
@@ -377,30 +415,26 @@ class Run:
         module.schedule = replace(schedule, total_steps=schedule.total_steps - k, milestone_steps=(), rewind_step=0)
         return masks, None, 0
 
-    def run_arms(self) -> list[dict[str, Any]]:
-        levels = self.cfg.prune.levels
-        arms = [a for a in ARMS if a in self.cfg.arms]  # the ticket first: controls need its masks
-        for level in range(levels + 1):
-            for arm in arms:
-                if level == 0 and arm != "ticket":
-                    continue  # controls compare pruned networks; level 0 is the dense network itself
-                if row := self.done(level, arm):
-                    self._say(f"level {level}/{levels} {arm}: done earlier, {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}")
-                    continue
-                if STOP.is_set():
-                    raise Interrupted(f"stopped by SIGUSR1 before level {level} {arm}")
-                if level > 0:
-                    self.wait_for_ticket(level, arm)
-                module = self.build_module(self.init_seed(level, arm))
-                masks, start, start_step = self.prepare(level, arm, module, self.level_masks(level, module))
-                self._say(f"level {level}/{levels} {arm}: training with {M.weights_remaining(masks)[0]:.2%} of weights remaining")
-                row = self.train(level, arm, module, masks, start, start_step)
-                self.record(row)
-                self._say(
-                    f"level {level}/{levels} {arm}: {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}, "
-                    f"best val acc {row['best_val_acc']:.4f} (early stop at step {row['early_stop_step']})"
-                )
-        return self.results()
+    def members(self, level: int) -> list[Member]:
+        """This run's (level, arm)s still to train, each prepared; the ticket first: controls need its masks."""
+        out = []
+        for arm in [a for a in ARMS if a in self.cfg.arms]:
+            if level == 0 and arm != "ticket":
+                continue  # controls compare pruned networks; level 0 is the dense network itself
+            if row := self.done(level, arm):
+                self._say(f"level {level}/{self.cfg.prune.levels} {arm}: done earlier, {row['weights_remaining']:.2%} remaining, test acc {row['test_acc']:.4f}")
+                continue
+            if STOP.is_set():
+                raise Interrupted(f"stopped by SIGUSR1 before level {level} {arm}")
+            if level > 0:
+                self.wait_for_ticket(level, arm)
+            module = self.build_module(self.init_seed(level, arm))
+            masks, start, start_step = self.prepare(level, arm, module, self.level_masks(level, module))
+            module.set_masks(masks)
+            arm_dir = self.level_dir(level) / arm
+            resume = next((p for p in (arm_dir / "final.ckpt", arm_dir / "last.ckpt") if p.exists()), start)
+            out.append(Member(self, level, arm, module, masks, resume, start_step))
+        return out
 
     def wait_for_ticket(self, level: int, arm: str) -> None:
         """Every arm at level k builds on the ticket's level k-1. When another process is training the ticket
@@ -452,15 +486,92 @@ class Run:
         print(f"[lth] {text}", file=sys.stderr, flush=True)
 
 
+def auto_pack() -> int:
+    """How many runs to pack when the experiment does not say. On a GPU, 16: a ResNet-20 step leaves an H100
+    mostly idle, and 16 packed copies train ~10× the images per second of one (README, performance); more
+    gains little. On a CPU a step is compute-bound and packing gains nothing, so 1."""
+    return 16 if torch.cuda.is_available() else 1
+
+
+def packs(members: list[Member], size: int) -> list[list[Member]]:
+    groups: dict[tuple, list[Member]] = {}
+    for member in members:
+        groups.setdefault(member.pack_key(), []).append(member)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback], cfg: Experiment, progress: bool) -> L.Trainer:
+    return L.Trainer(
+        max_steps=schedule.total_steps,
+        max_epochs=-1,
+        val_check_interval=schedule.eval_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        deterministic=cfg.train.deterministic,
+        callbacks=[SaveLast(), StopOnSignal(), *callbacks],
+        plugins=[io],
+        logger=False,  # each member's metrics go to its own run's W&B run (LogEvaluations)
+        enable_checkpointing=False,
+        enable_progress_bar=progress and sys.stderr.isatty(),
+        enable_model_summary=False,
+    )
+
+
+def train_pack(members: list[Member]) -> list[dict[str, Any]]:
+    """Train K members (equal `pack_key`s) in lockstep as one packed network, resuming from their own
+    checkpoints; write each member's final.ckpt; return each member's results line."""
+    first, k = members[0], len(members)
+    run = first.run
+    module = run.build_module(0, pack=k)
+    module.schedule, module.train_cfg = first.module.schedule, first.module.train_cfg
+    module.load_state_dict(pack_state([m.module.state_dict() for m in members]))
+    for m in members:
+        m.dir.mkdir(parents=True, exist_ok=True)
+    io = MemberCheckpoints([m.dir for m in members], [m.resume for m in members])
+    data = DataModule(run.cfg.data, run.schedule, [m.run.cfg.seed for m in members])
+    callbacks: list[Callback] = [LogEvaluations(members)]
+    if first.level == 0:
+        callbacks.append(RewindCapture(run.schedule.rewind_step, [m.run.dir / "rewind.ckpt" for m in members]))
+    fit = trainer(module.schedule, io, callbacks, run.cfg, run.progress)
+    if first.finished:
+        checkpoint = io.load_checkpoint(None)
+        module.load_state_dict(checkpoint["state_dict"])
+        module.on_load_checkpoint(checkpoint)
+    else:
+        # Our own checkpoints, so weights_only=False is safe.
+        fit.fit(module, datamodule=data, ckpt_path=None if first.resume is None else str(first.resume), weights_only=False)
+        if any(not h or h[-1]["step"] != module.schedule.total_steps for h in module.val_history):
+            fit.validate(module, datamodule=data, verbose=False)
+        fit.save_checkpoint("final.ckpt")  # atomically, per member: other processes wait for these files
+    fit.test(module, datamodule=data, verbose=False)
+    return [m.run.row(m, module, i) for i, m in enumerate(members)]
+
+
+def train_levels(runs: list[Run], pack: int) -> None:
+    """Level by level across all runs, so that every (run, arm) of a level that can share a pack does."""
+    for level in range(max(run.cfg.prune.levels for run in runs) + 1):
+        members = [m for run in runs if level <= run.cfg.prune.levels for m in run.members(level)]
+        for group in packs(members, pack):
+            first = group[0]
+            names = ", ".join(f"seed {m.run.cfg.seed} {m.arm}" for m in group)
+            first.run._say(f"level {level}: training {names} with {M.weights_remaining(first.masks)[0]:.2%} of weights remaining" + (f" (a pack of {len(group)})" if len(group) > 1 else ""))
+            for member, row in zip(group, train_pack(group)):
+                member.run.record(row)
+                member.run._say(
+                    f"level {level}/{member.run.cfg.prune.levels} seed {row['seed']} {member.arm}: {row['weights_remaining']:.2%} remaining, "
+                    f"test acc {row['test_acc']:.4f}, best val acc {row['best_val_acc']:.4f} (early stop at step {row['early_stop_step']})"
+                )
+
+
 def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
     """Check every run (stored files, data, that no other process trains its arms) before training any,
-    then train them one after another. SIGUSR1 checkpoints and raises `Interrupted`."""
+    then train them level by level, packed. SIGUSR1 checkpoints and raises `Interrupted`."""
     runs = []
     for cfg in cfgs:
         run = Run.open(cfg, progress)
         run.preflight(run.build_module(cfg.seed))
         try:
-            run.data.check()
+            DataModule(cfg.data, run.schedule, [cfg.seed]).check()
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
         runs.append(run)
@@ -474,28 +585,30 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
                         locks.enter_context(_lock_arm(run.lock_path(arm)))
                     except Busy as holder:
                         raise Busy(f"{arm} of {run.dir} is being trained by another process ({holder}); nothing to do here") from None
-            for run in runs:
-                _train_run(run)
+            _train(runs)
     finally:
         signal.signal(signal.SIGUSR1, previous_handler)
     return runs
 
 
-def _train_run(run: Run) -> None:
-    run.dir.mkdir(parents=True, exist_ok=True)
-    resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
-    saved = run.dir / "config.yaml"
-    if not saved.exists() or saved.read_bytes() != resolved:
-        atomic_write(saved, resolved)
-    run.tracker = Tracker.open(run.cfg, run.dir)
+def _train(runs: list[Run]) -> None:
     started = time.perf_counter()
+    for run in runs:
+        run.dir.mkdir(parents=True, exist_ok=True)
+        resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
+        saved = run.dir / "config.yaml"
+        if not saved.exists() or saved.read_bytes() != resolved:
+            atomic_write(saved, resolved)
+        run.tracker = Tracker.open(run.cfg, run.dir)
+    trackers = [run.tracker for run in runs if run.tracker]
     try:
-        run.run_arms()
+        train_levels(runs, runs[0].cfg.pack or auto_pack())
     except Interrupted:
-        if run.tracker:
-            run.tracker.preempting()
-            run.tracker.finish(exit_code=3)
+        for tracker in trackers:
+            tracker.preempting()
+            tracker.finish(exit_code=3)
         raise
-    if run.tracker:
-        run.tracker.finish()
-    run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")
+    for tracker in trackers:
+        tracker.finish()
+    for run in runs:
+        run._say(f"finished in {time.perf_counter() - started:.1f}s; results in {run.results_path}")

@@ -1,8 +1,15 @@
-"""Model registry: `MODELS[name](input_shape, num_classes) -> nn.Module`.
+"""Model registry: `MODELS[name](input_shape, num_classes, pack=1) -> nn.Module`.
 
 Every model may name `dense_layers`, parameter-name globs that pruning leaves alone by default.
 Prunable parameters are the weights of Linear and Conv layers; biases and normalisation layers never
 are (Frankle & Carbin 2019, §2; Frankle et al. 2020, Appendix A).
+
+`pack=K` builds K independent copies of the network as one: every conv is grouped (`groups=K`), every
+linear layer a batch of K matrices, every batch norm K× as wide. Inputs and activations carry the K copies
+side by side in the channel dimension ([B, K·C, ...]), and every parameter and buffer is the K copies'
+tensors concatenated along dim 0, so packing K trained runs is `torch.cat` of their state dicts
+(`lth.packing`). The same class with `pack=1` is the ordinary network; there is one definition of each.
+A small network leaves a GPU idle between kernel launches; K copies per launch fill it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {}
+MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register(name: str):
@@ -33,6 +40,25 @@ def prunable_names(model: nn.Module) -> list[str]:
     ]
 
 
+class Linear(nn.Linear):
+    """`pack` independent linear maps in_features -> out_features: weight [pack·out, in], input [B, pack·in]."""
+
+    def __init__(self, in_features: int, out_features: int, pack: int = 1, bias: bool = True):
+        super().__init__(in_features, out_features * pack, bias)
+        self.pack = pack
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pack == 1:
+            return super().forward(x)
+        w = self.weight.view(self.pack, -1, self.in_features)
+        y = torch.einsum("bki,koi->bko", x.view(len(x), self.pack, self.in_features), w).flatten(1)
+        return y if self.bias is None else y + self.bias
+
+
+def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, pack: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin * pack, cout * pack, kernel, stride, padding, groups=pack, bias=bias)
+
+
 class Network(nn.Module):
     # Parameter-name globs that pruning leaves dense unless the experiment says otherwise.
     dense_layers: tuple[str, ...] = ()
@@ -42,7 +68,7 @@ def kaiming_normal_init(model: nn.Module) -> None:
     """OpenLTH's initialisation for the CIFAR networks: He-normal weights, zero biases, unit BN scale."""
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            nn.init.kaiming_normal_(module.weight)
+            nn.init.kaiming_normal_(module.weight)  # fan_in is per copy, so packed copies get the same scale
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
@@ -51,10 +77,10 @@ def kaiming_normal_init(model: nn.Module) -> None:
 
 
 class MLP(Network):
-    def __init__(self, input_shape: tuple[int, ...], hidden: list[int], num_classes: int):
+    def __init__(self, input_shape: tuple[int, ...], hidden: list[int], num_classes: int, pack: int = 1):
         super().__init__()
         widths = [math.prod(input_shape), *hidden, num_classes]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.layers = nn.ModuleList(Linear(a, b, pack) for a, b in zip(widths, widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
@@ -64,9 +90,9 @@ class MLP(Network):
 
 
 @register("lenet_300_100")
-def lenet_300_100(input_shape, num_classes):
+def lenet_300_100(input_shape, num_classes, pack=1):
     """Frankle & Carbin (2019), Figure 2: 784-300-100-10, 266,610 parameters on MNIST. Glorot-normal init as in the paper."""
-    model = MLP(input_shape, [300, 100], num_classes)
+    model = MLP(input_shape, [300, 100], num_classes, pack)
     for layer in model.layers:
         nn.init.xavier_normal_(layer.weight)
         nn.init.zeros_(layer.bias)
@@ -74,26 +100,26 @@ def lenet_300_100(input_shape, num_classes):
 
 
 @register("mnist1d_mlp")
-def mnist1d_mlp(input_shape, num_classes):
+def mnist1d_mlp(input_shape, num_classes, pack=1):
     """The MLP of the MNIST-1D paper (Greydanus 2020): two hidden layers of 100."""
-    return MLP(input_shape, [100, 100], num_classes)
+    return MLP(input_shape, [100, 100], num_classes, pack)
 
 
 class ConvNet(Network):
     """Frankle & Carbin's Conv-2/4/6 (Figure 2): 3×3 convs in pairs, each pair followed by 2×2 max-pooling,
     then fully-connected 256-256-classes."""
 
-    def __init__(self, input_shape, num_classes, widths: list[int]):
+    def __init__(self, input_shape, num_classes, widths: list[int], pack: int = 1):
         super().__init__()
         channels, height, width = input_shape
         convs = []
         for w in widths:
-            convs.append(nn.Conv2d(channels, w, 3, padding=1))
+            convs.append(conv2d(channels, w, 3, padding=1, pack=pack))
             channels = w
         self.convs = nn.ModuleList(convs)
         pools = len(widths) // 2
         features = channels * (height >> pools) * (width >> pools)
-        self.fcs = nn.ModuleList([nn.Linear(features, 256), nn.Linear(256, 256), nn.Linear(256, num_classes)])
+        self.fcs = nn.ModuleList([Linear(features, 256, pack), Linear(256, 256, pack), Linear(256, num_classes, pack)])
 
     def forward(self, x):
         for i, conv in enumerate(self.convs):
@@ -107,8 +133,8 @@ class ConvNet(Network):
 
 
 def _conv_net(widths):
-    def build(input_shape, num_classes):
-        model = ConvNet(input_shape, num_classes, widths)
+    def build(input_shape, num_classes, pack=1):
+        model = ConvNet(input_shape, num_classes, widths, pack)
         for module in model.modules():  # Glorot-normal, as in Frankle & Carbin (2019), Figure 2
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_normal_(module.weight)
@@ -124,17 +150,17 @@ register("conv6")(_conv_net([64, 64, 128, 128, 256, 256]))
 
 
 class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, pack: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv1 = conv2d(cin, cout, 3, stride, 1, pack, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout * pack)
+        self.conv2 = conv2d(cout, cout, 3, 1, 1, pack, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout * pack)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
             # A 1×1 projection, as in OpenLTH's cifar_resnet (used by Frankle et al. 2020), rather than
             # He et al.'s zero-padding shortcut (option A); it adds 2,560 weights to ResNet-20.
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(conv2d(cin, cout, 1, stride, 0, pack, bias=False), nn.BatchNorm2d(cout * pack))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -145,28 +171,29 @@ class Block(nn.Module):
 class ResNet(Network):
     """He et al. (2016), §4.2: the 6n+2-layer CIFAR ResNets with 16, 32 and 64 filters."""
 
-    def __init__(self, input_shape, num_classes, depth: int):
+    def __init__(self, input_shape, num_classes, depth: int, pack: int = 1):
         super().__init__()
         n = (depth - 2) // 6
-        self.conv = nn.Conv2d(input_shape[0], 16, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(16)
+        self.conv = conv2d(input_shape[0], 16, 3, 1, 1, pack, bias=False)
+        self.bn = nn.BatchNorm2d(16 * pack)
         blocks, cin = [], 16
         for stage, cout in enumerate([16, 32, 64]):
             for i in range(n):
-                blocks.append(Block(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                blocks.append(Block(cin, cout, 2 if stage > 0 and i == 0 else 1, pack))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(64, num_classes)
+        self.fc = Linear(64, num_classes, pack)
         kaiming_normal_init(self)
 
     def forward(self, x):
         x = F.relu(self.bn(self.conv(x)))
         x = self.blocks(x)
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        # mean rather than adaptive_avg_pool2d, whose CUDA backward has no deterministic implementation
+        return self.fc(x.mean((2, 3)))
 
 
 for _depth in (20, 32, 56):
-    register(f"resnet{_depth}")(lambda input_shape, num_classes, depth=_depth: ResNet(input_shape, num_classes, depth))
+    register(f"resnet{_depth}")(lambda input_shape, num_classes, pack=1, depth=_depth: ResNet(input_shape, num_classes, depth, pack))
 
 
 class VGG(Network):
@@ -175,21 +202,21 @@ class VGG(Network):
 
     PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
-    def __init__(self, input_shape, num_classes):
+    def __init__(self, input_shape, num_classes, pack: int = 1):
         super().__init__()
         layers, cin = [], input_shape[0]
         for item in self.PLAN:
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(cin, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
+                layers += [conv2d(cin, item, 3, padding=1, pack=pack, bias=False), nn.BatchNorm2d(item * pack), nn.ReLU()]
                 cin = item
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = Linear(512, num_classes, pack)
         kaiming_normal_init(self)
 
     def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+        return self.fc(self.features(x).mean((2, 3)))
 
 
 register("vgg16")(VGG)
@@ -198,16 +225,19 @@ register("vgg16")(VGG)
 class CNN1d(Network):
     """The small 1-D CNN of the MNIST-1D paper (Greydanus 2020): three strided convs of 25 channels."""
 
-    def __init__(self, input_shape, num_classes):
+    def __init__(self, input_shape, num_classes, pack: int = 1):
         super().__init__()
-        self.convs = nn.ModuleList([nn.Conv1d(1, 25, 5, 2, 1), nn.Conv1d(25, 25, 3, 2, 1), nn.Conv1d(25, 25, 3, 2, 1)])
+        self.pack = pack
+        self.convs = nn.ModuleList(
+            nn.Conv1d(cin * pack, 25 * pack, k, 2, 1, groups=pack) for cin, k in [(1, 5), (25, 3), (25, 3)]
+        )
         length = math.prod(input_shape)
         for conv in self.convs:
             length = (length + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-        self.fc = nn.Linear(25 * length, num_classes)
+        self.fc = Linear(25 * length, num_classes, pack)
 
     def forward(self, x):
-        x = x.flatten(1).unsqueeze(1)
+        x = x.reshape(len(x), self.pack, -1)
         for conv in self.convs:
             x = F.relu(conv(x))
         return self.fc(x.flatten(1))

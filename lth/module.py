@@ -1,8 +1,9 @@
-"""The LightningModule that owns a network and its pruning masks."""
+"""The LightningModule that owns a network and its pruning masks, for one run or a pack of K runs."""
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import lightning as L
 import torch
@@ -14,30 +15,53 @@ from lth import masks as M
 from lth.config import Schedule, TrainConfig
 from lth.models import prunable_names
 
+# The training step runs the optimizer itself (see `optimizer_step`), so it returns no loss for Lightning to
+# backpropagate; Lightning warns once about that.
+warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
+
+# Eager steps before the first CUDA-graph capture: they let cuDNN, the caching allocator and the optimizer's
+# lazily created state settle, as the CUDA-graphs section of the PyTorch CUDA semantics notes advises.
+EAGER_STEPS_BEFORE_CAPTURE = 3
+
 
 class MaskedModule(L.LightningModule):
     """A network whose prunable weights each carry a bool buffer `<weight>_mask` on the same submodule.
 
     Parameter names stay as the model defines them (no `weight_orig`), and the masks travel in every
     state_dict and Lightning checkpoint. Pruned weights are zeroed in place right after each optimizer step
-    (one fused multiply, ~0% of step time) rather than by a `w * mask` in every forward: momentum and weight
-    decay may move a pruned weight during the step, but never past it, so weights are exactly 0 after every
-    step and in every checkpoint.
+    (one fused multiply) rather than by a `w * mask` in every forward: momentum and weight decay may move a
+    pruned weight during the step, but never past it, so weights are exactly 0 after every step and in every
+    checkpoint.
+
+    `pack` > 1: the model was built with `pack=K` (`lth.models`) and holds K runs that train in lockstep;
+    the loss is the sum of the K runs' mean losses, so each run's gradient is its own. Metrics, validation
+    history and test accuracy are per run.
+
+    On CUDA the whole training step — forward, backward, optimizer step, masking — is captured once as a
+    CUDA graph and replayed, which removes the per-kernel launch cost that dominates small networks. A change
+    of learning rate (a milestone) captures it again, since the graph holds the rate it was captured with.
     """
 
-    def __init__(self, model: nn.Module, train: TrainConfig, schedule: Schedule, num_classes: int):
+    def __init__(self, model: nn.Module, train: TrainConfig, schedule: Schedule, num_classes: int, pack: int = 1):
         super().__init__()
-        self.model, self.train_cfg, self.schedule = model, train, schedule
+        self.model, self.train_cfg, self.schedule, self.pack = model, train, schedule, pack
+        self.num_classes = num_classes
         self.prunable = prunable_names(model)
         for name in self.prunable:
             owner, attr = self._owner(name)
             owner.register_buffer(f"{attr}_mask", torch.ones_like(getattr(owner, attr), dtype=torch.bool))
-        self.val_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
-        self.val_loss = torchmetrics.MeanMetric()
-        self.val_history: list[dict[str, float]] = []  # one entry per evaluation: step, val_loss, val_acc
+        accuracy = lambda: torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
+        self.val_acc = nn.ModuleList(accuracy() for _ in range(pack))
+        self.test_acc = nn.ModuleList(accuracy() for _ in range(pack))
+        self.val_loss = nn.ModuleList(torchmetrics.MeanMetric() for _ in range(pack))
+        # Per run, one entry per evaluation: step, val_loss, val_acc.
+        self.val_history: list[list[dict[str, float]]] = [[] for _ in range(pack)]
+        self.test_results: list[float] = []
+        self.last_loss: torch.Tensor | None = None  # [K], of the latest step
         self.train_seconds = 0.0
         self._fit_started = 0.0
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._eager_steps = 0
 
     def _owner(self, name: str) -> tuple[nn.Module, str]:
         module_name, _, attr = name.rpartition(".")
@@ -66,65 +90,117 @@ class MaskedModule(L.LightningModule):
         masks = self.masks()
         torch._foreach_mul_([self.model.get_parameter(n) for n in masks], list(masks.values()))
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        self.apply_masks()
-
     # -- training ------------------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        """Logits [B, K, classes] for the K runs' inputs side by side, [B, K·C, ...]."""
+        return self.model(x).view(len(x), self.pack, self.num_classes)
+
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K, classes] for inputs [B, C, ...] that all K runs see (validation and test)."""
+        return self(x.repeat(1, self.pack, *[1] * (x.dim() - 2)))
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each run's mean cross-entropy, [K]; y is [B, K]."""
+        return F.cross_entropy(self(x).flatten(0, 1), y.flatten(), reduction="none").view(len(x), self.pack).mean(0)
 
     def configure_optimizers(self):
         cfg = self.train_cfg
         if cfg.optimizer == "sgd":
             optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:  # capturable: Adam's step count lives on the GPU, so a CUDA graph can advance it
+            optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=self.device.type == "cuda")
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.schedule.milestone_steps), cfg.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def _step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        losses = self.losses(x, y)
+        losses.sum().backward()  # the runs share no parameter, so each gets the gradient of its own loss
+        optimizer.step()
+        self.apply_masks()
+        return losses.detach()
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        optimizer = self.trainer.optimizers[0]
+        if x.device.type != "cuda":
+            self.last_loss = self._step(optimizer, x, y)
+            return None
+        rates = [group["lr"] for group in optimizer.param_groups]
+        if self._graph is None or rates != self._graph_rates:
+            if self._eager_steps < EAGER_STEPS_BEFORE_CAPTURE:
+                self._eager_steps += 1
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self.last_loss = self._step(optimizer, x, y)
+                torch.cuda.current_stream().wait_stream(side)
+                return None
+            self._capture(optimizer, x, y, rates)
+        self._static_x.copy_(x)
+        self._static_y.copy_(y)
+        self._graph.replay()
+        self.last_loss = self._static_loss
+        return None
 
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.val_loss.update(F.cross_entropy(logits, y, reduction="none"))
-        self.val_acc.update(logits, y)
+    def _capture(self, optimizer, x, y, rates) -> None:
+        pool = self._graph.pool() if self._graph is not None else None
+        self._graph = None
+        self._static_x, self._static_y = x.clone(), y.clone()
+        graph = torch.cuda.CUDAGraph()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph, pool=pool):
+            self._static_loss = self._step(optimizer, self._static_x, self._static_y)
+        self._graph, self._graph_rates = graph, rates
 
-    def on_validation_epoch_end(self):
-        loss, acc = float(self.val_loss.compute()), float(self.val_acc.compute())
-        self.val_loss.reset()
-        self.val_acc.reset()
-        if not self.trainer.sanity_checking:
-            self.val_history.append({"step": self.global_step, "val_loss": loss, "val_acc": acc})
-        self.log_dict({"val/loss": loss, "val/acc": acc}, prog_bar=True)
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        optimizer_closure()  # runs training_step, which has stepped the optimizer itself
 
-    def test_step(self, batch, batch_idx):
-        x, y = batch
-        self.test_acc.update(self(x), y)
-
-    def on_test_epoch_end(self):
-        self.log("test/acc", self.test_acc.compute())
-        self.test_acc.reset()
-
-    # -- state that checkpoints carry besides weights and masks ---------------------------------------------
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+        pass  # gradients are reset inside the (captured) step
 
     def on_train_start(self):
         self.apply_masks()
+        self._graph, self._eager_steps = None, 0
         self._fit_started = time.perf_counter()
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.evaluate(x)
+        for k in range(self.pack):
+            self.val_loss[k].update(F.cross_entropy(logits[:, k], y, reduction="none"))
+            self.val_acc[k].update(logits[:, k], y)
+
+    def on_validation_epoch_end(self):
+        for k in range(self.pack):
+            loss, acc = float(self.val_loss[k].compute()), float(self.val_acc[k].compute())
+            self.val_loss[k].reset()
+            self.val_acc[k].reset()
+            if not self.trainer.sanity_checking:
+                self.val_history[k].append({"step": self.global_step, "val_loss": loss, "val_acc": acc})
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.evaluate(x)
+        for k in range(self.pack):
+            self.test_acc[k].update(logits[:, k], y)
+
+    def on_test_epoch_end(self):
+        self.test_results = [float(metric.compute()) for metric in self.test_acc]
+        for metric in self.test_acc:
+            metric.reset()
+
+    # -- state that checkpoints carry besides weights and masks ---------------------------------------------
 
     def elapsed(self) -> float:
         return self.train_seconds + time.perf_counter() - self._fit_started
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["lth"] = {"val_history": self.val_history, "train_seconds": self.elapsed()}
+        seconds = self.elapsed()
+        checkpoint["lth"] = {"members": [{"val_history": h, "train_seconds": seconds} for h in self.val_history]}
 
     def on_load_checkpoint(self, checkpoint):
-        state = checkpoint.get("lth", {})
-        self.val_history = list(state.get("val_history", []))
-        self.train_seconds = state.get("train_seconds", 0.0)
+        members = checkpoint.get("lth", {}).get("members", [{}] * self.pack)
+        self.val_history = [list(m.get("val_history", [])) for m in members]
+        self.train_seconds = max(m.get("train_seconds", 0.0) for m in members)

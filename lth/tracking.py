@@ -49,6 +49,7 @@ class Tracker:
             resume="allow",
             save_dir=str(run_dir),
             config=cfg.to_dict() | {"run_id": cfg.run_id(), "run_dir": str(run_dir)},
+            reinit="create_new",  # the seeds of one invocation train together, each with its own W&B run
         )
         self.logger.experiment  # noqa: B018 - starts the W&B run now, so a failure shows before training
 
@@ -62,6 +63,11 @@ class Tracker:
             reason = str(err).splitlines()[0] if str(err) else ""
             print(f"[lth] W&B unavailable ({type(err).__name__}: {reason}); training goes on, results stay in {run_dir}", file=sys.stderr, flush=True)
             return None
+
+    def evaluation(self, level: int, record: dict[str, float], train_loss: float | None) -> None:
+        """One validation of one (level, arm): its curve over training steps, as Lightning's logger logs it."""
+        metrics = {"val/acc": record["val_acc"], "val/loss": record["val_loss"], "trainer/global_step": record["step"], "level": level}
+        self.logger.experiment.log(metrics | ({"train/loss": train_loss} if train_loss is not None else {}))
 
     def level(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """A finished (level, arm): its metrics against weights remaining, its summary, and the whole table

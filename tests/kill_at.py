@@ -17,12 +17,12 @@ point, args = sys.argv[1], sys.argv[2:]
 kill_level, kill_at = point.split(":")
 current = {"level": None}
 
-train, record, step = imp.Run.train, imp.Run.record, MaskedModule.optimizer_step
+train, record, step = imp.train_pack, imp.Run.record, MaskedModule.optimizer_step
 
 
-def tracked_train(self, level, *a, **k):
-    current["level"] = level
-    return train(self, level, *a, **k)
+def tracked_train(members):
+    current["level"] = members[0].level
+    return train(members)
 
 
 def killing_record(self, row):
@@ -37,5 +37,5 @@ def killing_step(self, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-imp.Run.train, imp.Run.record, MaskedModule.optimizer_step = tracked_train, killing_record, killing_step
+imp.train_pack, imp.Run.record, MaskedModule.optimizer_step = tracked_train, killing_record, killing_step
 sys.exit(cli.main(args))

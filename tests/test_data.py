@@ -15,7 +15,7 @@ from conftest import SHARED
 def _module(name, root, **overrides):
     args = [f"--data.name={name}", f"--data.root={root}"] + [f"--{k}={v}" for k, v in overrides.items()]
     cfg = config.load(None, args + ["--train.duration=1ep"])
-    return data.DataModule(cfg.data, Schedule.of(cfg), seed=cfg.seed)
+    return data.DataModule(cfg.data, Schedule.of(cfg), [cfg.seed])
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
@@ -70,9 +70,9 @@ def test_crop_and_flip_is_a_padded_crop_and_a_mirror():
 
 
 def test_split_is_seeded_disjoint_and_the_same_for_every_run_seed():
-    a = _module("synthetic", "unused", seed=0)
-    b = _module("synthetic", "unused", seed=5)
-    arrays_a, arrays_b = a._load(), b._load()
+    a = _module("synthetic", "unused", seed=0).split()
+    b = _module("synthetic", "unused", seed=5).split()
+    arrays_a, arrays_b = a.arrays, b.arrays
     assert torch.equal(arrays_a["x_val"], arrays_b["x_val"])
     assert len(arrays_a["x_train"]) == 768 and len(arrays_a["x_val"]) == 256
     train_rows = {tuple(r.flatten()[:4].tolist()) for r in arrays_a["x_train"]}
@@ -84,14 +84,18 @@ def test_split_is_seeded_disjoint_and_the_same_for_every_run_seed():
 
 
 def test_data_order_depends_on_seed_and_epoch_only():
-    module = _module("synthetic", "unused", seed=0)
-    a = module._load()
-    stream = lambda seed, step: data.TrainBatches(a["x_train"], a["y_train"], 64, seed, True, lambda x: x, lambda: step)  # noqa: E731
-    epoch0 = [y for _, y in stream(0, 0)]
-    assert [y for _, y in stream(0, 0)][3].tolist() == epoch0[3].tolist()
-    assert [y for _, y in stream(1, 0)][0].tolist() != epoch0[0].tolist()
-    assert [y for _, y in stream(0, 12)][0].tolist() != epoch0[0].tolist()  # the next epoch reshuffles
-    assert len(list(stream(0, 12 + 5))) == 12 - 5
+    a = _module("synthetic", "unused", seed=0).split().arrays
+    stream = lambda seeds, step: data.TrainBatches(a["x_train"], a["y_train"], 64, seeds, True, lambda x: x, lambda: step)  # noqa: E731
+    epoch0 = [y for _, y in stream([0], 0)]
+    assert [y for _, y in stream([0], 0)][3].tolist() == epoch0[3].tolist()
+    assert [y for _, y in stream([1], 0)][0].tolist() != epoch0[0].tolist()
+    assert [y for _, y in stream([0], 12)][0].tolist() != epoch0[0].tolist()  # the next epoch reshuffles
+    assert len(list(stream([0], 12 + 5))) == 12 - 5
+    # A pack's batch holds each member's own batch, side by side in the channel dimension.
+    x0, y0 = next(iter(stream([0], 0)))
+    x1, y1 = next(iter(stream([1], 0)))
+    x01, y01 = next(iter(stream([0, 1], 0)))
+    assert torch.equal(x01, torch.cat([x0, x1], 1)) and torch.equal(y01, torch.cat([y0, y1], 1))
 
 
 def test_download_checks_md5_and_keeps_nothing_on_mismatch(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ import torch
 
 from lth import config
 from lth import masks as M
-from lth.imp import Run
+from lth.data import DataModule
+from lth.imp import MemberCheckpoints, Run, train_levels, trainer
 
 
 def _run(tiny, *extra):
@@ -34,8 +35,9 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
             for name, w in pl_module.weights().items():
                 assert torch.all(w[~masks[name]] == 0), f"{name} revived at step {trainer.global_step}"
 
-    trainer = run.trainer(run.dir / "t", run.schedule, [Watch()])
-    trainer.fit(module, datamodule=run.data)
+    (run.dir / "t").mkdir(parents=True)
+    fit = trainer(run.schedule, MemberCheckpoints([run.dir / "t"], [None]), [Watch()], run.cfg, progress=False)
+    fit.fit(module, datamodule=DataModule(run.cfg.data, run.schedule, [0]))
     assert Watch.steps == 60
     for name, w in module.weights().items():
         assert not torch.equal(w[masks[name]], kept_at_start[name][masks[name]]), "kept weights did not train"
@@ -51,7 +53,8 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     LR position and global step; and trains on the batches the dense run saw from that step."""
     run = _run(tiny, "--prune.levels=1", "--train.milestones=[10it]")
     run.dir.mkdir(parents=True)
-    rows = run.run_arms()
+    train_levels([run], pack=1)
+    rows = run.results()
     rewind = torch.load(run.dir / "rewind.ckpt", weights_only=False)
     start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)
     masks = torch.load(run.dir / "level_01" / "mask.pt")
@@ -65,8 +68,7 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     assert rows[1]["steps_trained"] == run.schedule.total_steps - 7
 
     # The level-1 stream from step 7 is the dense stream with its first 7 batches dropped.
-    run.data.setup("fit")
-    dense = run.data.train_dataloader()
+    dense = DataModule(run.cfg.data, run.schedule, [0]).train_dataloader()
     dense.global_step = lambda: 0
     first_epoch = [y for _, y in dense]
     dense.global_step = lambda: 7
@@ -78,7 +80,7 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
 def test_rewind_zero_restores_the_original_initialisation(tiny):
     run = _run(tiny, "--prune.levels=1", "--prune.rewind=0")
     run.dir.mkdir(parents=True)
-    run.run_arms()
+    train_levels([run], pack=1)
     init = run.build_module(seed=0).state_dict()
     start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)["state_dict"]
     masks = torch.load(run.dir / "level_01" / "mask.pt")

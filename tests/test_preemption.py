@@ -28,13 +28,13 @@ def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uni
     run_dir = config.load(None, tiny).run_dir()
 
     step, level = MaskedModule.optimizer_step, {}
-    train = imp.Run.train
+    train = imp.train_pack
 
-    def tracked_train(self, lvl, *a, **k):
-        level["now"] = lvl
-        return train(self, lvl, *a, **k)
+    def tracked_train(members):
+        level["now"] = members[0].level
+        return train(members)
 
-    monkeypatch.setattr(imp.Run, "train", tracked_train)
+    monkeypatch.setattr(imp, "train_pack", tracked_train)
     # Between evaluations (every 5 steps) of level 0, and mid-level 1 after the rewind (step 7).
     for signal_level, signal_step in [(0, 13), (1, 22)]:
 

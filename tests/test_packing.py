@@ -1,0 +1,66 @@
+"""K runs packed into one network train exactly as K separate runs, to float rounding."""
+
+import pytest
+import torch
+
+from lth import config, packing
+from lth.imp import run_experiments
+from lth.models import MODELS
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_packed_network_computes_its_members_outputs(name):
+    shape = (1, 40) if name.startswith("mnist1d") else (3, 32, 32)
+    singles = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        singles.append(MODELS[name](shape, 7).eval())
+    packed = MODELS[name](shape, 7, pack=3).eval()
+    packed.load_state_dict(packing.pack_state([m.state_dict() for m in singles]))
+    x = [torch.randn(2, *shape) for _ in singles]
+    with torch.no_grad():
+        out = packed(torch.cat(x, 1)).view(2, 3, 7)
+        for k, model in enumerate(singles):
+            torch.testing.assert_close(out[:, k], model(x[k]), rtol=1e-4, atol=1e-5)
+    for single, part in zip(singles, packing.unpack_state(packed.state_dict(), 3)):
+        assert all(torch.equal(single.state_dict()[key], part[key]) for key in part)
+
+
+@pytest.fixture
+def float64():
+    """In float32, packed and separate runs differ by rounding (grouped and plain convolutions sum in different
+    orders), and a ReLU or BN network amplifies that within a few steps; in float64 the rounding is ~1e-16,
+    so any real difference (a member's data, init, masks, statistics or optimizer state) stands out."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def test_packed_runs_train_as_separate_runs(tiny, tmp_path, float64, capsys):
+    """Three seeds × (ticket, reinit, random prune) of a ResNet with batch norm, SGD with momentum and weight
+    decay, rewound to step 3: packed 9 at a time, and one by one. Each run's own init, masks, data order,
+    batch-norm statistics and optimizer state must come out the same."""
+    args = tiny + ["--model=resnet20", "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]", "--prune.levels=1", "--train.duration=10it", "--prune.rewind=3it"]
+    runs = {}
+    for pack in (1, 9):
+        cfgs = config.load_seeds(None, args + [f"--pack={pack}", f"--out_dir={tmp_path / str(pack)}"])
+        runs[pack] = run_experiments(cfgs, progress=False)
+    # Level 0: the 3 seeds' tickets; level 1: tickets and random prunes (momentum from the rewind point) and,
+    # apart, the reinits (a fresh optimizer).
+    assert capsys.readouterr().err.count("(a pack of ") == 3
+    for separate, packed in zip(runs[1], runs[9]):
+        assert separate.dir.name == packed.dir.name
+        rows = {(r["level"], r["arm"]): r for r in separate.results()}
+        for row in packed.results():
+            theirs = rows[(row["level"], row["arm"])]
+            assert row["mask_sha256"] == theirs["mask_sha256"]
+            assert row["test_acc"] == pytest.approx(theirs["test_acc"], abs=0.01)
+            a = torch.load(separate.level_dir(row["level"]) / row["arm"] / "final.ckpt", weights_only=False)
+            b = torch.load(packed.level_dir(row["level"]) / row["arm"] / "final.ckpt", weights_only=False)
+            assert a["global_step"] == b["global_step"] == separate.schedule.total_steps
+            for key, value in a["state_dict"].items():
+                if value.is_floating_point():
+                    torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-9, atol=1e-9, msg=key)
+            momentum = lambda c: [s["momentum_buffer"] for s in c["optimizer_states"][0]["state"].values()]  # noqa: E731
+            for x, y in zip(momentum(a), momentum(b)):
+                torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-9)
