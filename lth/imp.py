@@ -508,6 +508,7 @@ def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback]
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         deterministic=cfg.train.deterministic,
+        benchmark=not cfg.train.deterministic,  # cuDNN's autotuned algorithms are fast, but may differ run to run
         callbacks=[SaveLast(), StopOnSignal(), *callbacks],
         plugins=[io],
         logger=False,  # each member's metrics go to its own run's W&B run (LogEvaluations)
@@ -517,14 +518,20 @@ def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback]
     )
 
 
+def pack_modules(run: Run, modules: list[MaskedModule]) -> MaskedModule:
+    """One module training `modules` (built by `run`, with equal schedules) as a pack, starting from their weights and masks."""
+    packed = run.build_module(0, pack=len(modules))
+    packed.schedule, packed.train_cfg = modules[0].schedule, modules[0].train_cfg
+    packed.load_state_dict(pack_state([m.state_dict() for m in modules]))
+    return packed
+
+
 def train_pack(members: list[Member]) -> list[dict[str, Any]]:
     """Train K members (equal `pack_key`s) in lockstep as one packed network, resuming from their own
     checkpoints; write each member's final.ckpt; return each member's results line."""
-    first, k = members[0], len(members)
+    first = members[0]
     run = first.run
-    module = run.build_module(0, pack=k)
-    module.schedule, module.train_cfg = first.module.schedule, first.module.train_cfg
-    module.load_state_dict(pack_state([m.module.state_dict() for m in members]))
+    module = pack_modules(run, [m.module for m in members])
     for m in members:
         m.dir.mkdir(parents=True, exist_ok=True)
     io = MemberCheckpoints([m.dir for m in members], [m.resume for m in members])

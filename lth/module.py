@@ -105,6 +105,9 @@ class MaskedModule(L.LightningModule):
         return F.cross_entropy(self(x).flatten(0, 1), y.flatten(), reduction="none").view(len(x), self.pack).mean(0)
 
     def configure_optimizers(self):
+        if self.device.type == "cuda":
+            # cuDNN's NHWC kernels: a captured ResNet-20 step takes 2.6 ms instead of 3.9 on an H100 (README).
+            self.model.to(memory_format=torch.channels_last)
         cfg = self.train_cfg
         if cfg.optimizer == "sgd":
             optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -118,8 +121,12 @@ class MaskedModule(L.LightningModule):
         losses = self.losses(x, y)
         losses.sum().backward()  # the runs share no parameter, so each gets the gradient of its own loss
         optimizer.step()
-        self.apply_masks()
+        self._mask_step()
         return losses.detach()
+
+    @torch.no_grad()
+    def _mask_step(self) -> None:
+        torch._foreach_mul_(self._masked_weights, self._keep)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -145,12 +152,11 @@ class MaskedModule(L.LightningModule):
         return None
 
     def _capture(self, optimizer, x, y, rates) -> None:
-        pool = self._graph.pool() if self._graph is not None else None
-        self._graph = None
-        self._static_x, self._static_y = x.clone(), y.clone()
+        self._static_x = x.clone(memory_format=torch.channels_last) if x.dim() == 4 else x.clone()
+        self._static_y = y.clone()
         graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph, pool=pool):
+        with torch.cuda.graph(graph):  # its own memory pool; the previous graph's is freed with it
             self._static_loss = self._step(optimizer, self._static_x, self._static_y)
         self._graph, self._graph_rates = graph, rates
 
@@ -162,6 +168,11 @@ class MaskedModule(L.LightningModule):
 
     def on_train_start(self):
         self.apply_masks()
+        # The training step multiplies by float copies of the masks: float × bool takes _foreach_mul_'s slow
+        # per-tensor path, 3% of a captured ResNet-20 step on an H100. Made here, after any checkpoint
+        # restore, and fixed for the fit (a captured graph holds their addresses).
+        self._masked_weights = list(self.weights().values())
+        self._keep = [mask.to(w.dtype) for w, mask in zip(self._masked_weights, self.masks().values())]
         self._graph, self._eager_steps = None, 0
         self._fit_started = time.perf_counter()
 

@@ -33,17 +33,17 @@ def test_every_control_trains_on_the_tickets_masks(tiny):
     # Fresh inits differ from the ticket's and from each other; random pruning keeps the ticket's init.
     seeds = {arm: rows[1, arm]["init_seed"] for arm in ["ticket", "reinit", "scratch_b", "random_prune"]}
     assert seeds["random_prune"] == seeds["ticket"] == cfg.seed and len({seeds["reinit"], seeds["scratch_b"], cfg.seed}) == 3
-    start = lambda arm: torch.load(run_dir / "level_01" / arm / "start.ckpt", weights_only=False)  # noqa: E731
+    start = lambda arm: torch.load(run_dir / "level_01" / arm / "start.ckpt", map_location="cpu", weights_only=False)  # noqa: E731
     name = "model.layers.0.weight"
     kept = start("ticket")["state_dict"][name + "_mask"]
     assert not torch.equal(start("reinit")["state_dict"][name][kept], start("ticket")["state_dict"][name][kept])
     assert start("reinit")["optimizer_states"][0]["state"] == {} and start("ticket")["optimizer_states"][0]["state"]
-    rewound = torch.load(run_dir / "rewind.ckpt", weights_only=False)["state_dict"][name]
+    rewound = torch.load(run_dir / "rewind.ckpt", map_location="cpu", weights_only=False)["state_dict"][name]
     random_mask = start("random_prune")["state_dict"][name + "_mask"]
     assert torch.equal(start("random_prune")["state_dict"][name], rewound * random_mask)
 
     # LR rewinding: the weights level 1 was pruned from, masked, at the rewind step's LR position.
-    trained = torch.load(run_dir / "level_00" / "ticket" / "final.ckpt", weights_only=False)["state_dict"][name]
+    trained = torch.load(run_dir / "level_00" / "ticket" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"][name]
     assert torch.equal(start("lr_rewind")["state_dict"][name], trained * kept)
     assert start("lr_rewind")["global_step"] == 7
 

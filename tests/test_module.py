@@ -41,7 +41,7 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
     assert Watch.steps == 60
     for name, w in module.weights().items():
         assert not torch.equal(w[masks[name]], kept_at_start[name][masks[name]]), "kept weights did not train"
-    state = torch.load(run.dir / "t" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(run.dir / "t" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     for name, mask in masks.items():
         assert torch.equal(state[f"model.{name}_mask"], mask)
         assert torch.all(state[f"model.{name}"][~mask] == 0)
@@ -55,9 +55,9 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     run.dir.mkdir(parents=True)
     train_levels([run], pack=1)
     rows = run.results()
-    rewind = torch.load(run.dir / "rewind.ckpt", weights_only=False)
-    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)
-    masks = torch.load(run.dir / "level_01" / "mask.pt")
+    rewind = torch.load(run.dir / "rewind.ckpt", map_location="cpu", weights_only=False)
+    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", map_location="cpu", weights_only=False)
+    masks = torch.load(run.dir / "level_01" / "mask.pt", map_location="cpu")
     assert rewind["global_step"] == start["global_step"] == 7
     for name, mask in masks.items():
         assert torch.equal(start["state_dict"][f"model.{name}"], rewind["state_dict"][f"model.{name}"] * mask)
@@ -82,7 +82,7 @@ def test_rewind_zero_restores_the_original_initialisation(tiny):
     run.dir.mkdir(parents=True)
     train_levels([run], pack=1)
     init = run.build_module(seed=0).state_dict()
-    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)["state_dict"]
-    masks = torch.load(run.dir / "level_01" / "mask.pt")
+    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    masks = torch.load(run.dir / "level_01" / "mask.pt", map_location="cpu")
     for name, mask in masks.items():
         assert torch.equal(start[f"model.{name}"], init[f"model.{name}"] * mask)
