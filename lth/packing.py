@@ -62,4 +62,4 @@ def _pack_optimizer(states: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _unpack_optimizer(state: dict[str, Any], k: int) -> list[dict[str, Any]]:
     parts = {p: unpack_state(s, k) for p, s in state["state"].items()}
-    return [{**copy.deepcopy({k_: v for k_, v in state.items() if k_ != "state"}), "state": {p: parts[p][i] for p in parts}} for i in range(k)]
+    return [{**state, "param_groups": copy.deepcopy(state["param_groups"]), "state": {p: parts[p][i] for p in parts}} for i in range(k)]

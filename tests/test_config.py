@@ -26,6 +26,7 @@ from lth import cli, config
         ("--data.val_size=5000", "data.val_size: must lie in (0, 1024)"),
         ("--train.milestones=[9ep]", "train.milestones[0]: 9ep lies outside training"),
         ("prune.levels=3", "is not of the form --key=value"),
+        ("--pack=0", "pack: must be at least 1 or null, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_work(tiny, tmp_path, capsys, override, message):
