@@ -150,10 +150,14 @@ class SaveLast(Callback):
 class StopOnSignal(Callback):
     """Checkpoints the exact training position and stops when SIGUSR1 has arrived."""
 
+    def __init__(self, dirs: list[Path]):
+        self.dirs = dirs
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if STOP.is_set():
             trainer.save_checkpoint("last.ckpt")
-            raise Interrupted(f"stopped by SIGUSR1 at step {trainer.global_step}; checkpointed to last.ckpt")
+            saved = ", ".join(str(d / "last.ckpt") for d in self.dirs)
+            raise Interrupted(f"stopped by SIGUSR1 at step {trainer.global_step}; checkpointed to {saved}")
 
 
 class RewindCapture(Callback):
@@ -509,7 +513,7 @@ def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback]
         num_sanity_val_steps=0,
         deterministic=cfg.train.deterministic,
         benchmark=not cfg.train.deterministic,  # cuDNN's autotuned algorithms are fast, but may differ run to run
-        callbacks=[SaveLast(), StopOnSignal(), *callbacks],
+        callbacks=[SaveLast(), StopOnSignal(io.dirs), *callbacks],
         plugins=[io],
         logger=False,  # each member's metrics go to its own run's W&B run (LogEvaluations)
         enable_checkpointing=False,

@@ -77,7 +77,7 @@ def test_sigusr1_mid_level_requeues_and_the_job_finishes_with_identical_results(
     out = ["--out_dir=" + str(tmp_path / "runs"), "--name=rq"]
     job = _sbatch(tmp_path, "0", longer + out)
     log = tmp_path / f"slurm-{job}_0.out"
-    _wait_until(lambda: log.exists() and "level 1/1 ticket: training" in log.read_text(), 120, "level 1 to start")
+    _wait_until(lambda: log.exists() and "level 1: training seed 0 ticket" in log.read_text(), 120, "level 1 to start")
     time.sleep(1.0)  # into the level, past its first checkpoint
     subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], check=True)
     _wait_until(lambda: _queued(job) == ["PENDING"], 60, "the requeue")
@@ -92,6 +92,6 @@ def test_sigusr1_mid_level_requeues_and_the_job_finishes_with_identical_results(
     text = log.read_text()  # --open-mode=append: both attempts
     assert re.search(r"stopped by SIGUSR1 at step \d+; checkpointed to .*level_01/ticket/last.ckpt", text)
     assert f"requeueing job {job}_0" in text and "level 0/1 ticket: done earlier" in text
-    assert text.count("level 0/1 ticket: training") == 1  # no level is trained twice
+    assert text.count("level 0: training seed 0 ticket") == 1  # no level is trained twice
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]  # noqa: E731
     assert strip(_rows(config.load(None, SMALL + longer + out).run_dir())) == strip(expected)
