@@ -38,7 +38,8 @@ class MaskedModule(L.LightningModule):
     history and test accuracy are per run.
 
     On CUDA the whole training step — forward, backward, optimizer step, masking — is captured once as a
-    CUDA graph and replayed, which removes the per-kernel launch cost that dominates small networks. A change
+    CUDA graph and replayed, which removes the per-kernel launch cost that dominates small networks, and its
+    forward and loss are compiled by `torch.compile`, which fuses the memory-bound layers. A change
     of learning rate (a milestone) captures it again, since the graph holds the rate it was captured with.
     """
 
@@ -118,7 +119,7 @@ class MaskedModule(L.LightningModule):
 
     def _step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        losses = self.losses(x, y)
+        losses = self._train_losses(x, y)
         losses.sum().backward()  # the runs share no parameter, so each gets the gradient of its own loss
         optimizer.step()
         self._mask_step()
@@ -136,6 +137,8 @@ class MaskedModule(L.LightningModule):
             return None
         rates = [group["lr"] for group in optimizer.param_groups]
         if self._graph is None or rates != self._graph_rates:
+            if x.dim() == 4:  # the graph's input layout; the eager steps use it too, or the compiled loss recompiles
+                x = x.contiguous(memory_format=torch.channels_last)
             if self._eager_steps < EAGER_STEPS_BEFORE_CAPTURE:
                 self._eager_steps += 1
                 side = torch.cuda.Stream()
@@ -152,7 +155,7 @@ class MaskedModule(L.LightningModule):
         return None
 
     def _capture(self, optimizer, x, y, rates) -> None:
-        self._static_x = x.clone(memory_format=torch.channels_last) if x.dim() == 4 else x.clone()
+        self._static_x = x.clone()
         self._static_y = y.clone()
         graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)
@@ -174,6 +177,11 @@ class MaskedModule(L.LightningModule):
         self._masked_weights = list(self.weights().values())
         self._keep = [mask.to(w.dtype) for w, mask in zip(self._masked_weights, self.masks().values())]
         self._graph, self._eager_steps = None, 0
+        # On CUDA, Inductor fuses the batch norms, ReLUs and residual adds that eager mode runs as separate
+        # memory-bound kernels: a 16-packed ResNet-20 step takes 22 ms instead of 26 on an H100 (README). Under
+        # torch.use_deterministic_algorithms it turns its timing-based autotuning off (PyTorch >= 2.10), so
+        # runs stay bit-reproducible. On a CPU it would need a C++ toolchain and compile longer than it saves.
+        self._train_losses = torch.compile(self.losses) if self.device.type == "cuda" else self.losses
         self._fit_started = time.perf_counter()
 
     def validation_step(self, batch, batch_idx):
