@@ -9,12 +9,13 @@ horizontal flip) and per-channel normalisation:
 
   reference   a plain LightningModule over a standard DataLoader whose workers augment each sample in
               Python, no masks: the way most lottery-ticket code trains
-  lth         lth's path (MaskedModule, data on the device, the compiled CUDA-graph step) with masks at 80% sparsity
+  lth         lth's path (MaskedModule, data on the device, the compiled CUDA-graph step), masks 80% sparse
   lth-nomask  the same with the masking step removed, to measure what masks cost
   lth-packK   K runs, each with its own init, masks (80% sparse) and data order, packed into one network
 
 Throughput is images per second over all runs of a configuration, timed from the end of the warm-up steps
-(torch.compile, CUDA-graph capture, cuDNN autotuning, DataLoader start) to the last step, the GPU synchronised at both ends.
+(torch.compile, CUDA-graph capture, cuDNN autotuning, DataLoader start) to the last step, the GPU
+synchronised at both ends.
 Ratios are against the reference measured in the same process. `--json FILE` also writes the numbers.
 """
 
