@@ -325,9 +325,9 @@ class Run:
         """The network's own entries of a MaskedModule state_dict, keyed as the network names them."""
         return {n[len("model."):]: v for n, v in state_dict.items() if n.startswith("model.")}
 
-    def start_checkpoint(self, level: int, arm: str, masks: M.Masks, model_state: dict[str, torch.Tensor], fresh_optimizer: bool) -> Path:
-        """The dense run's training state at the rewind step (LR position, data position and, unless
-        `fresh_optimizer`, optimizer state), with `model_state` and this level's masks applied.
+    def start_checkpoint(self, level: int, arm: str, masks: M.Masks, model_state: dict[str, torch.Tensor] | None = None) -> Path:
+        """The dense run's training state at the rewind step (LR position, data position, and the weights and
+        optimizer state unless `model_state` replaces the weights), with this level's masks applied.
 
         The ticket and random pruning keep the rewind-point optimizer state: the masked network continues the
         dense run from step k as exactly as possible. OpenLTH instead starts levels with a fresh optimizer;
@@ -338,13 +338,13 @@ class Run:
         if not path.exists():
             checkpoint = _torch_load(self.dir / "rewind.ckpt")
             state = checkpoint["state_dict"]
-            state.update({f"model.{k}": v.clone() for k, v in model_state.items()})
+            if model_state is not None:
+                state.update({f"model.{k}": v.clone() for k, v in model_state.items()})
+                for optimizer in checkpoint["optimizer_states"]:
+                    optimizer["state"] = {}
             for name, mask in masks.items():
                 state[f"model.{name}_mask"] = mask.clone()
                 state[f"model.{name}"] = state[f"model.{name}"] * mask
-            if fresh_optimizer:
-                for optimizer in checkpoint["optimizer_states"]:
-                    optimizer["state"] = {}
             checkpoint["callbacks"] = {}
             checkpoint.pop("lth", None)  # validation history and timing belong to the dense run
             _torch_save(checkpoint, path)
@@ -398,18 +398,16 @@ class Run:
         if arm == "ticket" and level == 0:
             return masks, None, 0
         k = schedule.rewind_step
-        if arm in ("ticket", "random_prune"):
-            rewound = self.model_state(_torch_load(self.dir / "rewind.ckpt")["state_dict"])
         if arm == "ticket":
-            return masks, self.start_checkpoint(level, arm, masks, rewound, fresh_optimizer=False), k
+            return masks, self.start_checkpoint(level, arm, masks), k
         if arm == "random_prune":
             shuffled = M.random_like(masks, seeded_generator(self.cfg.seed, "random_prune", level))
-            return shuffled, self.start_checkpoint(level, arm, shuffled, rewound, fresh_optimizer=False), k
+            return shuffled, self.start_checkpoint(level, arm, shuffled), k
         if arm == "reinit":
-            return masks, self.start_checkpoint(level, arm, masks, module.model.state_dict(), fresh_optimizer=True), k
+            return masks, self.start_checkpoint(level, arm, masks, module.model.state_dict()), k
         previous = self.model_state(self.final_state(level - 1, "ticket"))
         if arm == "lr_rewind":  # Renda et al. (2020): the pruned trained weights, the LR schedule from step k
-            return masks, self.start_checkpoint(level, arm, masks, previous, fresh_optimizer=True), k
+            return masks, self.start_checkpoint(level, arm, masks, previous), k
         if arm == "scratch_b":
             module.schedule = self.scratch_b_schedule(masks, module)
             return masks, None, 0
