@@ -39,9 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lth import config  # noqa: E402
 from lth import masks as M  # noqa: E402
-from lth.data import DATASETS, DataModule, DatasetSpec  # noqa: E402
-from lth.imp import MemberCheckpoints, Run, pack_modules, trainer  # noqa: E402
+from lth.arms import ARMS  # noqa: E402
+from lth.data import DATASETS, DatasetSpec  # noqa: E402
+from lth.imp import Run  # noqa: E402
+from lth.methods import magnitude  # noqa: E402
 from lth.models import MODELS  # noqa: E402
+from lth.packing import MemberCheckpoints, pack_modules  # noqa: E402
+from lth.training import Member, trainer  # noqa: E402
 
 BATCH = 128
 SPARSITY = 0.8
@@ -133,25 +137,26 @@ def reference(spec: DatasetSpec, steps: int, warmup: int, workers: int) -> float
 
 
 def lth_path(steps: int, warmup: int, pack: int, masked: bool, deterministic: bool, out: Path) -> tuple[int, float]:
-    cfg = config.load(None, [
+    args = [
         "--model=resnet20", "--data.name=synthetic_cifar10", f"--data.batch_size={BATCH}", "--data.root=unused",
         "--train.lr=0.1", "--train.weight_decay=0.0001", f"--train.duration={steps}it", f"--train.eval_every={steps}it",
         f"--train.deterministic={str(deterministic).lower()}", f"--out_dir={out}",
-    ])
-    run = Run.open(cfg, progress=False)
+    ]
+    runs = [Run.open(config.load(None, args + [f"--seed={seed}"]), progress=False) for seed in range(pack)]
     members = []
-    for seed in range(pack):
-        module = run.build_module(seed)
+    for run in runs:
+        module = run.build_module(run.cfg.seed)
         weights = {n: w.detach() for n, w in module.weights().items()}
-        module.set_masks(M.prune_magnitude(weights, M.ones_like(weights), {n: SPARSITY for n in weights}, "global"))
-        members.append(module)
-    module = pack_modules(run, members)
+        masks = magnitude.prune(weights, M.ones_like(weights), {n: SPARSITY for n in weights}, "global")
+        module.set_masks(masks)
+        members.append(Member(run, 0, ARMS["ticket"], module, masks, None, 0))
+    run = runs[0]
+    module = pack_modules([m.module for m in members], lambda k: run.build_module(0, k))
     if not masked:
         module._mask_step = lambda: None
-    dirs = [out / f"member{k}" for k in range(pack)]
     timer = Timer(warmup)
-    fit = trainer(run.schedule, MemberCheckpoints(dirs, [None] * pack), [timer], cfg, progress=False)
-    fit.fit(module, datamodule=DataModule(cfg.data, run.schedule, list(range(pack))))
+    fit = trainer(run.schedule, MemberCheckpoints(members), [timer], run.cfg, progress=False)
+    fit.fit(module, datamodule=run.data([m.run.cfg.seed for m in members]))
     return (steps - warmup) * BATCH * pack, timer.seconds()
 
 

@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err))
 
     from lth import report
-    from lth.imp import Busy, Interrupted, RunError, run_experiments
+    from lth.imp import run_experiments
+    from lth.locks import Busy
+    from lth.preemption import Interrupted
+    from lth.run_dir import RunError
 
     # Lightning's per-Trainer banners ("GPU available", tips) would repeat for every level and arm.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -67,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     # The training is done and recorded: a late SIGUSR1 must not kill the process while it writes the report.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
-    run_dirs = [run.dir for run in runs]
+    run_dirs = [run.dir.root for run in runs]
     cells = report.aggregate(report.read_rows(run_dirs))
-    paths = report.write(cells, run_dirs, runs[0].dir.parent / "report")
+    paths = report.write(cells, run_dirs, runs[0].dir.root.parent / "report")
     print(report.markdown(cells, "test_acc", 4))
-    print("results: " + " ".join(str(run.results_path) for run in runs))
+    print("results: " + " ".join(str(run.dir.results) for run in runs))
     print(f"report: {paths[0]}\nfigure: {paths[1]}")
     return 0
 

@@ -23,8 +23,6 @@ class ConfigError(ValueError):
     """A user-facing problem with the experiment: reported as one line, exit code 2."""
 
 
-ARMS = ("ticket", "reinit", "random_prune", "scratch_b", "finetune", "lr_rewind")
-
 _DURATION = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")
 
 
@@ -78,6 +76,8 @@ class PruneConfig:
     dense_layers: list[str] | None = None  # globs never pruned; None: the model's own list
     levels: int = 5
     rewind: str = "0"  # "0": the original init; "500it" or "2ep": weights from that point of the dense run
+    method: str = "magnitude"  # how weights are chosen for removal: a name in `lth.methods`
+    schedule: str = "iterative"  # when and from what each level's masks are made: a name in `lth.schedules`
 
 
 @dataclass
@@ -127,6 +127,9 @@ class Experiment:
             identity.pop(key)
         identity["prune"].pop("levels")
         identity["data"].pop("root")
+        for section, key, value in IDENTICAL_TO_EARLIER_RUNS:
+            if identity[section][key] == value:
+                identity[section].pop(key)
         return identity
 
     def run_id(self) -> str:
@@ -140,6 +143,12 @@ class Experiment:
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name / self.run_id()
+
+
+# Settings added after run directories already existed, with the value that computes what those runs computed:
+# at that value a setting stays out of the identity, so runs made before it existed keep their directory and
+# continue (Raising `levels` after an upgrade extends a run instead of starting it again.)
+IDENTICAL_TO_EARLIER_RUNS = (("prune", "method", "magnitude"), ("prune", "schedule", "iterative"))
 
 
 def _digest(value: Any) -> str:
@@ -274,8 +283,11 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
 
 def validate(cfg: Experiment) -> None:
     # Imported here: the registries import torch, which the config parser itself does not need.
+    from lth.arms import ARMS
     from lth.data import DATASETS
+    from lth.methods import METHODS
     from lth.models import MODELS
+    from lth.schedules import SCHEDULES
 
     if cfg.model not in MODELS:
         raise ConfigError(f"model: unknown model {cfg.model!r} (known: {', '.join(sorted(MODELS))})")
@@ -285,6 +297,9 @@ def validate(cfg: Experiment) -> None:
     if bad_arms or not cfg.arms:
         raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
     p = cfg.prune
+    for key, value, registry in (("method", p.method, METHODS), ("schedule", p.schedule, SCHEDULES)):
+        if value not in registry:
+            raise ConfigError(f"prune.{key}: unknown {key} {value!r} (known: {', '.join(registry)})")
     if not 0.0 < p.fraction < 1.0:
         raise ConfigError(f"prune.fraction: must lie in (0, 1), got {p.fraction}")
     for pattern, fraction in p.layer_fractions.items():

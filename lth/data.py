@@ -27,8 +27,6 @@ import lightning as L
 import numpy as np
 import torch
 
-from lth.config import DataConfig, Schedule
-
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 
 
@@ -292,24 +290,24 @@ class DataModule(L.LightningDataModule):
     """Any registered dataset for a pack of runs (one seed each; one run is a pack of one), held on the
     trainer's device."""
 
-    def __init__(self, cfg: DataConfig, schedule: Schedule, seeds: list[int]):
+    def __init__(self, name: str, root: str, batch_size: int, val_size: int, seeds: list[int]):
         super().__init__()
-        self.cfg, self.schedule, self.seeds = cfg, schedule, seeds
-        self.spec = DATASETS[cfg.name]
+        self.name, self.root, self.batch_size, self.val_size, self.seeds = name, root, batch_size, val_size, seeds
+        self.spec = DATASETS[name]
 
     def check(self) -> None:
         """Fail fast, before any training, if the files are missing or unreadable."""
         self.split()
 
     def split(self) -> Split:
-        split = load_split(self.cfg.name, str(self.cfg.root), self.schedule.val_size)
+        split = load_split(self.name, str(self.root), self.val_size)
         return split.to(self.trainer.strategy.root_device) if self.trainer is not None else split
 
     def train_dataloader(self):
         split = self.split()
         a = split.arrays
         return TrainBatches(
-            a["x_train"], a["y_train"], self.cfg.batch_size, self.seeds, self.spec.augment, split.normalise,
+            a["x_train"], a["y_train"], self.batch_size, self.seeds, self.spec.augment, split.normalise,
             lambda: self.trainer.global_step,
         )
 

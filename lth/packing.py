@@ -5,14 +5,26 @@ packed network is its members' tensors stacked along dim 0 (see `lth.models`); s
 `num_batches_tracked`, Adam's step count, the LR scheduler, the loops' progress — are shared, because
 members of a pack train in lockstep on one schedule. So packing is `cat`, unpacking is `chunk`, and a
 member's unpacked checkpoint is an ordinary single-run Lightning checkpoint.
+
+Everything about packing but the packed layers themselves (`lth.models`: grouped convolutions, batched
+linear maps) is here: how states and checkpoints pack and unpack, which runs may share a pack, and the
+checkpoint I/O that keeps only single-run checkpoints on disk.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from lth.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from lth.module import MaskedModule
+    from lth.training import Member
 
 
 def pack_state(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -63,3 +75,58 @@ def _pack_optimizer(states: list[dict[str, Any]]) -> dict[str, Any]:
 def _unpack_optimizer(state: dict[str, Any], k: int) -> list[dict[str, Any]]:
     parts = {p: unpack_state(s, k) for p, s in state["state"].items()}
     return [{**state, "param_groups": copy.deepcopy(state["param_groups"]), "state": {p: parts[p][i] for p in parts}} for i in range(k)]
+
+
+# -- which runs train as one pack, and how they do -------------------------------------------------------------
+
+
+def auto_pack() -> int:
+    """How many runs to pack when the experiment does not say. On a GPU, 16: a ResNet-20 step leaves an H100
+    mostly idle, and 16 packed copies train ~10× the images per second of one (README, performance); more
+    gains little. On a CPU a step is compute-bound and packing gains nothing, so 1."""
+    return 16 if torch.cuda.is_available() else 1
+
+
+def pack_key(member: Member) -> tuple:
+    """Members with equal keys can train in lockstep as one pack: same network and data shapes, same schedule
+    and optimizer settings, at the same step, with optimizer states of the same origin (they share its
+    scalars, such as Adam's step count)."""
+    step = 0 if member.resume is None else RunDir.load(member.resume)["global_step"]
+    run, module = member.run, member.module
+    return (run.cfg.model, run.cfg.data.name, run.cfg.data.batch_size, run.schedule.val_size, module.schedule,
+            repr(module.train_cfg), member.resume is None, step, member.arm.optimizer_origin(run.schedule.rewind_step), member.finished)
+
+
+def packs(members: list[Member], size: int) -> list[list[Member]]:
+    groups: dict[tuple, list[Member]] = {}
+    for member in members:
+        groups.setdefault(pack_key(member), []).append(member)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def pack_modules(modules: list[MaskedModule], build: Callable[[int], MaskedModule]) -> MaskedModule:
+    """One module, built by `build(pack)`, training `modules` (equal schedules) from their weights and masks."""
+    packed = build(len(modules))
+    packed.schedule, packed.train_cfg = modules[0].schedule, modules[0].train_cfg
+    packed.load_state_dict(pack_state([m.state_dict() for m in modules]))
+    return packed
+
+
+class MemberCheckpoints(CheckpointIO):
+    """Lightning's checkpoint I/O for a pack: saving `name` writes each member's own single-run checkpoint
+    (`Member.file(name)`); loading packs the members' own checkpoints. On disk there are only single-run
+    checkpoints, so a run resumes whatever it is packed with next time."""
+
+    def __init__(self, members: list[Member]):
+        super().__init__()
+        self.members = members
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        for member, part in zip(self.members, unpack_checkpoint(checkpoint, len(self.members))):
+            RunDir.save(part, member.file(str(path)))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return pack_checkpoint([RunDir.load(m.resume) for m in self.members])
+
+    def remove_checkpoint(self, path) -> None:
+        raise NotImplementedError("lth never deletes checkpoints")

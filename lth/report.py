@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lth import config
-from lth.files import atomic_write, publish
-from lth.config import ARMS
+from lth.arms import ARMS
+from lth.files import atomic_open, atomic_write
+from lth.run_dir import RunDir
 
 
 @dataclass(frozen=True)
@@ -35,12 +34,12 @@ def read_rows(run_dirs: list[Path]) -> list[dict]:
     """The rows of runs that differ only in their seed; pooling runs of different studies would make the
     error bars meaningless, so that is refused."""
     rows, studies = [], {}
-    for run_dir in run_dirs:
-        path = run_dir / "results.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: is {run_dir} an lth run directory?")
-        _one_study(studies, config.load(run_dir / "config.yaml").study_id(), run_dir)
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for path in run_dirs:
+        run_dir = RunDir(Path(path))
+        if not run_dir.results.is_file():
+            raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
+        _one_study(studies, config.load(run_dir.config).study_id(), path)
+        rows += run_dir.rows()
     return rows
 
 
@@ -83,7 +82,7 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
             Stat.of([r["test_acc"] for r in group]),
             Stat.of([float(r["early_stop_step"]) for r in group]),
         )
-        for key, group in sorted(groups.items(), key=lambda kv: (ARMS.index(kv[0][0]), kv[0][1]))
+        for key, group in sorted(groups.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1]))
     }
 
 
@@ -92,7 +91,7 @@ def markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str
     levels = sorted({level for _, level in cells})
     lines = ["| level | weights remaining | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
     for level in levels:
-        remaining = cells.get(("ticket", level)) or next(c for (a, l), c in cells.items() if l == level)
+        remaining = cells.get(("ticket", level)) or next(c for (_, at), c in cells.items() if at == level)
         entries = []
         for arm in arms:
             cell = cells.get((arm, level))
@@ -111,7 +110,7 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for arm in [a for a in ARMS if any(arm == a for arm, _ in cells)]:
-        points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, l), c in cells.items() if a == arm and l > 0), reverse=True)
+        points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, at), c in cells.items() if a == arm and at > 0), reverse=True)
         if not points:
             continue
         x = [p for p, _ in points]
@@ -145,9 +144,7 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path) -> list[
     ).encode())
     paths = [out / "report.md"]
     for field, ylabel, name in [("test_acc", "test accuracy", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png")]:
-        fig = figure(cells, field, ylabel)
-        with tempfile.NamedTemporaryFile(dir=out, delete=False, prefix=f".{name}.", suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        publish(tmp.name, out / name)
+        with atomic_open(out / name) as handle:
+            figure(cells, field, ylabel).savefig(handle, format="png", dpi=120)
         paths.append(out / name)
     return paths

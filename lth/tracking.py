@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from lth.config import Experiment
+from lth.run_dir import RunDir
 
 # The columns of the per-level table: one row per (level, arm, seed), so a dashboard chart can compare the
 # ticket with its controls without custom code.
@@ -32,7 +32,7 @@ def wandb_id(cfg: Experiment) -> str:
 class Tracker:
     """Owns the W&B run of one run directory; `logger` goes to every Trainer of that run."""
 
-    def __init__(self, cfg: Experiment, run_dir: Path):
+    def __init__(self, cfg: Experiment, run_dir: RunDir):
         from lightning.pytorch.loggers import WandbLogger
 
         w = cfg.wandb
@@ -47,21 +47,21 @@ class Tracker:
             name=f"{cfg.name}-seed{cfg.seed}-{'+'.join(cfg.arms)}",
             id=None if agent else wandb_id(cfg),
             resume="allow",
-            save_dir=str(run_dir),
-            config=cfg.to_dict() | {"run_id": cfg.run_id(), "run_dir": str(run_dir)},
+            save_dir=str(run_dir.root),
+            config=cfg.to_dict() | {"run_id": cfg.run_id(), "run_dir": str(run_dir.root)},
             reinit="create_new",  # the seeds of one invocation train together, each with its own W&B run
         )
         self.logger.experiment  # noqa: B018 - starts the W&B run now, so a failure shows before training
 
     @classmethod
-    def open(cls, cfg: Experiment, run_dir: Path) -> Tracker | None:
+    def open(cls, cfg: Experiment, run_dir: RunDir) -> Tracker | None:
         if not (cfg.wandb.project or os.environ.get("WANDB_PROJECT")) or os.environ.get("WANDB_MODE") == "disabled":
             return None
         try:
             return cls(cfg, run_dir)
         except Exception as err:  # noqa: BLE001 - no network, no login, a server error: all mean "carry on without"
             reason = str(err).splitlines()[0] if str(err) else ""
-            print(f"[lth] W&B unavailable ({type(err).__name__}: {reason}); training goes on, results stay in {run_dir}", file=sys.stderr, flush=True)
+            print(f"[lth] W&B unavailable ({type(err).__name__}: {reason}); training goes on, results stay in {run_dir.root}", file=sys.stderr, flush=True)
             return None
 
     def evaluation(self, level: int, record: dict[str, float], train_loss: float | None) -> None:
@@ -90,10 +90,9 @@ class Tracker:
     def _artifacts(self, level: int) -> None:
         import wandb
 
-        files = [self.run_dir / f"level_{level:02d}" / "mask.pt"] + ([self.run_dir / "rewind.ckpt"] if level == 0 else [])
-        for path in files:
+        files = [("masks", self.run_dir.mask(level))] + ([("rewind", self.run_dir.rewind)] if level == 0 else [])
+        for kind, path in files:
             if path.exists():
-                kind = "masks" if path.name == "mask.pt" else "rewind"
                 artifact = wandb.Artifact(f"{self.cfg.run_id()}-{kind}", type=kind, metadata={"level": level})
                 artifact.add_file(str(path))
                 self.logger.experiment.log_artifact(artifact, aliases=[f"level_{level:02d}", "latest"])

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from lth.run_dir import TIMING_FIELDS, RunDir
+
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -30,3 +32,13 @@ TINY = [
 def tiny(tmp_path):
     """The argument list of a tiny synthetic experiment writing under tmp_path."""
     return TINY + [f"--out_dir={tmp_path / 'runs'}", "--name=tiny"]
+
+
+def result_rows(run_dir) -> list[dict]:
+    """A run directory's results lines."""
+    return RunDir(Path(run_dir)).rows()
+
+
+def without_timing(lines: list[dict]) -> list[dict]:
+    """Results lines without the fields that time the machine: what a rerun must reproduce exactly."""
+    return [{k: v for k, v in line.items() if k not in TIMING_FIELDS} for line in lines]

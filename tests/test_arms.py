@@ -1,10 +1,11 @@
 """Controls on the ticket's masks (Frankle & Carbin 2019; Liu et al. 2019; Renda et al. 2020)."""
 
-import json
 
 import torch
+from conftest import result_rows
 
 from lth import cli, config
+from lth.arms import ARMS
 from lth.flops import macs
 from lth.imp import Run
 from lth.models import MODELS
@@ -12,8 +13,6 @@ from lth.models import MODELS
 ALL = "--arms=[ticket,reinit,random_prune,scratch_b,finetune,lr_rewind]"
 
 
-def _rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
 def test_every_control_trains_on_the_tickets_masks(tiny):
@@ -21,7 +20,7 @@ def test_every_control_trains_on_the_tickets_masks(tiny):
     assert cli.main(args) == 0
     cfg = config.load("experiments/quickstart.yaml", tiny + ["--prune.levels=1", ALL])
     run_dir = cfg.run_dir()
-    rows = {(r["level"], r["arm"]): r for r in _rows(run_dir)}
+    rows = {(r["level"], r["arm"]): r for r in result_rows(run_dir)}
     assert sorted(rows) == [(0, "ticket")] + [(1, a) for a in sorted(["ticket", "reinit", "random_prune", "scratch_b", "finetune", "lr_rewind"])]
     ticket = rows[1, "ticket"]
     for arm in ["reinit", "scratch_b", "finetune", "lr_rewind"]:
@@ -61,11 +60,11 @@ def test_scratch_b_budget_follows_macs_and_the_cap(tiny):
     masks = {n: torch.rand(w.shape, generator=torch.Generator().manual_seed(1)) < 0.25 for n, w in module.weights().items()}
     shape = (3, 8, 8)
     factor = macs(module.model, shape) / macs(module.model, shape, masks)
-    schedule = run.scratch_b_schedule(masks, module)
+    schedule, _ = ARMS["scratch_b"].schedule(run, module, masks)
     assert 3.5 < factor < 4.5 and schedule.total_steps == round(36 * factor)
     assert schedule.milestone_steps == (round(24 * factor),)
     capped = Run.open(config.load(None, tiny + ["--scratch_b.max_factor=2"]), progress=False)
-    assert capped.scratch_b_schedule(masks, module).total_steps == 72
+    assert ARMS["scratch_b"].schedule(capped, module, masks)[0].total_steps == 72
 
 
 def test_controls_fan_out_over_an_existing_run_without_retraining_the_ticket(tiny, capsys):
@@ -77,7 +76,7 @@ def test_controls_fan_out_over_an_existing_run_without_retraining_the_ticket(tin
     ticket_files = {p: p.stat().st_mtime_ns for p in run_dir.rglob("ticket/*")}
     assert cli.main(base + ["--arms=[reinit]"]) == 0
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("ticket/*")} == ticket_files
-    assert [(r["level"], r["arm"]) for r in _rows(run_dir)] == [(0, "ticket"), (1, "ticket"), (1, "reinit")]
+    assert [(r["level"], r["arm"]) for r in result_rows(run_dir)] == [(0, "ticket"), (1, "ticket"), (1, "reinit")]
 
 
 def test_macs_against_hand_counts():

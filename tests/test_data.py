@@ -5,17 +5,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 
 from lth import cli, config, data
-from lth.config import Schedule
-
-from conftest import SHARED
+from lth.imp import Run
 
 
 def _module(name, root, **overrides):
     args = [f"--data.name={name}", f"--data.root={root}"] + [f"--{k}={v}" for k, v in overrides.items()]
     cfg = config.load(None, args + ["--train.duration=1ep"])
-    return data.DataModule(cfg.data, Schedule.of(cfg), [cfg.seed])
+    return Run.open(cfg).data([cfg.seed])
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
@@ -54,7 +53,8 @@ def test_cifar_reader_on_files_in_the_distributed_pickle_format(tmp_path):
 
 
 def test_missing_dataset_names_the_download_command(tmp_path, capsys):
-    assert cli.main(["run", "experiments/quickstart.yaml", f"--out_dir={tmp_path}", "--data.name=cifar10", "--model=resnet20", f"--data.root={tmp_path}/nowhere"]) == 2
+    args = [f"--out_dir={tmp_path}", "--data.name=cifar10", "--model=resnet20", f"--data.root={tmp_path}/nowhere"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 2
     err = capsys.readouterr().err
     assert f"lth data download cifar10 --root {tmp_path}/nowhere" in err and err.count("\n") == 1
     assert not any(tmp_path.glob("quickstart"))

@@ -1,22 +1,16 @@
 """Whole runs: levels, results on disk, resume after SIGKILL."""
 
-import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import result_rows, without_timing
 
 from lth import cli, config
 from lth import masks as M
-
-TIMING = {"wall_seconds"}
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def test_three_levels_on_synthetic_data(tiny, capsys):
@@ -24,7 +18,7 @@ def test_three_levels_on_synthetic_data(tiny, capsys):
     assert cli.main(["run", "experiments/quickstart.yaml"] + tiny) == 0
     cfg = config.load("experiments/quickstart.yaml", tiny)
     run_dir = cfg.run_dir()
-    rows = _rows(run_dir)
+    rows = without_timing(result_rows(run_dir))
     assert [r["level"] for r in rows] == [0, 1, 2] and {r["arm"] for r in rows} == {"ticket"}
     for r in rows:
         assert set(r) >= {"level", "arm", "weights_remaining", "test_acc", "best_val_acc", "early_stop_step", "mask_sha256", "seed"}
@@ -57,7 +51,7 @@ def test_three_levels_on_synthetic_data(tiny, capsys):
 
     # Raising `levels` continues the same run.
     assert cli.main(["run", "experiments/quickstart.yaml"] + tiny + ["--prune.levels=3"]) == 0
-    assert _rows(run_dir)[:3] == rows and len(_rows(run_dir)) == 4
+    assert without_timing(result_rows(run_dir))[:3] == rows and len(result_rows(run_dir)) == 4
 
 
 def _lth(tmp_path, point, args):
@@ -66,11 +60,12 @@ def _lth(tmp_path, point, args):
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_then_rerun_gives_identical_results(tiny, tmp_path):
     args = ["run", str(Path("experiments/quickstart.yaml").resolve())] + tiny
     reference = tmp_path / "reference"
     assert cli.main(args[:-2] + [f"--out_dir={reference}", "--name=tiny"]) == 0
-    expected = _rows(config.load("experiments/quickstart.yaml", tiny[:-2] + [f"--out_dir={reference}", "--name=tiny"]).run_dir())
+    expected = without_timing(result_rows(config.load("experiments/quickstart.yaml", tiny[:-2] + [f"--out_dir={reference}", "--name=tiny"]).run_dir()))
 
     run_dir = config.load("experiments/quickstart.yaml", tiny).run_dir()
     # Before the rewind point and the first checkpoint; mid-epoch after a checkpoint; between levels;
@@ -80,4 +75,4 @@ def test_sigkill_anywhere_then_rerun_gives_identical_results(tiny, tmp_path):
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     finished = _lth(tmp_path, None, args)
     assert finished.returncode == 0, finished.stderr[-2000:]
-    assert _rows(run_dir) == expected
+    assert without_timing(result_rows(run_dir)) == expected

@@ -1,6 +1,5 @@
 """The mask mechanism under real optimizers, in checkpoints, and on rewind."""
 
-import copy
 
 import lightning as L
 import pytest
@@ -8,8 +7,11 @@ import torch
 
 from lth import config
 from lth import masks as M
-from lth.data import DataModule
-from lth.imp import MemberCheckpoints, Run, train_levels, trainer
+from lth.arms import ARMS
+from lth.imp import Run, train_levels
+from lth.methods import magnitude
+from lth.packing import MemberCheckpoints
+from lth.training import Member, trainer
 
 
 def _run(tiny, *extra):
@@ -23,7 +25,7 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
     run = _run(tiny, optimizer, "--train.weight_decay=0.01", "--train.duration=60it")
     module = run.build_module(seed=0)
     weights = {n: w.detach() for n, w in module.weights().items()}
-    masks = M.prune_magnitude(weights, M.ones_like(weights), {n: 0.7 for n in weights}, "layerwise")
+    masks = magnitude.prune(weights, M.ones_like(weights), {n: 0.7 for n in weights}, "layerwise")
     module.set_masks(masks)
     kept_at_start = {n: w.detach().clone() for n, w in module.weights().items()}
 
@@ -35,13 +37,14 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
             for name, w in pl_module.weights().items():
                 assert torch.all(w[~masks[name]] == 0), f"{name} revived at step {trainer.global_step}"
 
-    (run.dir / "t").mkdir(parents=True)
-    fit = trainer(run.schedule, MemberCheckpoints([run.dir / "t"], [None]), [Watch()], run.cfg, progress=False)
-    fit.fit(module, datamodule=DataModule(run.cfg.data, run.schedule, [0]))
+    member = Member(run, 0, ARMS["ticket"], module, masks, None, 0)
+    member.dir.mkdir(parents=True)
+    fit = trainer(run.schedule, MemberCheckpoints([member]), [Watch()], run.cfg, progress=False)
+    fit.fit(module, datamodule=run.data([0]))
     assert Watch.steps == 60
     for name, w in module.weights().items():
         assert not torch.equal(w[masks[name]], kept_at_start[name][masks[name]]), "kept weights did not train"
-    state = torch.load(run.dir / "t" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(member.file("last.ckpt"), map_location="cpu", weights_only=False)["state_dict"]
     for name, mask in masks.items():
         assert torch.equal(state[f"model.{name}_mask"], mask)
         assert torch.all(state[f"model.{name}"][~mask] == 0)
@@ -52,12 +55,11 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     """Level 1 begins with the dense run's weights at the rewind step (masked), its optimizer state,
     LR position and global step; and trains on the batches the dense run saw from that step."""
     run = _run(tiny, "--prune.levels=1", "--train.milestones=[10it]")
-    run.dir.mkdir(parents=True)
     train_levels([run], pack=1)
-    rows = run.results()
-    rewind = torch.load(run.dir / "rewind.ckpt", map_location="cpu", weights_only=False)
-    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", map_location="cpu", weights_only=False)
-    masks = torch.load(run.dir / "level_01" / "mask.pt", map_location="cpu")
+    rows = run.dir.rows()
+    rewind = run.dir.load(run.dir.rewind)
+    start = run.dir.load(run.dir.arm(1, "ticket") / "start.ckpt")
+    masks = run.dir.load(run.dir.mask(1))
     assert rewind["global_step"] == start["global_step"] == 7
     for name, mask in masks.items():
         assert torch.equal(start["state_dict"][f"model.{name}"], rewind["state_dict"][f"model.{name}"] * mask)
@@ -68,7 +70,7 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     assert rows[1]["steps_trained"] == run.schedule.total_steps - 7
 
     # The level-1 stream from step 7 is the dense stream with its first 7 batches dropped.
-    dense = DataModule(run.cfg.data, run.schedule, [0]).train_dataloader()
+    dense = run.data([0]).train_dataloader()
     dense.global_step = lambda: 0
     first_epoch = [y for _, y in dense]
     dense.global_step = lambda: 7
@@ -79,10 +81,9 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
 
 def test_rewind_zero_restores_the_original_initialisation(tiny):
     run = _run(tiny, "--prune.levels=1", "--prune.rewind=0")
-    run.dir.mkdir(parents=True)
     train_levels([run], pack=1)
     init = run.build_module(seed=0).state_dict()
-    start = torch.load(run.dir / "level_01" / "ticket" / "start.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    masks = torch.load(run.dir / "level_01" / "mask.pt", map_location="cpu")
+    start = run.dir.load(run.dir.arm(1, "ticket") / "start.ckpt")["state_dict"]
+    masks = run.dir.load(run.dir.mask(1))
     for name, mask in masks.items():
         assert torch.equal(start[f"model.{name}"], init[f"model.{name}"] * mask)

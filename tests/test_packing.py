@@ -36,11 +36,13 @@ def float64():
     torch.set_default_dtype(torch.float32)
 
 
+@pytest.mark.slow
 def test_packed_runs_train_as_separate_runs(tiny, tmp_path, float64, capsys):
     """Three seeds × (ticket, reinit, random prune) of a ResNet with batch norm, SGD with momentum and weight
     decay, rewound to step 3: packed 9 at a time, and one by one. Each run's own init, masks, data order,
     batch-norm statistics and optimizer state must come out the same."""
-    args = tiny + ["--model=resnet20", "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]", "--prune.levels=1", "--train.duration=10it", "--prune.rewind=3it"]
+    args = tiny + ["--model=resnet20", "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]", "--prune.levels=1"]
+    args += ["--train.duration=10it", "--prune.rewind=3it"]
     runs = {}
     for pack in (1, 9):
         cfgs = config.load_seeds(None, args + [f"--pack={pack}", f"--out_dir={tmp_path / str(pack)}"])
@@ -49,14 +51,14 @@ def test_packed_runs_train_as_separate_runs(tiny, tmp_path, float64, capsys):
     # apart, the reinits (a fresh optimizer).
     assert capsys.readouterr().err.count("(a pack of ") == 3
     for separate, packed in zip(runs[1], runs[9]):
-        assert separate.dir.name == packed.dir.name
-        rows = {(r["level"], r["arm"]): r for r in separate.results()}
-        for row in packed.results():
+        assert separate.dir.root.name == packed.dir.root.name
+        rows = {(r["level"], r["arm"]): r for r in separate.dir.rows()}
+        for row in packed.dir.rows():
             theirs = rows[(row["level"], row["arm"])]
             assert row["mask_sha256"] == theirs["mask_sha256"]
             assert row["test_acc"] == pytest.approx(theirs["test_acc"], abs=0.01)
-            a = torch.load(separate.level_dir(row["level"]) / row["arm"] / "final.ckpt", weights_only=False)
-            b = torch.load(packed.level_dir(row["level"]) / row["arm"] / "final.ckpt", weights_only=False)
+            a = separate.dir.load(separate.dir.arm(row["level"], row["arm"]) / "final.ckpt")
+            b = packed.dir.load(packed.dir.arm(row["level"], row["arm"]) / "final.ckpt")
             assert a["global_step"] == b["global_step"] == separate.schedule.total_steps
             for key, value in a["state_dict"].items():
                 if value.is_floating_point():

@@ -1,30 +1,23 @@
 """SIGUSR1 (SLURM's requeue signal), and several processes pointed at the same run directory."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
+from conftest import result_rows, without_timing
 
-from lth import cli, config, imp
+from lth import cli, config, imp, locks
 from lth.module import MaskedModule
-
-
-def _rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-
-
-def _strip(rows):
-    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
 
 
 def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, capsys):
     args = ["run", "experiments/quickstart.yaml", *tiny]
     assert cli.main(args[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]) == 0
-    expected = _rows(config.load(None, tiny[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]).run_dir())
+    expected = result_rows(config.load(None, tiny[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]).run_dir())
     run_dir = config.load(None, tiny).run_dir()
 
     step, level = MaskedModule.optimizer_step, {}
@@ -38,7 +31,7 @@ def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uni
     # Between evaluations (every 5 steps) of level 0, and mid-level 1 after the rewind (step 7).
     for signal_level, signal_step in [(0, 13), (1, 22)]:
 
-        def signalling_step(self, *a, **k):
+        def signalling_step(self, *a, signal_level=signal_level, signal_step=signal_step, **k):
             step(self, *a, **k)
             if level["now"] == signal_level and self.global_step == signal_step:
                 os.kill(os.getpid(), signal.SIGUSR1)
@@ -54,12 +47,12 @@ def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uni
     assert cli.main(args) == 0
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN  # after training, a late signal is harmless
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-    assert _strip(_rows(run_dir)) == _strip(expected)
+    assert without_timing(result_rows(run_dir)) == without_timing(expected)
 
 
 def test_an_arm_trained_by_another_process_is_left_alone(tiny, capsys):
     run_dir = config.load(None, tiny).run_dir()
-    holder = imp._try_lock(run_dir / "locks" / "ticket.lock")  # as another process training the ticket would
+    holder = locks.claim(run_dir / "locks" / "ticket.lock")  # as another process training the ticket would
     try:
         assert cli.main(["run", "experiments/quickstart.yaml", *tiny]) == 0
         err = capsys.readouterr().err
@@ -69,19 +62,20 @@ def test_an_arm_trained_by_another_process_is_left_alone(tiny, capsys):
         holder.close()
 
 
+@pytest.mark.slow
 def test_controls_follow_a_ticket_trained_by_another_process_level_by_level(tiny, monkeypatch, capsys):
     base = ["run", "experiments/quickstart.yaml", *tiny, "--train.duration=20ep", "--train.eval_every=1ep"]
     run_dir = config.load(None, base[2:]).run_dir()
     ticket = subprocess.Popen([sys.executable, "-m", "lth.cli", *base, "--arms=[ticket]"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not imp._held_elsewhere(run_dir / "locks" / "ticket.lock"):
+    while not locks.held_elsewhere(run_dir / "locks" / "ticket.lock"):
         assert time.time() < deadline and ticket.poll() is None, "the ticket process never started training"
         time.sleep(0.02)
-    monkeypatch.setattr(imp, "WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(locks, "WAIT_SECONDS", 0.05)
     assert cli.main([*base, "--arms=[reinit,random_prune]"]) == 0
     assert ticket.wait(timeout=300) == 0, ticket.stderr.read()[-2000:]
     assert "waiting for the ticket's level 0, trained by another process" in capsys.readouterr().err
-    rows = {(r["level"], r["arm"]): r for r in _rows(run_dir)}
+    rows = {(r["level"], r["arm"]): r for r in result_rows(run_dir)}
     assert sorted(rows) == sorted([(0, "ticket")] + [(lvl, a) for lvl in (1, 2) for a in ("ticket", "reinit", "random_prune")])
     for lvl in (1, 2):
         assert rows[lvl, "reinit"]["mask_sha256"] == rows[lvl, "ticket"]["mask_sha256"]

@@ -1,5 +1,6 @@
 import json
 import statistics
+from pathlib import Path
 
 import matplotlib.image
 import pytest
@@ -38,7 +39,8 @@ def test_report_numbers_equal_the_results_and_figures_have_one_series_per_arm(tm
         assert cells[key].test_acc.n == 3
     text = (tmp_path / "out" / "report.md").read_text()
     reinit_2 = cells["reinit", 2].test_acc
-    assert f"| 2 | 64.00% | {cells['ticket', 2].test_acc.mean:.4f} ± {cells['ticket', 2].test_acc.std:.4f} (n=3) | {reinit_2.mean:.4f} ± {reinit_2.std:.4f} (n=3) |" in text
+    ticket_2 = cells["ticket", 2].test_acc
+    assert f"| 2 | 64.00% | {ticket_2.mean:.4f} ± {ticket_2.std:.4f} (n=3) | {reinit_2.mean:.4f} ± {reinit_2.std:.4f} (n=3) |" in text
     assert f"{cells['reinit', 1].early_stop_step.mean:.0f} ± {cells['reinit', 1].early_stop_step.std:.0f} (n=3)" in text
 
     for name in ["accuracy.png", "early_stop.png"]:
@@ -84,4 +86,4 @@ def test_run_over_two_seeds_ends_with_the_report_of_both(tiny, tmp_path, capsys)
     cells = report.aggregate(report.read_rows(run_dirs))
     assert {key: cell.test_acc.n for key, cell in cells.items()} == {("ticket", 0): 2, ("ticket", 1): 2, ("reinit", 1): 2}
     reinit = cells["reinit", 1].test_acc
-    assert f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in out and f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in open(lines["report"]).read()
+    assert f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in out and f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in Path(lines["report"]).read_text()

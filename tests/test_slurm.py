@@ -1,6 +1,5 @@
 """The real slurm/array.sbatch on a real SLURM (slurm/local-cluster.sh starts one on localhost, as root)."""
 
-import json
 import os
 import re
 import shutil
@@ -10,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY, result_rows, without_timing
 
-from conftest import TINY
 from lth import cli, config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +20,8 @@ def _cluster() -> bool:
     return shutil.which("sbatch") is not None and subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not _cluster(), reason="no SLURM cluster answers `scontrol ping` (start one with: sudo slurm/local-cluster.sh)")
+NO_CLUSTER = "no SLURM cluster answers `scontrol ping` (start one with: sudo slurm/local-cluster.sh)"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not _cluster(), reason=NO_CLUSTER)]
 
 # The grid point sets arms and seed; the rest makes it tiny.
 SMALL = [a for a in TINY if not a.startswith(("--arms=", "--seed="))]
@@ -51,8 +51,6 @@ def _tasks(job):
     return [dict(re.findall(r"(JobState|ExitCode|Restarts|ArrayTaskId)=(\S+)", line)) for line in text.splitlines()]
 
 
-def _rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
 def test_array_runs_every_grid_point_of_the_quickstart_sweep(tmp_path):
@@ -63,7 +61,7 @@ def test_array_runs_every_grid_point_of_the_quickstart_sweep(tmp_path):
     assert sorted(t["ArrayTaskId"] for t in tasks) == ["0", "1", "2", "3"]
     assert all(t["JobState"] == "COMPLETED" and t["ExitCode"] == "0:0" for t in tasks), tasks
     for seed in (0, 1):
-        rows = {(r["level"], r["arm"]): r for r in _rows(config.load(None, SMALL + out + [f"--seed={seed}"]).run_dir())}
+        rows = {(r["level"], r["arm"]): r for r in result_rows(config.load(None, SMALL + out + [f"--seed={seed}"]).run_dir())}
         assert sorted(rows) == sorted([(0, "ticket")] + [(lvl, a) for lvl in (1, 2) for a in ("ticket", "reinit")])
         assert all(rows[lvl, "reinit"]["mask_sha256"] == rows[lvl, "ticket"]["mask_sha256"] for lvl in (1, 2))
 
@@ -72,7 +70,7 @@ def test_sigusr1_mid_level_requeues_and_the_job_finishes_with_identical_results(
     longer = ["--train.duration=200ep", "--train.eval_every=1ep", "--prune.levels=1"]
     reference = ["--out_dir=" + str(tmp_path / "reference"), "--name=rq"]
     assert cli.main(["run", "experiments/quickstart.yaml", *SMALL, *longer, *reference, "--seed=0", "--arms=ticket"]) == 0
-    expected = _rows(config.load(None, SMALL + longer + reference).run_dir())
+    expected = result_rows(config.load(None, SMALL + longer + reference).run_dir())
 
     out = ["--out_dir=" + str(tmp_path / "runs"), "--name=rq"]
     job = _sbatch(tmp_path, "0", longer + out)
@@ -93,5 +91,4 @@ def test_sigusr1_mid_level_requeues_and_the_job_finishes_with_identical_results(
     assert re.search(r"stopped by SIGUSR1 at step \d+; checkpointed to .*level_01/ticket/last.ckpt", text)
     assert f"requeueing job {job}_0" in text and "level 0/1 ticket: done earlier" in text
     assert text.count("level 0: training seed 0 ticket") == 1  # no level is trained twice
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]  # noqa: E731
-    assert strip(_rows(config.load(None, SMALL + longer + out).run_dir())) == strip(expected)
+    assert without_timing(result_rows(config.load(None, SMALL + longer + out).run_dir())) == without_timing(expected)

@@ -5,15 +5,19 @@ import json
 import struct
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+from conftest import result_rows
+from wandb.proto import wandb_internal_pb2 as pb
 
 from lth import cli, config
 from lth.tracking import TABLE_COLUMNS, wandb_id
-from wandb.proto import wandb_internal_pb2 as pb
 
 
 def _records(path):
     """The records of a .wandb file (a LevelDB-style log of 32 KiB blocks after a 7-byte header)."""
-    data, pos, pending = open(path, "rb").read(), 7, b""
+    data, pos, pending = Path(path).read_bytes(), 7, b""
     while pos + 7 <= len(data):
         left = 32768 - pos % 32768
         if left < 7:
@@ -54,12 +58,10 @@ def _read_offline(run_dir):
             elif kind == "artifact":
                 out["artifacts"].append(record.artifact.type)
     tables = sorted(glob.glob(runs[-1] + "/files/media/table/results_*.table.json"), key=lambda p: int(p.split("results_")[1].split("_")[0]))
-    out["table"] = json.loads(open(tables[-1]).read())
+    out["table"] = json.loads(Path(tables[-1]).read_text())
     return out
 
 
-def _rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
 def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes_by_id(tiny, monkeypatch):
@@ -68,7 +70,7 @@ def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes
     assert cli.main(args + ["--prune.levels=1"]) == 0
     assert cli.main(args) == 0  # two levels now: the same run directory, so the same W&B run, resumed
     cfg = config.load("experiments/quickstart.yaml", tiny + ["--arms=[ticket,reinit]"])
-    rows, logged = _rows(cfg.run_dir()), _read_offline(cfg.run_dir())
+    rows, logged = result_rows(cfg.run_dir()), _read_offline(cfg.run_dir())
 
     assert logged["ids"] == [wandb_id(cfg)] * 2
     assert logged["group"] == {cfg.study_id()} and logged["job_type"] == {"ticket+reinit"}
@@ -105,10 +107,11 @@ def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes
     )
 
 
+@pytest.mark.slow
 def test_unreachable_wandb_never_stops_training(tiny, tmp_path):
     env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40, "WANDB_INIT_TIMEOUT": "2"}
     args = ["run", "experiments/quickstart.yaml", *tiny, "--prune.levels=1", "--wandb.project=lth-test"]
     done = subprocess.run([sys.executable, "-m", "lth.cli", *args], capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "W&B unavailable" in done.stderr
-    assert [(r["level"], r["arm"]) for r in _rows(config.load(None, tiny).run_dir())] == [(0, "ticket"), (1, "ticket")]
+    assert [(r["level"], r["arm"]) for r in result_rows(config.load(None, tiny).run_dir())] == [(0, "ticket"), (1, "ticket")]

@@ -1,0 +1,68 @@
+"""What an arm is: a declaration of where its weights come from, which masks it trains under, whether its
+init is fresh and which schedule it trains — and `Arm.start`, the one place that turns a declaration into
+the state an arm starts a level from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from lth.data import seeded_generator
+from lth.masks import Masks
+from lth.rewinding import start_checkpoint
+
+if TYPE_CHECKING:
+    from lth.config import Schedule, TrainConfig
+    from lth.imp import Run
+    from lth.module import MaskedModule
+
+# Where an arm's weights come from.
+REWIND = "rewind"  # the dense run's weights at the rewind step, with its optimizer state
+INIT = "init"  # a fresh init, drawn from the arm's own seed at each level, with a fresh optimizer
+PRUNED = "pruned"  # the weights the level was pruned from (level k-1's trained ticket), with a fresh optimizer
+
+
+class Arm:
+    name: ClassVar[str]
+    weights: ClassVar[str]
+    # True: continue the dense run's schedule from the rewind step (its LR and data position); False: train
+    # the arm's own `schedule` from step 0.
+    from_rewind_point: ClassVar[bool] = True
+    # Level 0 is the dense network, which only the ticket trains: controls compare pruned networks.
+    dense: ClassVar[bool] = False
+
+    def masks(self, ticket: Masks, seed: int, level: int) -> Masks:
+        """The masks it trains under, given the ticket's at this level."""
+        return ticket
+
+    def schedule(self, run: Run, module: MaskedModule, masks: Masks) -> tuple[Schedule, TrainConfig]:
+        """Its own schedule and optimizer settings, for an arm that does not continue from the rewind point."""
+        return run.schedule, run.cfg.train
+
+    def trains_at(self, level: int) -> bool:
+        return level > 0 or self.dense
+
+    def init_seed(self, seed: int, level: int) -> int:
+        """The ticket's init is the run's seed; each fresh-init arm draws its own init per level."""
+        if self.weights != INIT:
+            return seed
+        return seeded_generator(seed, self.name, level).initial_seed() % 2**31
+
+    def optimizer_origin(self, rewind_step: int) -> str:
+        """Whose optimizer state it starts with; members of a pack share their scalar optimizer state (Adam's
+        step count), so only arms with the same origin may be packed together."""
+        return "rewind" if self.weights == REWIND and self.from_rewind_point and rewind_step > 0 else "fresh"
+
+    def start(self, run: Run, level: int, module: MaskedModule, ticket: Masks) -> tuple[Masks, Path | None, int]:
+        """Its masks, the checkpoint it starts from (None: the module's own weights at step 0) and that step.
+        `module` is freshly built from `init_seed`; this may replace its weights and schedule."""
+        masks = self.masks(ticket, run.cfg.seed, level)
+        if level == 0:
+            return masks, None, 0
+        weights = {REWIND: lambda: None, INIT: module.model.state_dict, PRUNED: lambda: run.trained_weights(level - 1)}[self.weights]()
+        if self.from_rewind_point:
+            return masks, start_checkpoint(run.dir, level, self.name, masks, weights), run.schedule.rewind_step
+        if self.weights == PRUNED:
+            module.model.load_state_dict(weights)
+        module.schedule, module.train_cfg = self.schedule(run, module, masks)
+        return masks, None, 0

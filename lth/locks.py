@@ -1,0 +1,80 @@
+"""Who trains what: an advisory lock (flock) per arm of a run, held while a process trains it. The kernel
+releases it when the holder dies, so a killed job leaves no stale lock; the lock file names its holder."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from lth.preemption import STOP, Interrupted
+
+# How often a process waiting for another's result looks again.
+WAIT_SECONDS = 2.0
+
+
+class Busy(RuntimeError):
+    """Another process is training an arm this invocation was asked to train: nothing to do here."""
+
+
+def _try(path: Path) -> IO[str] | None:
+    """The open handle that holds the lock (closing it releases the lock), or None if another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - the handle is the lock; the caller closes it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.truncate(0)
+    handle.write(f"host {socket.gethostname()} pid {os.getpid()} job {os.environ.get('SLURM_JOB_ID', '-')}")
+    handle.flush()
+    return handle
+
+
+def held_elsewhere(path: Path) -> bool:
+    if not path.exists():
+        return False
+    handle = _try(path)
+    if handle:
+        handle.close()
+    return handle is None
+
+
+def claim(path: Path) -> IO[str]:
+    """The lock, held until the handle is closed. Retried for a second, since another process may hold it for
+    an instant to see whether the arm is in progress (`held_elsewhere`)."""
+    for _ in range(10):
+        if handle := _try(path):
+            return handle
+        time.sleep(0.1)
+    raise Busy(path.read_text().strip() or "another process")
+
+
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """The lock for a moment of work, waiting for it as long as it takes (the results ledger's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def wait_while_held(path: Path, lock: Path, waiting: Callable[[], None], what: str) -> bool:
+    """Wait for `path` while another process holds `lock` (it is making `path`): True once `path` exists, False
+    if it does not and nobody is making it. `waiting()` is called once, when the wait begins; SIGUSR1 ends it."""
+    said = False
+    while not path.exists():
+        if not held_elsewhere(lock):
+            return path.exists()  # it may have appeared between the two looks
+        if not said:
+            waiting()
+            said = True
+        if STOP.wait(WAIT_SECONDS):
+            raise Interrupted(f"stopped by SIGUSR1 while {what}")
+    return True

@@ -1,0 +1,63 @@
+"""What is rewound (Frankle & Carbin 2019, §2; Frankle et al. 2020, §3 "rewinding to iteration k"): the dense
+run's complete training state at the rewind step — weights, optimizer state, LR-schedule position and data
+position (the global step, from which the data stream is a pure function) — saved once as `rewind.ckpt`,
+and the checkpoint each arm of a level starts from: that state with the level's masks applied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lth.masks import Masks
+from lth.run_dir import START, RunDir
+
+# The name under which a level-0 member saves the rewind point (`lth.packing.MemberCheckpoints` maps it to
+# the member's `RunDir.rewind`).
+REWIND = "rewind.ckpt"
+
+
+class RewindCapture(Callback):
+    """Saves the dense run's training state when it reaches the rewind step (at the start of training for
+    step 0), unless every member has it already."""
+
+    def __init__(self, step: int, paths: list[Path]):
+        self.step, self.paths = step, paths
+
+    def _maybe_save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step == self.step and not all(p.exists() for p in self.paths):
+            trainer.save_checkpoint(REWIND)
+
+    def on_train_start(self, trainer, pl_module):
+        self._maybe_save(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._maybe_save(trainer)
+
+
+def start_checkpoint(run: RunDir, level: int, arm: str, masks: Masks, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """The rewind point with this level's masks applied: the LR and data position of the rewind step, and
+    the rewind-point weights and optimizer state unless `weights` replaces them (with a fresh optimizer).
+
+    The rewind-point optimizer state continues the dense run from step k as exactly as possible. OpenLTH
+    instead starts each level with a fresh optimizer; for `rewind: 0` the two coincide (the state is empty).
+    Made once per (level, arm), then read from disk.
+    """
+    path = run.arm(level, arm) / START
+    if not path.exists():
+        checkpoint = run.load(run.rewind)
+        state = checkpoint["state_dict"]
+        if weights is not None:
+            state.update({f"model.{k}": v.clone() for k, v in weights.items()})
+            for optimizer in checkpoint["optimizer_states"]:
+                optimizer["state"] = {}
+        for name, mask in masks.items():
+            state[f"model.{name}_mask"] = mask.clone()
+            state[f"model.{name}"] = state[f"model.{name}"] * mask
+        checkpoint["callbacks"] = {}
+        checkpoint.pop("lth", None)  # validation history and timing belong to the dense run
+        run.save(checkpoint, path)
+    return path

@@ -1,0 +1,77 @@
+"""A fingerprint of everything a run computed: every results line but its timing, and a SHA-256 of every
+tensor in every mask file and checkpoint (weights, masks, optimizer state) with its step.
+
+    python tests/golden/fingerprint.py record   # rewrite tests/golden/tiny_all_arms.json
+
+Recorded when results change on purpose (say why in the commit); `tests/test_golden.py` compares a fresh
+run against the recording, which is how a refactoring proves that it changed no result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from lth.run_dir import TIMING_FIELDS, RunDir
+
+RECORDING = Path(__file__).with_name("tiny_all_arms.json")
+ARGS = [
+    "--seed=0", "--model=mnist1d_mlp", "--data.name=synthetic", "--data.batch_size=64", "--train.optimizer=sgd",
+    "--train.lr=0.05", "--train.momentum=0.9", "--train.weight_decay=0.0005", "--train.duration=3ep",
+    "--train.eval_every=5it", "--prune.fraction=0.5", "--prune.levels=2", "--prune.rewind=7it", "--name=golden",
+    "--arms=[ticket,reinit,random_prune,scratch_b,finetune,lr_rewind]",
+]
+
+
+def _tensors(value, prefix=""):
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from _tensors(value[key], f"{prefix}/{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{prefix}/{i}")
+
+
+def _digest(obj) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in _tensors(obj):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def fingerprint(run_dir: Path) -> dict:
+    rows = RunDir(run_dir).rows()
+    files = {}
+    for path in sorted(run_dir.rglob("*")):
+        if path.suffix in (".ckpt", ".pt"):
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+            if path.suffix == ".ckpt":
+                obj = {"global_step": obj["global_step"], "state_dict": obj["state_dict"], "optimizer_states": obj["optimizer_states"]}
+            files[str(path.relative_to(run_dir))] = _digest(obj)
+    return {"rows": [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows], "files": files}
+
+
+def run(out_dir: Path) -> Path:
+    from lth import cli, config
+
+    args = ARGS + [f"--out_dir={out_dir}"]
+    assert cli.main(["run", "experiments/quickstart.yaml"] + args) == 0
+    return config.load("experiments/quickstart.yaml", args).run_dir()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["record"]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        recorded = fingerprint(run(Path(tmp)))
+    recorded["torch"] = torch.__version__
+    RECORDING.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {RECORDING}")

@@ -1,0 +1,74 @@
+"""The shape of the code that newcomers rely on: no import cycles, and every registry name is a config value."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from lth import config
+from lth.arms import ARMS
+from lth.methods import METHODS
+from lth.schedules import SCHEDULES
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lth"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The lth modules a file imports anywhere (inside functions too), except under `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("lth")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lth"):
+            for alias in node.names:  # `from lth import masks` imports the module lth.masks
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if (PACKAGE.parent / sub.replace(".", "/")).with_suffix(".py").exists() else node.module)
+    return found
+
+
+def test_lth_has_no_import_cycles():
+    graph = {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(target) :] + [target]))
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_config_accepts_exactly_the_registered_names(tiny):
+    for arm in ARMS:
+        assert config.load(None, tiny + [f"--arms=[{arm}]"]).arms == [arm]
+    for key, registry in (("method", METHODS), ("schedule", SCHEDULES)):
+        for name in registry:
+            assert getattr(config.load(None, tiny + [f"--prune.{key}={name}"]).prune, key) == name
+        with pytest.raises(config.ConfigError, match=f"prune.{key}: unknown {key} 'nonesuch' \\(known: "):
+            config.load(None, tiny + [f"--prune.{key}=nonesuch"])
+    with pytest.raises(config.ConfigError, match="arms: unknown arm fintune"):
+        config.load(None, tiny + ["--arms=[ticket,fintune]"])
+
+
+def test_settings_added_later_keep_earlier_run_directories(tiny):
+    """A run made before `prune.method` and `prune.schedule` existed computed magnitude pruning on iterative
+    levels; at those values its identity, and so its directory, is unchanged, while another value is a new run."""
+    cfg = config.load(None, tiny)
+    assert "method" not in cfg.identity()["prune"] and "schedule" not in cfg.identity()["prune"]
+    cfg.prune.method = "other"
+    assert cfg.identity()["prune"]["method"] == "other" and cfg.run_id() != config.load(None, tiny).run_id()
