@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dirs = [run.dir.root for run in runs]
     cells = report.aggregate(report.read_rows(run_dirs))
     paths = report.write(cells, run_dirs, runs[0].dir.root.parent / "report")
-    print(report.markdown(cells, "test_acc", 4))
+    print(report.summary(cells))
+    print("\nTest accuracy at the early-stopping step, mean ± std over seeds:")
+    print(report.markdown(cells, report.ACCURACY, 4))
     print("results: " + " ".join(str(run.dir.results) for run in runs))
     print(f"report: {paths[0]}\nfigure: {paths[1]}")
     return 0

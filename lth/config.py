@@ -42,6 +42,15 @@ def to_steps(text: str, steps_per_epoch: int, what: str) -> int:
 
 
 @dataclass
+class ModelConfig:
+    name: str = "mnist1d_mlp"
+    # Batch-norm scales at initialisation: "ones" (PyTorch's default) or "uniform" in [0, 1], as OpenLTH
+    # initialises its CIFAR ResNets and VGGs (models/bn_initializers.py, `batchnorm_init='uniform'` in their
+    # default hparams), which produced Frankle et al.'s (2020) ResNet-20 and VGG-16 numbers.
+    bn_init: Literal["ones", "uniform"] = "ones"
+
+
+@dataclass
 class DataConfig:
     name: str = "mnist1d"
     root: str = "data"
@@ -49,6 +58,9 @@ class DataConfig:
     # and CIFAR). Early stopping and best-validation numbers never look at the test set (unlike OpenLTH).
     val_size: int | None = None
     batch_size: int = 128
+    # The CIFAR augmentation (padded random crop and flip); None: the dataset's default (on for CIFAR). Frankle
+    # & Carbin's (2019) Conv-2/4/6 were trained without it, their ResNet-20 and VGG-16 with it.
+    augment: bool | None = None
 
 
 @dataclass
@@ -60,9 +72,12 @@ class TrainConfig:
     duration: str = "10ep"
     milestones: list[str] = field(default_factory=list)  # the LR is multiplied by `gamma` at each
     gamma: float = 0.1
-    # How often to evaluate on the validation split; a checkpoint is written right after each evaluation,
-    # so this is also the most work a kill can cost.
+    # How often to evaluate the validation split (which picks the early-stopping step) and the test split (read
+    # off at that step, never used to choose anything). Frankle & Carbin (2019) evaluate every 100 iterations.
     eval_every: str = "1ep"
+    # How often to write last.ckpt, the most work a kill can cost: a multiple of eval_every, or None for
+    # every evaluation. It does not change results.
+    checkpoint_every: str | None = None
     deterministic: bool = True
 
 
@@ -76,6 +91,11 @@ class PruneConfig:
     dense_layers: list[str] | None = None  # globs never pruned; None: the model's own list
     levels: int = 5
     rewind: str = "0"  # "0": the original init; "500it" or "2ep": weights from that point of the dense run
+    # The optimizer state every arm that starts at the rewind step k > 0 starts with: "fresh" (OpenLTH's, which
+    # produced the published ResNet-20 and VGG-16 numbers: an empty optimizer, the LR schedule fast-forwarded
+    # to k) or "restore" (the dense run's momentum or Adam moments at k). One policy for every arm, so that a
+    # ticket-vs-control gap at k > 0 is the weights' alone. At k = 0 the two are the same.
+    rewind_optimizer: Literal["fresh", "restore"] = "fresh"
     method: str = "magnitude"  # how weights are chosen for removal: a name in `lth.methods`
     schedule: str = "iterative"  # when and from what each level's masks are made: a name in `lth.schedules`
 
@@ -102,7 +122,7 @@ class WandbConfig:
 @dataclass
 class Experiment:
     name: str = "experiment"
-    model: str = "mnist1d_mlp"
+    model: ModelConfig = field(default_factory=ModelConfig)  # `model: NAME` is short for `model: {name: NAME}`
     seed: int = 0
     out_dir: str = "runs"
     arms: list[str] = field(default_factory=lambda: ["ticket"])
@@ -127,13 +147,14 @@ class Experiment:
             identity.pop(key)
         identity["prune"].pop("levels")
         identity["data"].pop("root")
+        identity["train"].pop("checkpoint_every")
         for section, key, value in IDENTICAL_TO_EARLIER_RUNS:
             if identity[section][key] == value:
                 identity[section].pop(key)
         return identity
 
     def run_id(self) -> str:
-        return f"{self.model}-{self.data.name}-seed{self.seed}-{_digest(self.identity())[:10]}"
+        return f"{self.model.name}-{self.data.name}-seed{self.seed}-{_digest(self.identity())[:10]}"
 
     def study_id(self) -> str:
         """The study a run belongs to: its identity but for the seed. Runs of one study pool into error bars."""
@@ -178,6 +199,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(kind):
+        if isinstance(value, str) and "name" in typing.get_type_hints(kind):
+            value = {"name": value}  # `model: resnet20` for `model: {name: resnet20}`
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(kind, value, key + ".")
@@ -289,8 +312,8 @@ def validate(cfg: Experiment) -> None:
     from lth.models import MODELS
     from lth.schedules import SCHEDULES
 
-    if cfg.model not in MODELS:
-        raise ConfigError(f"model: unknown model {cfg.model!r} (known: {', '.join(sorted(MODELS))})")
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {cfg.model.name!r} (known: {', '.join(sorted(MODELS))})")
     if cfg.data.name not in DATASETS:
         raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(sorted(DATASETS))})")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
@@ -329,6 +352,7 @@ class Schedule:
     rewind_step: int
     milestone_steps: tuple[int, ...]
     eval_every: int
+    checkpoint_every: int
     val_size: int
 
     @classmethod
@@ -358,4 +382,12 @@ class Schedule:
         eval_every = to_steps(cfg.train.eval_every, spe, "train.eval_every")
         if eval_every < 1:
             raise ConfigError("train.eval_every: must be at least one step")
-        return cls(spe, total, rewind, milestones, eval_every, val_size)
+        checkpoint_every = eval_every
+        if cfg.train.checkpoint_every is not None:
+            checkpoint_every = to_steps(cfg.train.checkpoint_every, spe, "train.checkpoint_every")
+            if checkpoint_every < 1 or checkpoint_every % eval_every:
+                raise ConfigError(
+                    f"train.checkpoint_every: {cfg.train.checkpoint_every} ({checkpoint_every} steps) is not a multiple of "
+                    f"train.eval_every ({eval_every} steps); checkpoints are written right after evaluations"
+                )
+        return cls(spe, total, rewind, milestones, eval_every, checkpoint_every, val_size)

@@ -41,7 +41,7 @@ class DatasetSpec:
     input_shape: tuple[int, ...]
     train_size: int  # before the validation split
     default_val_size: int
-    augment: bool = False  # the CIFAR augmentation: 4-pixel padded random crop and horizontal flip
+    augment: bool = False  # by default, the CIFAR augmentation: 4-pixel padded random crop and horizontal flip
     files: tuple[tuple[str, str, str], ...] = ()  # (url, md5, file name under root) for `lth data download`
     extract: bool = False
 
@@ -274,6 +274,11 @@ def crop_and_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -
     return padded[arange(n)[:, None, None, None], arange(c)[None, :, None, None], rows, cols]
 
 
+# Evaluation batch: every member of a pack sees it, so a 16-packed ResNet-20's first activations for 1,000
+# images are 16 × 1,000 × 16 × 32 × 32 floats (1 GB); larger would buy few launches for much memory.
+EVAL_BATCH = 1000
+
+
 class EvalBatches:
     def __init__(self, x, y, batch_size: int, normalise):
         self.x, self.y, self.batch_size, self.normalise = x, y, batch_size, normalise
@@ -290,10 +295,11 @@ class DataModule(L.LightningDataModule):
     """Any registered dataset for a pack of runs (one seed each; one run is a pack of one), held on the
     trainer's device."""
 
-    def __init__(self, name: str, root: str, batch_size: int, val_size: int, seeds: list[int]):
+    def __init__(self, name: str, root: str, batch_size: int, val_size: int, seeds: list[int], augment: bool | None = None):
         super().__init__()
         self.name, self.root, self.batch_size, self.val_size, self.seeds = name, root, batch_size, val_size, seeds
         self.spec = DATASETS[name]
+        self.augment = self.spec.augment if augment is None else augment
 
     def check(self) -> None:
         """Fail fast, before any training, if the files are missing or unreadable."""
@@ -307,14 +313,12 @@ class DataModule(L.LightningDataModule):
         split = self.split()
         a = split.arrays
         return TrainBatches(
-            a["x_train"], a["y_train"], self.batch_size, self.seeds, self.spec.augment, split.normalise,
+            a["x_train"], a["y_train"], self.batch_size, self.seeds, self.augment, split.normalise,
             lambda: self.trainer.global_step,
         )
 
     def val_dataloader(self):
-        split = self.split()
-        return EvalBatches(split.arrays["x_val"], split.arrays["y_val"], 1000, split.normalise)
-
-    def test_dataloader(self):
-        split = self.split()
-        return EvalBatches(split.arrays["x_test"], split.arrays["y_test"], 1000, split.normalise)
+        """The validation split and the test split, evaluated together at every evaluation: the early-stopping
+        step is chosen on the first, and the second is read off at that step (Frankle & Carbin 2019, §2)."""
+        a, normalise = self.split().arrays, self.split().normalise
+        return [EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, normalise) for s in ("val", "test")]

@@ -25,7 +25,7 @@ from lth.config import ConfigError, Experiment, Schedule
 from lth.data import DATASETS, DataModule, MissingDataError
 from lth.files import atomic_write
 from lth.flops import macs
-from lth.models import MODELS
+from lth.models import MODELS, init_batch_norm
 from lth.module import MaskedModule
 from lth.packing import auto_pack, packs
 from lth.preemption import Interrupted, check, stop_on_sigusr1
@@ -51,7 +51,8 @@ class Run:
                 previous = yaml.safe_load(run_dir.config.read_text())
             except yaml.YAMLError:
                 raise RunError(f"{run_dir.config} is unreadable; move it aside or choose another out_dir") from None
-            if not isinstance(previous, dict) or previous.get("model") != cfg.model:
+            model = previous.get("model") if isinstance(previous, dict) else None
+            if not isinstance(model, dict) or model.get("name") != cfg.model.name:
                 raise RunError(f"{run_dir.config} describes a different experiment; move it aside or choose another out_dir")
         return cls(cfg, run_dir, Schedule.of(cfg), progress)
 
@@ -61,17 +62,18 @@ class Run:
     def build_module(self, seed: int, pack: int = 1) -> MaskedModule:
         spec = DATASETS[self.cfg.data.name]
         torch.manual_seed(seed)  # the init is a function of the seed (OpenLTH leaves it unseeded)
-        model = MODELS[self.cfg.model](spec.input_shape, spec.num_classes, pack=pack)
+        model = MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes, pack=pack)
+        init_batch_norm(model, self.cfg.model.bn_init)
         return MaskedModule(model, self.cfg.train, self.schedule, spec.num_classes, pack)
 
     def data(self, seeds: list[int]) -> DataModule:
         """The dataset for a pack of this run's members (one seed each)."""
         d = self.cfg.data
-        return DataModule(d.name, d.root, d.batch_size, self.schedule.val_size, seeds)
+        return DataModule(d.name, d.root, d.batch_size, self.schedule.val_size, seeds, d.augment)
 
-    def trained_weights(self, level: int) -> dict[str, torch.Tensor]:
-        """The ticket's trained network at `level` (weights, masks and buffers), keyed as the network names them."""
-        state = self.dir.load(self.dir.arm(level, "ticket") / FINAL)["state_dict"]
+    def trained_weights(self, level: int, arm: str) -> dict[str, torch.Tensor]:
+        """An arm's trained network at `level` (weights, masks and buffers), keyed as the network names them."""
+        state = self.dir.load(self.dir.arm(level, arm) / FINAL)["state_dict"]
         return {n[len("model."):]: v for n, v in state.items() if n.startswith("model.")}
 
     def members(self, level: int) -> list[Member]:
@@ -86,10 +88,10 @@ class Run:
                 continue
             check(f"before level {level} {arm.name}")
             if level > 0:
-                self.wait_for_ticket(level, arm.name)
+                self.wait_for(level, arm.name, arm.source(level))
             module = self.build_module(arm.init_seed(self.cfg.seed, level))
-            ticket = SCHEDULES[self.cfg.prune.schedule](self, level, module)
-            masks, start, start_step = arm.start(self, level, module, ticket)
+            chain = SCHEDULES[self.cfg.prune.schedule](self, level, module, arm)
+            masks, start, start_step = arm.start(self, level, module, chain)
             module.set_masks(masks)
             arm_dir = self.dir.arm(level, arm.name)
             resume = next((p for p in (arm_dir / FINAL, arm_dir / LAST) if p.exists()), start)
@@ -110,12 +112,14 @@ class Run:
             "weights_remaining": remaining,
             "weights_remaining_per_layer": per_layer,
             "macs": macs(member.module.model, DATASETS[self.cfg.data.name].input_shape, member.masks),
-            "test_acc": module.test_results[k],
+            "test_acc": history[-1]["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
+            "test_acc_at_early_stop": best["test_acc"],
             "best_val_acc": max(h["val_acc"] for h in history),
             "early_stop_step": best["step"],
             "early_stop_val_acc": best["val_acc"],
             "steps_trained": module.schedule.total_steps - member.start_step,
             "rewind_step": self.schedule.rewind_step,
+            "rewind_optimizer": self.cfg.prune.rewind_optimizer,
             "wall_seconds": round(module.train_seconds, 3),  # of the whole pack this member trained in
             "mask_sha256": M.sha256(member.masks),
         }
@@ -125,16 +129,17 @@ class Run:
         if self.tracker:
             self.tracker.level(row, rows)
 
-    def missing_ticket(self, level: int, arm: str) -> RunError:
-        return RunError(f"{arm} at level {level} needs the ticket's level {level - 1}; train the ticket arm first")
+    def missing(self, level: int, arm: str, source: str) -> RunError:
+        return RunError(f"{arm} at level {level} needs the {source}'s level {level - 1}; train the {source} arm first")
 
-    def wait_for_ticket(self, level: int, arm: str) -> None:
-        """Every arm at level k builds on the ticket's level k-1. When another process is training the ticket
-        (a sweep that spreads arms over jobs), follow it level by level; when nobody is, say what is missing."""
-        final = self.dir.arm(level - 1, "ticket") / FINAL
-        say = partial(self.say, f"level {level} {arm}: waiting for the ticket's level {level - 1}, trained by another process")
-        if not locks.wait_while_held(final, self.dir.lock("ticket"), say, f"level {level} {arm} waited for the ticket"):
-            raise self.missing_ticket(level, arm)
+    def wait_for(self, level: int, arm: str, source: str) -> None:
+        """Every arm at level k builds on `source`'s level k-1 (the ticket's, or its own chain's). When another
+        process is training it (a sweep that spreads arms over jobs), follow it level by level; when nobody
+        is, say what is missing."""
+        final = self.dir.arm(level - 1, source) / FINAL
+        say = partial(self.say, f"level {level} {arm}: waiting for the {source}'s level {level - 1}, trained by another process")
+        if not locks.wait_while_held(final, self.dir.lock(source), say, f"level {level} {arm} waited for the {source}"):
+            raise self.missing(level, arm, source)
 
     def preflight(self, module: MaskedModule) -> None:
         """Read every stored file this invocation will build on, so that a damaged or mismatched one stops
@@ -148,19 +153,20 @@ class Run:
                 if mask.shape != expected[name].shape:
                     raise RunError(f"{path}: mask {name} has shape {tuple(mask.shape)}, the model's weight {tuple(expected[name].shape)}")
         todo = [
-            (level, arm.name)
+            (level, arm)
             for level in range(self.cfg.prune.levels + 1)
             for arm in self.arms()
             if arm.trains_at(level) and not self.dir.done(level, arm.name)
         ]
         paths = [self.dir.rewind] if todo else []
         for level, arm in todo:
-            paths += [self.dir.arm(level, arm) / name for name in (START, LAST, FINAL)]
+            paths += [self.dir.arm(level, arm.name) / name for name in (START, LAST, FINAL)]
             if level > 0:
-                previous = self.dir.arm(level - 1, "ticket") / FINAL
+                source = arm.source(level)
+                previous = self.dir.arm(level - 1, source) / FINAL
                 paths.append(previous)
-                if "ticket" not in self.cfg.arms and not previous.exists() and not locks.held_elsewhere(self.dir.lock("ticket")):
-                    raise self.missing_ticket(level, arm)
+                if source not in self.cfg.arms and not previous.exists() and not locks.held_elsewhere(self.dir.lock(source)):
+                    raise self.missing(level, arm.name, source)
         for path in paths:
             if path.exists():
                 self.dir.load(path)

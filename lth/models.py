@@ -65,7 +65,8 @@ class Network(nn.Module):
 
 
 def kaiming_normal_init(model: nn.Module) -> None:
-    """OpenLTH's initialisation for the CIFAR networks: He-normal weights, zero biases, unit BN scale."""
+    """OpenLTH's initialisation of weights for the CIFAR networks: He-normal weights, zero biases; batch-norm
+    scales start at 1 here, and `init_batch_norm` draws them as OpenLTH does when `model.bn_init` says so."""
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(module.weight)  # fan_in is per copy, so packed copies get the same scale
@@ -74,6 +75,16 @@ def kaiming_normal_init(model: nn.Module) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+def init_batch_norm(model: nn.Module, how: str) -> None:
+    """`uniform`: batch-norm scales drawn from U[0, 1], OpenLTH's `batchnorm_init='uniform'` for its CIFAR
+    ResNets and VGGs (Frankle et al. 2020); `ones`: left at PyTorch's 1. Drawn after the weights, from the
+    same seeded generator, so the weights of a run do not depend on this choice."""
+    if how == "uniform":
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                nn.init.uniform_(module.weight)
 
 
 class MLP(Network):
@@ -201,6 +212,9 @@ class VGG(Network):
     norm, max-pooling after the 2nd, 4th, 7th and 10th, global average pooling, one linear layer."""
 
     PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+    # OpenLTH's VGG hparams leave the output layer unpruned (`pruning_layers_to_ignore='fc.weight'`); its
+    # ResNets prune it.
+    dense_layers = ("fc.weight",)
 
     def __init__(self, input_shape, num_classes, pack: int = 1):
         super().__init__()

@@ -55,9 +55,8 @@ class MaskedModule(L.LightningModule):
         self.val_acc = nn.ModuleList(accuracy() for _ in range(pack))
         self.test_acc = nn.ModuleList(accuracy() for _ in range(pack))
         self.val_loss = nn.ModuleList(torchmetrics.MeanMetric() for _ in range(pack))
-        # Per run, one entry per evaluation: step, val_loss, val_acc.
+        # Per run, one entry per evaluation: step, val_loss, val_acc, test_acc.
         self.val_history: list[list[dict[str, float]]] = [[] for _ in range(pack)]
-        self.test_results: list[float] = []
         self.last_loss: torch.Tensor | None = None  # [K], of the latest step
         self.train_seconds = 0.0
         self._fit_started = 0.0
@@ -184,31 +183,25 @@ class MaskedModule(L.LightningModule):
         self._train_losses = torch.compile(self.losses) if self.device.type == "cuda" else self.losses
         self._fit_started = time.perf_counter()
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        """Loader 0 is the validation split, loader 1 the test split (`DataModule.val_dataloader`)."""
         x, y = batch
         logits = self.evaluate(x)
         for k in range(self.pack):
-            self.val_loss[k].update(F.cross_entropy(logits[:, k], y, reduction="none"))
-            self.val_acc[k].update(logits[:, k], y)
+            if dataloader_idx == 0:
+                self.val_loss[k].update(F.cross_entropy(logits[:, k], y, reduction="none"))
+                self.val_acc[k].update(logits[:, k], y)
+            else:
+                self.test_acc[k].update(logits[:, k], y)
 
     def on_validation_epoch_end(self):
         for k in range(self.pack):
-            loss, acc = float(self.val_loss[k].compute()), float(self.val_acc[k].compute())
-            self.val_loss[k].reset()
-            self.val_acc[k].reset()
+            record = {"step": self.global_step}
+            for key, metric in (("val_loss", self.val_loss[k]), ("val_acc", self.val_acc[k]), ("test_acc", self.test_acc[k])):
+                record[key] = float(metric.compute())
+                metric.reset()
             if not self.trainer.sanity_checking:
-                self.val_history[k].append({"step": self.global_step, "val_loss": loss, "val_acc": acc})
-
-    def test_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.evaluate(x)
-        for k in range(self.pack):
-            self.test_acc[k].update(logits[:, k], y)
-
-    def on_test_epoch_end(self):
-        self.test_results = [float(metric.compute()) for metric in self.test_acc]
-        for metric in self.test_acc:
-            metric.reset()
+                self.val_history[k].append(record)
 
     # -- state that checkpoints carry besides weights and masks ---------------------------------------------
 

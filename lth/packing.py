@@ -93,8 +93,9 @@ def pack_key(member: Member) -> tuple:
     scalars, such as Adam's step count)."""
     step = 0 if member.resume is None else RunDir.load(member.resume)["global_step"]
     run, module = member.run, member.module
-    return (run.cfg.model, run.cfg.data.name, run.cfg.data.batch_size, run.schedule.val_size, module.schedule,
-            repr(module.train_cfg), member.resume is None, step, member.arm.optimizer_origin(run.schedule.rewind_step), member.finished)
+    optimizer = member.arm.optimizer_origin(run.schedule.rewind_step, run.cfg.prune.rewind_optimizer)
+    return (run.cfg.model.name, run.cfg.data.name, run.cfg.data.batch_size, run.cfg.data.augment, run.schedule.val_size, module.schedule,
+            repr(module.train_cfg), member.resume is None, step, optimizer, member.finished)
 
 
 def packs(members: list[Member], size: int) -> list[list[Member]]:

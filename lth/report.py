@@ -1,4 +1,9 @@
-"""`lth report RUN_DIR...`: tickets against their controls, aggregated over seeds, as a table and figures."""
+"""`lth report RUN_DIR...`: tickets against their controls, aggregated over seeds, as a summary, tables and figures.
+
+The accuracy reported by default is the test accuracy at the early-stopping step (the step of lowest
+validation loss), the figure Frankle & Carbin (2019, §2) report; the accuracy at the final weights is
+tabulated beside it.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,72 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy import stats
+
 from lth import config
 from lth.arms import ARMS
 from lth.files import atomic_open, atomic_write
 from lth.run_dir import RunDir
 
+ACCURACY = "test_acc_at_early_stop"  # what the summary, the first table and accuracy.png show
+
 
 @dataclass(frozen=True)
 class Stat:
-    mean: float
-    std: float  # sample standard deviation; 0 for a single run
-    n: int
+    values: tuple[float, ...]  # one per seed
 
     @classmethod
     def of(cls, values: list[float]) -> Stat:
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+        return cls(tuple(values))
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation over seeds; 0 for a single run."""
+        return statistics.stdev(self.values) if self.n > 1 else 0.0
 
 
 @dataclass(frozen=True)
 class Cell:
     weights_remaining: float
-    test_acc: Stat
+    test_acc_at_early_stop: Stat
+    test_acc: Stat  # at the final weights
     early_stop_step: Stat
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Ticket minus control, with a 95% confidence interval from Welch's t-test (unequal variances); no
+    interval unless each side has at least two seeds."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: tuple[int, int]
+
+    @classmethod
+    def of(cls, ticket: Stat, control: Stat) -> Difference:
+        mean = ticket.mean - control.mean
+        if ticket.n < 2 or control.n < 2:
+            return cls(mean, None, None, (ticket.n, control.n))
+        if ticket.std == control.std == 0:
+            return cls(mean, mean, mean, (ticket.n, control.n))
+        interval = stats.ttest_ind(ticket.values, control.values, equal_var=False).confidence_interval(0.95)
+        return cls(mean, float(interval.low), float(interval.high), (ticket.n, control.n))
+
+    def __str__(self) -> str:
+        n = f"n={self.n[0]}/{self.n[1]}"
+        if self.low is None:
+            return f"{self.mean:+.4f} ({n}, too few seeds for an interval)"
+        mark = " *" if self.low > 0 or self.high < 0 else ""
+        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]{mark} ({n})"
 
 
 def read_rows(run_dirs: list[Path]) -> list[dict]:
@@ -65,8 +114,9 @@ def rows_from_wandb(path: str, group: str, api=None) -> list[dict]:
         _one_study(studies, cfg.study_id(), run.name)
         for step in run.scan_history():
             for arm in ARMS:
-                if step.get(f"{arm}/test_acc") is not None:
-                    metric = {k: step[f"{arm}/{k}"] for k in ("level", "weights_remaining", "test_acc", "early_stop_step")}
+                if step.get(f"{arm}/{ACCURACY}") is not None:
+                    keys = ("level", "weights_remaining", ACCURACY, "test_acc", "early_stop_step")
+                    metric = {k: step[f"{arm}/{k}"] for k in keys}
                     rows.append({"arm": arm, "seed": cfg.seed, **metric, "level": int(metric["level"])})
     return rows
 
@@ -79,6 +129,7 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
     return {
         key: Cell(
             statistics.fmean(r["weights_remaining"] for r in group),
+            Stat.of([r[ACCURACY] for r in group]),
             Stat.of([r["test_acc"] for r in group]),
             Stat.of([float(r["early_stop_step"]) for r in group]),
         )
@@ -86,8 +137,40 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
     }
 
 
+def _arms(cells: dict[tuple[str, int], Cell]) -> list[str]:
+    return [a for a in ARMS if any(arm == a for arm, _ in cells)]
+
+
+def matching_sparsity(cells: dict[tuple[str, int], Cell], arm: str) -> float | None:
+    """The fewest weights remaining at which the arm's mean accuracy is at least the dense network's mean minus
+    its std over seeds (Renda et al. 2020's "matching"); None if it matches at no pruned level."""
+    if ("ticket", 0) not in cells:
+        return None
+    dense = cells["ticket", 0].test_acc_at_early_stop
+    matching = [c.weights_remaining for (a, level), c in cells.items() if a == arm and level > 0 and c.test_acc_at_early_stop.mean >= dense.mean - dense.std]
+    return min(matching, default=None)
+
+
+def summary(cells: dict[tuple[str, int], Cell]) -> str:
+    """Per arm, its matching sparsity; per level, the ticket minus each control with a 95% interval."""
+    arms = _arms(cells)
+    lines = ["Matching sparsity (fewest weights remaining with mean test accuracy at early stop >= dense mean - dense std):", ""]
+    for arm in arms:
+        found = matching_sparsity(cells, arm)
+        lines.append(f"- {arm}: " + ("no pruned level matches" if found is None else f"{found:.2%} of weights remaining"))
+    controls = [a for a in arms if a != "ticket"]
+    if "ticket" in arms and controls:
+        lines += ["", "Ticket minus control, test accuracy at early stop, mean [95% CI, Welch] (n ticket/control); * the interval excludes 0:", ""]
+        lines += ["| level | weights remaining | " + " | ".join(controls) + " |", "|---" * (len(controls) + 2) + "|"]
+        for level in sorted({lv for a, lv in cells if a == "ticket" and lv > 0}):
+            ticket = cells["ticket", level]
+            diffs = [str(Difference.of(ticket.test_acc_at_early_stop, cells[c, level].test_acc_at_early_stop)) if (c, level) in cells else "" for c in controls]
+            lines.append(f"| {level} | {ticket.weights_remaining:.2%} | " + " | ".join(diffs) + " |")
+    return "\n".join(lines)
+
+
 def markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str:
-    arms = [a for a in ARMS if any(arm == a for arm, _ in cells)]
+    arms = _arms(cells)
     levels = sorted({level for _, level in cells})
     lines = ["| level | weights remaining | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
     for level in levels:
@@ -109,7 +192,7 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    for arm in [a for a in ARMS if any(arm == a for arm, _ in cells)]:
+    for arm in _arms(cells):
         points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, at), c in cells.items() if a == arm and at > 0), reverse=True)
         if not points:
             continue
@@ -132,18 +215,24 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     return fig
 
 
+FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"))
+
+
 def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     sources = "\n".join(f"- `{d}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
     atomic_write(out / "report.md", (
-        f"# Lottery-ticket report\n\nRuns:\n{sources}\n\n"
-        f"## Test accuracy (mean ± std over seeds)\n\n{markdown(cells, 'test_acc', 4)}\n\n"
+        f"# Lottery-ticket report\n\n{summary(cells)}\n\nRuns:\n{sources}\n\n"
+        "## Test accuracy at the early-stopping step (mean ± std over seeds)\n\n"
+        "The test accuracy of each run at its step of lowest validation loss (Frankle & Carbin 2019, §2).\n\n"
+        f"{markdown(cells, ACCURACY, 4)}\n\n"
+        f"## Test accuracy at the final weights\n\n{markdown(cells, 'test_acc', 4)}\n\n"
         f"## Early-stop step (lowest validation loss)\n\n{markdown(cells, 'early_stop_step', 0)}\n\n"
-        "![test accuracy](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
+        "![test accuracy at early stop](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
     ).encode())
     paths = [out / "report.md"]
-    for field, ylabel, name in [("test_acc", "test accuracy", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png")]:
+    for field, ylabel, name in FIGURES:
         with atomic_open(out / name) as handle:
             figure(cells, field, ylabel).savefig(handle, format="png", dpi=120)
         paths.append(out / name)

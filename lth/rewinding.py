@@ -38,13 +38,11 @@ class RewindCapture(Callback):
         self._maybe_save(trainer)
 
 
-def start_checkpoint(run: RunDir, level: int, arm: str, masks: Masks, weights: dict[str, torch.Tensor] | None = None) -> Path:
-    """The rewind point with this level's masks applied: the LR and data position of the rewind step, and
-    the rewind-point weights and optimizer state unless `weights` replaces them (with a fresh optimizer).
-
-    The rewind-point optimizer state continues the dense run from step k as exactly as possible. OpenLTH
-    instead starts each level with a fresh optimizer; for `rewind: 0` the two coincide (the state is empty).
-    Made once per (level, arm), then read from disk.
+def start_checkpoint(run: RunDir, level: int, arm: str, masks: Masks, optimizer: str, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """The rewind point with this level's masks applied: the LR-schedule and data position of the rewind step,
+    the rewind-point weights unless `weights` replaces them, and its optimizer state under `optimizer:
+    restore` or an empty one under `fresh` (`prune.rewind_optimizer`, the same for every arm; the learning
+    rate is the dense run's at the rewind step either way). Made once per (level, arm), then read from disk.
     """
     path = run.arm(level, arm) / START
     if not path.exists():
@@ -52,8 +50,9 @@ def start_checkpoint(run: RunDir, level: int, arm: str, masks: Masks, weights: d
         state = checkpoint["state_dict"]
         if weights is not None:
             state.update({f"model.{k}": v.clone() for k, v in weights.items()})
-            for optimizer in checkpoint["optimizer_states"]:
-                optimizer["state"] = {}
+        if optimizer == "fresh":
+            for optimizer_state in checkpoint["optimizer_states"]:
+                optimizer_state["state"] = {}
         for name, mask in masks.items():
             state[f"model.{name}_mask"] = mask.clone()
             state[f"model.{name}"] = state[f"model.{name}"] * mask

@@ -4,8 +4,9 @@
     results.jsonl          one line per finished (level, arm); rewritten atomically under a lock
     rewind.ckpt            the dense run's full training state at the rewind step
     level_00/ticket/       last.ckpt (written after each evaluation), final.ckpt
-    level_01/mask.pt       the level's masks, made once
-    level_01/ARM/          start.ckpt (where the arm starts, masks applied), last.ckpt, final.ckpt
+    level_01/mask.pt       the level's masks (the ticket's, shared by its controls), made once
+    level_01/ARM/          start.ckpt (where the arm starts, masks applied), last.ckpt, final.ckpt, and mask.pt
+                           for an arm with a chain of its own (finetune, lr_rewind)
     locks/ARM.lock         held by the process training that arm (flock: released when it dies)
 
 A run directory is named by the run's identity (`Experiment.run_dir`), never by a job id, so rerunning the
@@ -67,8 +68,9 @@ class RunDir:
     def level(self, level: int) -> Path:
         return self.root / f"level_{level:02d}"
 
-    def mask(self, level: int) -> Path:
-        return self.level(level) / "mask.pt"
+    def mask(self, level: int, chain: str = "ticket") -> Path:
+        """A level's masks: the ticket's, which its controls share, or those of an arm with a chain of its own."""
+        return self.level(level) / ("" if chain == "ticket" else chain) / "mask.pt"
 
     def arm(self, level: int, arm: str) -> Path:
         return self.level(level) / arm
@@ -78,7 +80,7 @@ class RunDir:
         return self.root / "locks" / f"{name}.lock"
 
     def masks_stored(self) -> list[Path]:
-        return sorted(self.root.glob("level_*/mask.pt"))
+        return sorted([*self.root.glob("level_*/mask.pt"), *self.root.glob("level_*/*/mask.pt")])
 
     # -- the results ledger -------------------------------------------------------------------------------
 

@@ -20,8 +20,11 @@ from lth.run_dir import RunDir
 
 # The columns of the per-level table: one row per (level, arm, seed), so a dashboard chart can compare the
 # ticket with its controls without custom code.
-TABLE_COLUMNS = ("level", "arm", "seed", "weights_remaining", "test_acc", "best_val_acc", "early_stop_step", "rewind_step", "steps_trained")
-LEVEL_METRICS = ("test_acc", "best_val_acc", "early_stop_step", "level")
+TABLE_COLUMNS = (
+    "level", "arm", "seed", "weights_remaining", "test_acc_at_early_stop", "test_acc", "best_val_acc", "early_stop_step", "rewind_step", "steps_trained",
+)
+# test_acc_at_early_stop first: the accuracy Frankle & Carbin (2019) report, and the dashboard's default.
+LEVEL_METRICS = ("test_acc_at_early_stop", "test_acc", "best_val_acc", "early_stop_step", "level")
 
 
 def wandb_id(cfg: Experiment) -> str:

@@ -51,10 +51,14 @@ class Member:
 
 
 class SaveLast(Callback):
-    """After every evaluation, each member's `last.ckpt`: the most a kill can cost is `eval_every` steps."""
+    """Each member's `last.ckpt`, right after every evaluation at a multiple of `checkpoint_every` steps: the most
+    a kill can cost. Written after an evaluation so that it holds the validation history up to its step."""
+
+    def __init__(self, every: int):
+        self.every = every
 
     def on_validation_end(self, trainer, pl_module):
-        if not trainer.sanity_checking:
+        if not trainer.sanity_checking and trainer.global_step % self.every == 0:
             trainer.save_checkpoint(LAST)
 
 
@@ -82,7 +86,7 @@ def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback]
         num_sanity_val_steps=0,
         deterministic=cfg.train.deterministic,
         benchmark=not cfg.train.deterministic,  # cuDNN's autotuned algorithms are fast, but may differ run to run
-        callbacks=[SaveLast(), StopOnSignal([m.file(LAST) for m in io.members]), *callbacks],
+        callbacks=[SaveLast(schedule.checkpoint_every), StopOnSignal([m.file(LAST) for m in io.members]), *callbacks],
         plugins=[io],
         logger=False,  # each member's metrics go to its own run's W&B run (LogEvaluations)
         enable_checkpointing=False,
@@ -115,5 +119,4 @@ def train_pack(members: list[Member]) -> list[dict[str, Any]]:
         if any(not h or h[-1]["step"] != module.schedule.total_steps for h in module.val_history):
             fit.validate(module, datamodule=data, verbose=False)
         fit.save_checkpoint(FINAL)  # atomically, per member: other processes wait for these files
-    fit.test(module, datamodule=data, verbose=False)
     return [m.run.row(m, module, i) for i, m in enumerate(members)]

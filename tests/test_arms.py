@@ -10,7 +10,8 @@ from lth.flops import macs
 from lth.imp import Run
 from lth.models import MODELS
 
-ALL = "--arms=[ticket,reinit,random_prune,scratch_b,finetune,lr_rewind]"
+ALL_ARMS = ["ticket", "reinit", "random_prune", "scratch_b", "finetune", "lr_rewind"]
+ALL = f"--arms=[{','.join(ALL_ARMS)}]"
 
 
 
@@ -36,7 +37,9 @@ def test_every_control_trains_on_the_tickets_masks(tiny):
     name = "model.layers.0.weight"
     kept = start("ticket")["state_dict"][name + "_mask"]
     assert not torch.equal(start("reinit")["state_dict"][name][kept], start("ticket")["state_dict"][name][kept])
-    assert start("reinit")["optimizer_states"][0]["state"] == {} and start("ticket")["optimizer_states"][0]["state"]
+    # `prune.rewind_optimizer: fresh` (the default): one policy, an empty optimizer for every arm at the rewind step.
+    assert all(start(arm)["optimizer_states"][0]["state"] == {} for arm in ["ticket", "reinit", "random_prune", "lr_rewind"])
+    assert {rows[1, arm]["rewind_optimizer"] for arm in ALL_ARMS} == {"fresh"}
     rewound = torch.load(run_dir / "rewind.ckpt", map_location="cpu", weights_only=False)["state_dict"][name]
     random_mask = start("random_prune")["state_dict"][name + "_mask"]
     assert torch.equal(start("random_prune")["state_dict"][name], rewound * random_mask)

@@ -17,7 +17,7 @@ from lth import cli, config
         ("--prune.levels=-1", "prune.levels: must be 0 or more"),
         ("--prune.rewind=3ep", "prune.rewind: 3ep (36 steps) is not before the end of training (36 steps)"),
         ("--prune.rewind=soon", "prune.rewind: expected a duration"),
-        ("--model=resnet9000", "model: unknown model 'resnet9000'"),
+        ("--model=resnet9000", "model.name: unknown model 'resnet9000'"),
         ("--data.name=imagenet", "data.name: unknown dataset 'imagenet'"),
         ("--train.lr=fast", "train.lr: expected a number"),
         ("--train.optimizer=rmsprop", "train.optimizer: expected one of sgd, adam"),
@@ -42,7 +42,7 @@ def test_overrides_take_the_form_wandb_agent_passes():
         ["--train.lr=0.05", "--prune.rewind=50it", "--arms=[ticket,reinit]", "--seed=3", "--data.val_size=null"],
     )
     assert cfg.train.lr == 0.05 and cfg.prune.rewind == "50it" and cfg.arms == ["ticket", "reinit"]
-    assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model == "mnist1d_cnn"
+    assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model.name == "mnist1d_cnn"
     # The run's identity ignores what does not change results, and follows what does.
     seed0 = config.load("experiments/quickstart.yaml", ["--seed=0"]).run_id()
     assert config.load("experiments/quickstart.yaml", ["--seed=0", "--prune.levels=2", "--arms=[reinit]"]).run_id() == seed0

@@ -25,7 +25,7 @@ def test_mnist_reader_on_the_real_files():
     assert y[:5].tolist() == [5, 0, 4, 1, 9]  # the famous first labels of the training set
     module = _module("mnist", SHARED / "data")
     module.check()
-    (xb, yb) = next(iter(module.val_dataloader()))
+    (xb, yb) = next(iter(module.val_dataloader()[0]))
     assert xb.shape == (1000, 1, 28, 28) and xb.dtype == torch.float32
 
 

@@ -10,6 +10,7 @@ from lth import masks as M
 from lth.arms import ARMS
 from lth.imp import Run, train_levels
 from lth.methods import magnitude
+from lth.module import MaskedModule
 from lth.packing import MemberCheckpoints
 from lth.training import Member, trainer
 
@@ -52,9 +53,9 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
 
 
 def test_level_starts_from_the_exact_rewind_state(tiny):
-    """Level 1 begins with the dense run's weights at the rewind step (masked), its optimizer state,
-    LR position and global step; and trains on the batches the dense run saw from that step."""
-    run = _run(tiny, "--prune.levels=1", "--train.milestones=[10it]")
+    """Under `rewind_optimizer: restore`, level 1 begins with the dense run's weights at the rewind step (masked),
+    its optimizer state, LR position and global step; and trains on the batches the dense run saw from that step."""
+    run = _run(tiny, "--prune.levels=1", "--train.milestones=[10it]", "--prune.rewind_optimizer=restore")
     train_levels([run], pack=1)
     rows = run.dir.rows()
     rewind = run.dir.load(run.dir.rewind)
@@ -87,3 +88,27 @@ def test_rewind_zero_restores_the_original_initialisation(tiny):
     masks = run.dir.load(run.dir.mask(1))
     for name, mask in masks.items():
         assert torch.equal(start[f"model.{name}"], init[f"model.{name}"] * mask)
+
+
+@pytest.mark.parametrize("policy", ["fresh", "restore"])
+def test_one_optimizer_policy_for_every_arm_that_starts_at_the_rewind_step(tiny, monkeypatch, policy):
+    """`fresh` (OpenLTH's): every arm starts level 1 at step k = 7 with an empty optimizer and the LR the dense run
+    had at k (a milestone at step 5 lowered it to 0.05 × 0.1). `restore`: every arm, a fresh init too, starts
+    with the dense run's momentum at k. Either way the ticket and its controls start alike."""
+    arms = ["ticket", "reinit", "random_prune", "lr_rewind"]
+    run = _run(tiny, "--prune.levels=1", "--train.milestones=[5it]", f"--prune.rewind_optimizer={policy}", f"--arms=[{','.join(arms)}]")
+    seen, start = [], MaskedModule.on_train_start
+
+    def record(self):
+        optimizer = self.trainer.optimizers[0]
+        seen.append((self.global_step, optimizer.param_groups[0]["lr"], [len(s) for s in optimizer.state.values()]))
+        start(self)
+
+    monkeypatch.setattr(MaskedModule, "on_train_start", record)
+    train_levels([run], pack=1)
+    assert seen[0] == (0, 0.05, [])  # the dense run
+    for step, lr, state in seen[1:]:
+        assert step == 7 and lr == pytest.approx(0.005)
+        assert state == ([] if policy == "fresh" else [1] * len(state)) and (policy == "fresh" or state)
+    assert len(seen) == 1 + len(arms)
+    assert {r["rewind_optimizer"] for r in run.dir.rows()} == {policy}

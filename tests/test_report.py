@@ -1,10 +1,12 @@
 import json
+import math
 import statistics
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 import yaml
+from scipy import stats
 
 from lth import cli, config, report
 
@@ -15,7 +17,8 @@ def _fake_run(path, seed, accs, overrides=()):
     (path / "config.yaml").write_text(yaml.safe_dump(config.load(None, [f"--seed={seed}", *overrides]).to_dict()))
     rows = []
     for (arm, level), acc in accs.items():
-        rows.append({"level": level, "arm": arm, "seed": seed, "weights_remaining": 0.8**level, "test_acc": acc, "early_stop_step": 100 * (level + seed)})
+        row = {"level": level, "arm": arm, "seed": seed, "weights_remaining": 0.8**level, "test_acc": acc - 0.01, "test_acc_at_early_stop": acc}
+        rows.append(row | {"early_stop_step": 100 * (level + seed)})
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -34,19 +37,20 @@ def test_report_numbers_equal_the_results_and_figures_have_one_series_per_arm(tm
     cells = report.aggregate(report.read_rows(runs))
     for key in accs[0]:
         values = [a[key] for a in accs]
-        assert cells[key].test_acc.mean == pytest.approx(statistics.fmean(values))
-        assert cells[key].test_acc.std == pytest.approx(statistics.stdev(values))
-        assert cells[key].test_acc.n == 3
+        assert cells[key].test_acc_at_early_stop.mean == pytest.approx(statistics.fmean(values))
+        assert cells[key].test_acc_at_early_stop.std == pytest.approx(statistics.stdev(values))
+        assert cells[key].test_acc.mean == pytest.approx(statistics.fmean(values) - 0.01)
+        assert cells[key].test_acc_at_early_stop.n == 3
     text = (tmp_path / "out" / "report.md").read_text()
-    reinit_2 = cells["reinit", 2].test_acc
-    ticket_2 = cells["ticket", 2].test_acc
+    reinit_2 = cells["reinit", 2].test_acc_at_early_stop
+    ticket_2 = cells["ticket", 2].test_acc_at_early_stop
     assert f"| 2 | 64.00% | {ticket_2.mean:.4f} ± {ticket_2.std:.4f} (n=3) | {reinit_2.mean:.4f} ± {reinit_2.std:.4f} (n=3) |" in text
     assert f"{cells['reinit', 1].early_stop_step.mean:.0f} ± {cells['reinit', 1].early_stop_step.std:.0f} (n=3)" in text
 
     for name in ["accuracy.png", "early_stop.png"]:
         image = matplotlib.image.imread(tmp_path / "out" / name)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-    fig = report.figure(cells, "test_acc", "test accuracy")
+    fig = report.figure(cells, "test_acc_at_early_stop", "test accuracy")
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels == ["ticket", "reinit", "dense"] and len(ax.collections) == 2  # one band per arm
@@ -85,5 +89,40 @@ def test_run_over_two_seeds_ends_with_the_report_of_both(tiny, tmp_path, capsys)
     assert matplotlib.image.imread(lines["figure"]).ndim == 3
     cells = report.aggregate(report.read_rows(run_dirs))
     assert {key: cell.test_acc.n for key, cell in cells.items()} == {("ticket", 0): 2, ("ticket", 1): 2, ("reinit", 1): 2}
-    reinit = cells["reinit", 1].test_acc
+    reinit = cells["reinit", 1].test_acc_at_early_stop
     assert f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in out and f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in Path(lines["report"]).read_text()
+
+
+def test_summary_gives_matching_sparsity_and_welch_intervals_on_a_hand_made_file(tmp_path, capsys):
+    """Dense 0.90/0.92/0.91: mean 0.91, std 0.01, so an arm matches at a mean of at least 0.90. The ticket's
+    means are 0.91, 0.905 and 0.895 at 80%, 64% and 51.2%: it matches down to 64%. Reinit's 0.89, 0.85, 0.80
+    never match. Random pruning has one seed at level 1 only: no interval."""
+    accs = [
+        {("ticket", 0): 0.90, ("ticket", 1): 0.90, ("ticket", 2): 0.900, ("ticket", 3): 0.890, ("reinit", 1): 0.88, ("reinit", 2): 0.85, ("reinit", 3): 0.79},
+        {("ticket", 0): 0.92, ("ticket", 1): 0.92, ("ticket", 2): 0.910, ("ticket", 3): 0.900, ("reinit", 1): 0.90, ("reinit", 2): 0.84, ("reinit", 3): 0.81},
+        {("ticket", 0): 0.91, ("ticket", 1): 0.91, ("ticket", 2): 0.905, ("ticket", 3): 0.895, ("reinit", 1): 0.89, ("reinit", 2): 0.86, ("reinit", 3): 0.80},
+    ]
+    accs[0][("random_prune", 1)] = 0.5
+    runs = [tmp_path / f"seed{s}" for s in range(3)]
+    for seed, (run, acc) in enumerate(zip(runs, accs)):
+        _fake_run(run, seed, acc)
+    cells = report.aggregate(report.read_rows(runs))
+    assert report.matching_sparsity(cells, "ticket") == pytest.approx(0.64)
+    assert report.matching_sparsity(cells, "reinit") is None
+
+    # Welch's interval, by its formula: the Welch-Satterthwaite degrees of freedom and the t quantile.
+    t, r = [a["ticket", 3] for a in accs], [a["reinit", 3] for a in accs]
+    va, vb = statistics.variance(t) / 3, statistics.variance(r) / 3
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    diff = report.Difference.of(cells["ticket", 3].test_acc_at_early_stop, cells["reinit", 3].test_acc_at_early_stop)
+    assert diff.mean == pytest.approx(0.095) and diff.n == (3, 3)
+    assert (diff.low, diff.high) == pytest.approx((0.095 - half, 0.095 + half))
+    lone = report.Difference.of(cells["ticket", 1].test_acc_at_early_stop, cells["random_prune", 1].test_acc_at_early_stop)
+    assert lone.low is None and "too few seeds" in str(lone) and "n=3/1" in str(lone)
+
+    assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    head = text[: text.index("Runs:")]  # the summary comes first
+    assert "- ticket: 64.00% of weights remaining" in head and "- reinit: no pruned level matches" in head
+    assert f"| 3 | 51.20% | {diff} |" in head and str(diff).endswith("* (n=3/3)")

@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     from lth.imp import Run
     from lth.module import MaskedModule
 
-# Where an arm's weights come from.
-REWIND = "rewind"  # the dense run's weights at the rewind step, with its optimizer state
-INIT = "init"  # a fresh init, drawn from the arm's own seed at each level, with a fresh optimizer
-PRUNED = "pruned"  # the weights the level was pruned from (level k-1's trained ticket), with a fresh optimizer
+# Where an arm's weights come from. (Its optimizer state, for arms that start at the rewind point, follows
+# `prune.rewind_optimizer`, one policy for every arm.)
+REWIND = "rewind"  # the dense run's weights at the rewind step
+INIT = "init"  # a fresh init, drawn from the arm's own seed at each level
+PRUNED = "pruned"  # the weights the level was pruned from: the chain's previous level, trained (Renda et al. 2020)
 
 
 class Arm:
@@ -30,10 +31,22 @@ class Arm:
     from_rewind_point: ClassVar[bool] = True
     # Level 0 is the dense network, which only the ticket trains: controls compare pruned networks.
     dense: ClassVar[bool] = False
+    # True: an iterative chain of its own (Renda et al. 2020, §2): each level prunes the arm's own previous
+    # level, trained, so it has masks of its own. False: it trains on the ticket's masks.
+    own_chain: ClassVar[bool] = False
 
-    def masks(self, ticket: Masks, seed: int, level: int) -> Masks:
-        """The masks it trains under, given the ticket's at this level."""
-        return ticket
+    def masks(self, chain: Masks, seed: int, level: int) -> Masks:
+        """The masks it trains under, given its chain's at this level."""
+        return chain
+
+    def chain(self) -> str:
+        """The arm whose levels this arm's masks are made from."""
+        return self.name if self.own_chain else "ticket"
+
+    def source(self, level: int) -> str:
+        """The arm whose trained network of level `level - 1` this arm's level is made from (level 0 is the
+        ticket's dense network, which begins every chain)."""
+        return self.chain() if level > 1 else "ticket"
 
     def schedule(self, run: Run, module: MaskedModule, masks: Masks) -> tuple[Schedule, TrainConfig]:
         """Its own schedule and optimizer settings, for an arm that does not continue from the rewind point."""
@@ -48,20 +61,27 @@ class Arm:
             return seed
         return seeded_generator(seed, self.name, level).initial_seed() % 2**31
 
-    def optimizer_origin(self, rewind_step: int) -> str:
-        """Whose optimizer state it starts with; members of a pack share their scalar optimizer state (Adam's
-        step count), so only arms with the same origin may be packed together."""
-        return "rewind" if self.weights == REWIND and self.from_rewind_point and rewind_step > 0 else "fresh"
+    def optimizer_origin(self, rewind_step: int, policy: str) -> str:
+        """Whose optimizer state it starts with (`prune.rewind_optimizer` is the policy); members of a pack share
+        their scalar optimizer state (Adam's step count), so only arms with the same origin may share a pack."""
+        return "rewind" if self.from_rewind_point and policy == "restore" and rewind_step > 0 else "fresh"
 
-    def start(self, run: Run, level: int, module: MaskedModule, ticket: Masks) -> tuple[Masks, Path | None, int]:
-        """Its masks, the checkpoint it starts from (None: the module's own weights at step 0) and that step.
-        `module` is freshly built from `init_seed`; this may replace its weights and schedule."""
-        masks = self.masks(ticket, run.cfg.seed, level)
+    def start(self, run: Run, level: int, module: MaskedModule, chain: Masks) -> tuple[Masks, Path | None, int]:
+        """Its masks, the checkpoint it starts from (None: the module's own weights at step 0) and that step,
+        given its chain's masks at this level. `module` is freshly built from `init_seed`; this may replace
+        its weights and schedule."""
+        masks = self.masks(chain, run.cfg.seed, level)
         if level == 0:
             return masks, None, 0
-        weights = {REWIND: lambda: None, INIT: module.model.state_dict, PRUNED: lambda: run.trained_weights(level - 1)}[self.weights]()
+        if self.weights == REWIND:
+            weights = None  # the rewind checkpoint's own
+        elif self.weights == INIT:
+            weights = module.model.state_dict()
+        else:
+            weights = run.trained_weights(level - 1, self.source(level))
         if self.from_rewind_point:
-            return masks, start_checkpoint(run.dir, level, self.name, masks, weights), run.schedule.rewind_step
+            start = start_checkpoint(run.dir, level, self.name, masks, run.cfg.prune.rewind_optimizer, weights)
+            return masks, start, run.schedule.rewind_step
         if self.weights == PRUNED:
             module.model.load_state_dict(weights)
         module.schedule, module.train_cfg = self.schedule(run, module, masks)

@@ -4,11 +4,13 @@ from lth.arms.base import PRUNED, Arm
 
 
 class Finetune(Arm):
-    """Fine-tuning (Renda et al. 2020, §2): the weights the level was pruned from, masked, trained at the final
-    learning rate for as many steps as the ticket trains."""
+    """Fine-tuning (Renda et al. 2020, §2), as an iterative chain of its own: each level prunes the arm's own
+    previous level, trained, and trains the surviving weights at the final learning rate for as many steps as
+    the ticket trains."""
 
     name = "finetune"
     weights = PRUNED
+    own_chain = True
     from_rewind_point = False
 
     def schedule(self, run, module, masks):

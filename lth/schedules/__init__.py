@@ -1,5 +1,6 @@
-"""Pruning schedules (`prune.schedule`), one file each: `level_masks(run, level, module)` says which weights
-level `level` trains, made from what (today: iterative levels, each pruning the previous level's ticket)."""
+"""Pruning schedules (`prune.schedule`), one file each: `level_masks(run, level, module, arm)` says which
+weights the chain of `arm` (the ticket's, or the arm's own) trains at a level, made from what (today: iterative levels,
+each pruning the chain's previous level)."""
 
 from collections.abc import Callable
 
