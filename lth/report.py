@@ -8,6 +8,7 @@ tabulated beside it.
 from __future__ import annotations
 
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,9 @@ class Difference:
             return cls(mean, None, None, (ticket.n, control.n))
         if ticket.std == control.std == 0:
             return cls(mean, mean, mean, (ticket.n, control.n))
-        interval = stats.ttest_ind(ticket.values, control.values, equal_var=False).confidence_interval(0.95)
+        with warnings.catch_warnings():  # scipy warns of precision loss when a side's seeds agree to ~1e-16
+            warnings.simplefilter("ignore", RuntimeWarning)
+            interval = stats.ttest_ind(ticket.values, control.values, equal_var=False).confidence_interval(0.95)
         return cls(mean, float(interval.low), float(interval.high), (ticket.n, control.n))
 
     def __str__(self) -> str:
@@ -203,8 +206,9 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     if ("ticket", 0) in cells:
         ax.axhline(getattr(cells["ticket", 0], field).mean, color="black", linestyle="--", linewidth=1, label="dense")
     ax.set_xscale("log")
-    ax.set_xticks([t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if min(ax.get_xlim()) <= t <= max(ax.get_xlim())])
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    levels = sorted({round(c.weights_remaining * 100, 1) for (_, at), c in cells.items() if at > 0}, reverse=True)
+    ax.set_xticks(levels[:: -(-len(levels) // 10)])  # the levels themselves, at most about ten of them
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("percent of weights remaining")
