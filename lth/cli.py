@@ -12,6 +12,7 @@ from pathlib import Path
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth sweep SWEEP.yaml [--index I] [--section.key=value ...]
        lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
+       lth dashboard ENTITY/PROJECT [--group G]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(rest)
     if command == "sweep":
         return _sweep(rest)
+    if command == "dashboard":
+        return _dashboard(rest)
     if command != "run":
         return _fail(f"unknown command {command!r}\n{USAGE}")
     if not rest or rest[0].startswith("--"):
@@ -101,6 +104,26 @@ def _report(argv: list[str]) -> int:
     except Exception as err:  # noqa: BLE001 - files, configs or the W&B API: one line either way
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     print("\n".join(f"wrote {p}" for p in paths))
+    return 0
+
+
+def _dashboard(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lth dashboard", description="Save a W&B report of tickets against their controls (needs a W&B login and network)."
+    )
+    parser.add_argument("path", metavar="ENTITY/PROJECT")
+    parser.add_argument("--group", help="one study's W&B group (lth's default: NAME-<hash>); all runs of the project without it")
+    args = parser.parse_args(argv)
+    entity, _, project = args.path.partition("/")
+    if not entity or not project or "/" in project:
+        return _fail(f"expected ENTITY/PROJECT, got {args.path!r}")
+    from lth import dashboard
+
+    try:
+        saved = dashboard.build(entity, project, args.group).save()
+    except Exception as err:  # noqa: BLE001 - no login, no network, a server error: one line either way
+        return _fail(f"W&B: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    print(saved.url)
     return 0
 
 

@@ -85,7 +85,9 @@ class Tracker:
             run.define_metric(f"{arm}/{key}", step_metric=x)
         mine = [r for r in rows if r["arm"] in self.cfg.arms]
         table = wandb.Table(columns=list(TABLE_COLUMNS), data=[[r[c] for c in TABLE_COLUMNS] for r in mine])
-        run.log({x: row["weights_remaining"], **{f"{arm}/{k}": row[k] for k in LEVEL_METRICS}, "results": table})
+        # The plain `weights_remaining` too: one dashboard chart can then plot every arm against it (`lth.dashboard`).
+        metrics = {x: row["weights_remaining"], "weights_remaining": row["weights_remaining"], **{f"{arm}/{k}": row[k] for k in LEVEL_METRICS}}
+        run.log(metrics | {"results": table})
         run.summary.update({f"level_{row['level']:02d}/{arm}/{key}": row[key] for key in ("weights_remaining", *LEVEL_METRICS)})
         if self.cfg.wandb.log_artifacts and arm == "ticket":
             self._artifacts(row["level"])

@@ -77,6 +77,7 @@ def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes
     for arm in ["ticket", "reinit"]:
         ours = [r for r in rows if r["arm"] == arm]
         theirs = [h for h in logged["history"] if f"{arm}/test_acc" in h]
+        assert all(h["weights_remaining"] == h[f"{arm}/weights_remaining"] for h in theirs)  # the dashboard's x axis
         assert [(h[f"{arm}/weights_remaining"], h[f"{arm}/test_acc"], h[f"{arm}/early_stop_step"]) for h in theirs] == [
             (r["weights_remaining"], r["test_acc"], r["early_stop_step"]) for r in ours
         ]
