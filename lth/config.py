@@ -98,6 +98,8 @@ class PruneConfig:
     rewind_optimizer: Literal["fresh", "restore"] = "fresh"
     method: str = "magnitude"  # how weights are chosen for removal: a name in `lth.methods`
     schedule: str = "iterative"  # when and from what each level's masks are made: a name in `lth.schedules`
+    target: float | None = None  # schedule oneshot: the fraction of weights to keep, in (0, 1)
+    nm: list[int] | None = None  # method nm: [N, M], N kept in every M consecutive weights along the input (2:4)
 
 
 @dataclass
@@ -169,7 +171,9 @@ class Experiment:
 # Settings added after run directories already existed, with the value that computes what those runs computed:
 # at that value a setting stays out of the identity, so runs made before it existed keep their directory and
 # continue (Raising `levels` after an upgrade extends a run instead of starting it again.)
-IDENTICAL_TO_EARLIER_RUNS = (("prune", "method", "magnitude"), ("prune", "schedule", "iterative"))
+IDENTICAL_TO_EARLIER_RUNS = (
+    ("prune", "method", "magnitude"), ("prune", "schedule", "iterative"), ("prune", "target", None), ("prune", "nm", None),
+)
 
 
 def _digest(value: Any) -> str:
@@ -306,11 +310,13 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
 
 def validate(cfg: Experiment) -> None:
     # Imported here: the registries import torch, which the config parser itself does not need.
+    import torch
+
     from lth.arms import ARMS
     from lth.data import DATASETS
     from lth.methods import METHODS
-    from lth.models import MODELS
-    from lth.schedules import SCHEDULES
+    from lth.models import MODELS, prunable_names
+    from lth.schedules import SCHEDULES, layer_fractions
 
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r} (known: {', '.join(sorted(MODELS))})")
@@ -323,6 +329,8 @@ def validate(cfg: Experiment) -> None:
     for key, value, registry in (("method", p.method, METHODS), ("schedule", p.schedule, SCHEDULES)):
         if value not in registry:
             raise ConfigError(f"prune.{key}: unknown {key} {value!r} (known: {', '.join(registry)})")
+    if problem := SCHEDULES[p.schedule].check(p):
+        raise ConfigError(problem)
     if not 0.0 < p.fraction < 1.0:
         raise ConfigError(f"prune.fraction: must lie in (0, 1), got {p.fraction}")
     for pattern, fraction in p.layer_fractions.items():
@@ -338,6 +346,14 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"scratch_b.max_factor: must be at least 1 or null, got {cfg.scratch_b.max_factor}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
+    if p.nm is not None and p.method != "nm":
+        raise ConfigError(f"prune.nm: only the method nm uses it, not {p.method}")
+    spec = DATASETS[cfg.data.name]
+    with torch.device("meta"):  # shapes alone, no memory and no init
+        model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
+    names = prunable_names(model)
+    if problem := METHODS[p.method].check(p, {n: tuple(model.get_parameter(n).shape) for n in names}, layer_fractions(p, model, names)):
+        raise ConfigError(problem)
 
     Schedule.of(cfg)
 

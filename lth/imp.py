@@ -30,7 +30,7 @@ from lth.module import MaskedModule
 from lth.packing import auto_pack, packs
 from lth.preemption import Interrupted, check, stop_on_sigusr1
 from lth.run_dir import FINAL, LAST, START, RunDir, RunError
-from lth.schedules import SCHEDULES
+from lth.schedules import level_masks
 from lth.tracking import Tracker
 from lth.training import Member, train_pack
 
@@ -90,7 +90,7 @@ class Run:
             if level > 0:
                 self.wait_for(level, arm.name, arm.source(level))
             module = self.build_module(arm.init_seed(self.cfg.seed, level))
-            chain = SCHEDULES[self.cfg.prune.schedule](self, level, module, arm)
+            chain = level_masks(self, level, module, arm)
             masks, start, start_step = arm.start(self, level, module, chain)
             module.set_masks(masks)
             arm_dir = self.dir.arm(level, arm.name)

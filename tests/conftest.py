@@ -22,6 +22,7 @@ TINY = [
     "--train.weight_decay=0.0005",
     "--train.duration=3ep",
     "--train.eval_every=5it",
+    "--train.checkpoint_every=5it",
     "--prune.fraction=0.5",
     "--prune.levels=2",
     "--prune.rewind=7it",

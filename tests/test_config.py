@@ -42,7 +42,7 @@ def test_overrides_take_the_form_wandb_agent_passes():
         ["--train.lr=0.05", "--prune.rewind=50it", "--arms=[ticket,reinit]", "--seed=3", "--data.val_size=null"],
     )
     assert cfg.train.lr == 0.05 and cfg.prune.rewind == "50it" and cfg.arms == ["ticket", "reinit"]
-    assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model.name == "mnist1d_cnn"
+    assert cfg.seed == 3 and cfg.data.val_size is None and cfg.model.name == "mnist1d_mlp"
     # The run's identity ignores what does not change results, and follows what does.
     seed0 = config.load("experiments/quickstart.yaml", ["--seed=0"]).run_id()
     assert config.load("experiments/quickstart.yaml", ["--seed=0", "--prune.levels=2", "--arms=[reinit]"]).run_id() == seed0

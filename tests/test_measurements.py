@@ -31,7 +31,7 @@ def _test_accuracy(run: Run, state: dict) -> float:
 
 
 def test_test_accuracy_is_read_at_the_early_stopping_step_and_at_the_end(tiny, monkeypatch):
-    run = _run(tiny, "--prune.levels=0", "--train.eval_every=2it", "--train.lr=0.2")
+    run = _run(tiny, "--prune.levels=0", "--train.eval_every=2it", "--train.checkpoint_every=2it", "--train.lr=0.2")
     states, save = {}, SaveLast.on_validation_end
 
     def keep_every_evaluation(self, trainer, pl_module):

@@ -1,9 +1,14 @@
-"""Pruning methods (`prune.method`), one file each: a pure function from a network's trained weights, its
-current masks and each layer's fraction to remove to the next masks,
-`prune(weights, masks, fractions, strategy) -> masks`."""
+"""Pruning methods (`prune.method`), one file each, each with two functions:
 
-from collections.abc import Callable
+- `apply(weights, masks, fractions, config) -> masks`: from a network's trained weights, its current masks
+  and each layer's fraction to remove (0: leave it dense), under the experiment's `prune` settings; it calls
+  the module's pure `prune`, whose arguments are the method's own;
+- `check(config, shapes, fractions) -> str | None`: what is wrong with those settings for these layers (one
+  line), before any training.
+"""
 
-from lth.methods import magnitude
+from types import ModuleType
 
-METHODS: dict[str, Callable] = {"magnitude": magnitude.prune}
+from lth.methods import magnitude, nm
+
+METHODS: dict[str, ModuleType] = {"magnitude": magnitude, "nm": nm}

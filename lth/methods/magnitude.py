@@ -33,3 +33,11 @@ def prune(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, f
         for name, part in zip(names, keep.split([masks[n].numel() for n in names])):
             pruned[name] = part.view_as(masks[name])
     return pruned
+
+
+def apply(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], config) -> Masks:
+    return prune(weights, masks, fractions, config.strategy)
+
+
+def check(config, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float]) -> str | None:
+    return None  # any fraction in (0, 1) and either strategy suit every layer

@@ -60,11 +60,11 @@ def fingerprint(run_dir: Path) -> dict:
 
 
 def run(out_dir: Path) -> Path:
-    from lth import cli, config
+    from lth import config
+    from lth.imp import run_experiments
 
-    args = ARGS + [f"--out_dir={out_dir}"]
-    assert cli.main(["run", "experiments/quickstart.yaml"] + args) == 0
-    return config.load("experiments/quickstart.yaml", args).run_dir()
+    (run,) = run_experiments(config.load_seeds(None, ARGS + [f"--out_dir={out_dir}"]), progress=False)
+    return run.dir.root
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["record"]:
