@@ -1,4 +1,4 @@
-"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020): the driver.
+"""Pruning with rewinding and its controls (Frankle & Carbin 2019; Frankle et al. 2020): the driver.
 
 For each level, across the seeds of an invocation: make the level's masks (`lth.schedules`), start every
 requested arm from its declared starting point (`lth.arms`), train what can share a pack together
@@ -20,7 +20,7 @@ import yaml
 
 from lth import locks
 from lth import masks as M
-from lth.arms import ARMS
+from lth.arms import ARMS, Arm
 from lth.config import ConfigError, Experiment, Schedule
 from lth.data import DATASETS, DataModule, MissingDataError
 from lth.files import atomic_write
@@ -56,7 +56,7 @@ class Run:
                 raise RunError(f"{run_dir.config} describes a different experiment; move it aside or choose another out_dir")
         return cls(cfg, run_dir, Schedule.of(cfg), progress)
 
-    def arms(self) -> list:
+    def arms(self) -> list[Arm]:
         return [arm for name, arm in ARMS.items() if name in self.cfg.arms]
 
     def build_module(self, seed: int, pack: int = 1) -> MaskedModule:
