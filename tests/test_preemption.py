@@ -64,7 +64,7 @@ def test_an_arm_trained_by_another_process_is_left_alone(tiny, capsys):
 
 @pytest.mark.slow
 def test_controls_follow_a_ticket_trained_by_another_process_level_by_level(tiny, monkeypatch, capsys):
-    base = ["run", "experiments/quickstart.yaml", *tiny, "--train.duration=20ep", "--train.eval_every=1ep"]
+    base = ["run", "experiments/quickstart.yaml", *tiny, "--train.duration=20ep", "--train.eval_every=1ep", "--train.checkpoint_every=1ep"]
     run_dir = config.load(None, base[2:]).run_dir()
     ticket = subprocess.Popen([sys.executable, "-m", "lth.cli", *base, "--arms=[ticket]"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60

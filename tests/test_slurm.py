@@ -67,7 +67,7 @@ def test_array_runs_every_grid_point_of_the_quickstart_sweep(tmp_path):
 
 
 def test_sigusr1_mid_level_requeues_and_the_job_finishes_with_identical_results(tmp_path):
-    longer = ["--train.duration=200ep", "--train.eval_every=1ep", "--prune.levels=1"]
+    longer = ["--train.duration=200ep", "--train.eval_every=1ep", "--train.checkpoint_every=1ep", "--prune.levels=1"]
     reference = ["--out_dir=" + str(tmp_path / "reference"), "--name=rq"]
     assert cli.main(["run", "experiments/quickstart.yaml", *SMALL, *longer, *reference, "--seed=0", "--arms=ticket"]) == 0
     expected = result_rows(config.load(None, SMALL + longer + reference).run_dir())
