@@ -61,7 +61,10 @@ def _lth(tmp_path, point, args):
 
 
 @pytest.mark.slow
-def test_sigkill_anywhere_then_rerun_gives_identical_results(tiny, tmp_path):
+@pytest.mark.parametrize("checkpoint_every", ["5it", "15it"], ids=["at-every-evaluation", "every-third-evaluation"])
+def test_sigkill_anywhere_then_rerun_gives_identical_results(tiny, tmp_path, checkpoint_every):
+    """With checkpoints rarer than evaluations, a rerun also replays the evaluations since the last checkpoint."""
+    tiny = tiny[:-2] + [f"--train.checkpoint_every={checkpoint_every}"] + tiny[-2:]
     args = ["run", str(Path("experiments/quickstart.yaml").resolve())] + tiny
     reference = tmp_path / "reference"
     assert cli.main(args[:-2] + [f"--out_dir={reference}", "--name=tiny"]) == 0
