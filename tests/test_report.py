@@ -126,3 +126,12 @@ def test_summary_gives_matching_sparsity_and_welch_intervals_on_a_hand_made_file
     head = text[: text.index("Runs:")]  # the summary comes first
     assert "- ticket: 64.00% of weights remaining" in head and "- reinit: no pruned level matches" in head
     assert f"| 3 | 51.20% | {diff} |" in head and str(diff).endswith("* (n=3/3)")
+
+
+def test_results_without_early_stop_accuracy_are_refused_in_one_line(tmp_path, capsys):
+    _fake_run(tmp_path / "old", 0, {("ticket", 0): 0.9})
+    results = tmp_path / "old" / "results.jsonl"
+    results.write_text(results.read_text().replace('"test_acc_at_early_stop": 0.9, ', ""))
+    assert cli.main(["report", str(tmp_path / "old"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "did not record test_acc_at_early_stop; rerun it with this one" in err and err.count("\n") == 1
