@@ -13,6 +13,7 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth sweep SWEEP.yaml [--index I] [--section.key=value ...]
        lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
        lth dashboard ENTITY/PROJECT [--group G]
+       lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return _sweep(rest)
     if command == "dashboard":
         return _dashboard(rest)
+    if command == "export":
+        return _export(rest)
     if command != "run":
         return _fail(f"unknown command {command!r}\n{USAGE}")
     if not rest or rest[0].startswith("--"):
@@ -124,6 +127,30 @@ def _dashboard(argv: list[str]) -> int:
     except Exception as err:  # noqa: BLE001 - no login, no network, a server error: one line either way
         return _fail(f"W&B: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
     print(saved.url)
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lth export", description="Write a trained (level, arm) as a plain network, checked against its masked one.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--level", type=int, required=True)
+    parser.add_argument("--arm", default="ticket")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sparse", action="store_true", help="add a compressed copy of each pruned weight (CSR, or 2:4 on a sparse-tensor-core GPU)")
+    args = parser.parse_args(argv)
+    from lth.config import ConfigError
+    from lth.export import export
+    from lth.run_dir import RunError
+
+    try:
+        summary = export(args.run_dir, args.level, args.arm, args.out, args.sparse)
+    except (RunError, ConfigError) as err:
+        return _fail(str(err))
+    if "semi_structured_skipped" in summary:
+        print(f"lth: 2:4 semi-structured tensors need a sparse-tensor-core GPU ({summary['semi_structured_skipped']}); wrote CSR copies", file=sys.stderr)
+    kept, total = summary["weights_kept"], summary["prunable_weights"]
+    print(f"wrote {args.out}: {kept:,} of {total:,} prunable weights kept ({kept / total:.2%}); outputs equal the masked network's "
+          f"within {summary['max_output_difference']:.1e}")
     return 0
 
 

@@ -1,0 +1,51 @@
+"""`lth export`: a trained ticket as a plain network that computes what the masked one does."""
+
+import torch
+
+from lth import cli, config
+from lth.data import DATASETS
+from lth.models import MODELS
+from lth.module import MaskedModule
+
+
+def test_an_exported_ticket_computes_the_masked_networks_outputs_with_the_masks_counts(tiny, tmp_path, capsys):
+    args = tiny + ["--model=resnet20"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    run_dir = config.load("experiments/quickstart.yaml", args).run_dir()
+    out = tmp_path / "ticket.pt"
+    assert cli.main(["export", str(run_dir), "--level=2", f"--out={out}", "--sparse"]) == 0
+    assert "outputs equal the masked network's" in capsys.readouterr().out
+
+    exported = torch.load(out, weights_only=False)
+    network = MODELS[exported["model"]](exported["input_shape"], exported["num_classes"]).eval()
+    network.load_state_dict(exported["state_dict"])  # a plain network: no mask buffers
+    cfg = config.load("experiments/quickstart.yaml", args)
+    spec = DATASETS[cfg.data.name]
+    masked = MaskedModule(MODELS["resnet20"](spec.input_shape, spec.num_classes), cfg.train, config.Schedule.of(cfg), spec.num_classes).eval()
+    masked.load_state_dict(torch.load(run_dir / "level_02" / "ticket" / "final.ckpt", weights_only=False)["state_dict"])
+    x = torch.randn(8, *spec.input_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), masked(x)[:, 0], rtol=0, atol=1e-5)
+    masks = masked.masks()
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert sum(int(exported["state_dict"][n].count_nonzero()) for n in masks) <= kept
+    assert abs(kept / sum(m.numel() for m in masks.values()) - 0.25) < 0.01  # two levels of 50%
+    for name, csr in exported["sparse"].items():
+        assert csr.layout == torch.sparse_csr and csr.values().numel() <= int(masks[name].sum())
+        assert torch.equal(csr.to_dense(), exported["state_dict"][name].flatten(1))
+
+
+def test_export_of_a_level_not_trained_or_a_2_4_mask_on_a_cpu(tiny, tmp_path, capsys):
+    args = tiny + ["--prune.method=nm", "--prune.nm=[2,4]", "--prune.schedule=oneshot", "--prune.target=0.5", "--prune.levels=1"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    run_dir = config.load("experiments/quickstart.yaml", args).run_dir()
+    capsys.readouterr()
+    assert cli.main(["export", str(run_dir), "--level=3", f"--out={tmp_path / 'x.pt'}"]) == 2
+    err = capsys.readouterr().err
+    assert "level 3 of ticket has not finished training" in err and err.count("\n") == 1 and not (tmp_path / "x.pt").exists()
+    assert cli.main(["export", str(tmp_path), "--level=1", f"--out={tmp_path / 'x.pt'}"]) == 2
+    assert "is not an lth run directory" in capsys.readouterr().err
+    assert cli.main(["export", str(run_dir), "--level=1", f"--out={tmp_path / 'nm.pt'}", "--sparse"]) == 0
+    if not torch.cuda.is_available():
+        assert "2:4 semi-structured tensors need a sparse-tensor-core GPU (no CUDA device); wrote CSR copies" in capsys.readouterr().err
+    assert (tmp_path / "nm.pt").exists()
