@@ -100,6 +100,10 @@ class PruneConfig:
     schedule: str = "iterative"  # when and from what each level's masks are made: a name in `lth.schedules`
     target: float | None = None  # schedule oneshot: the fraction of weights to keep, in (0, 1)
     nm: list[int] | None = None  # method nm: [N, M], N kept in every M consecutive weights along the input (2:4)
+    # schedule gradual (Zhu & Gupta 2017): prune from begin_step to end_step, every `frequency` steps
+    begin_step: int | None = None
+    end_step: int | None = None
+    frequency: int | None = None
 
 
 @dataclass
@@ -173,6 +177,7 @@ class Experiment:
 # continue (Raising `levels` after an upgrade extends a run instead of starting it again.)
 IDENTICAL_TO_EARLIER_RUNS = (
     ("prune", "method", "magnitude"), ("prune", "schedule", "iterative"), ("prune", "target", None), ("prune", "nm", None),
+    ("prune", "begin_step", None), ("prune", "end_step", None), ("prune", "frequency", None),
 )
 
 
@@ -329,8 +334,6 @@ def validate(cfg: Experiment) -> None:
     for key, value, registry in (("method", p.method, METHODS), ("schedule", p.schedule, SCHEDULES)):
         if value not in registry:
             raise ConfigError(f"prune.{key}: unknown {key} {value!r} (known: {', '.join(registry)})")
-    if problem := SCHEDULES[p.schedule].check(p):
-        raise ConfigError(problem)
     if not 0.0 < p.fraction < 1.0:
         raise ConfigError(f"prune.fraction: must lie in (0, 1), got {p.fraction}")
     for pattern, fraction in p.layer_fractions.items():
@@ -346,6 +349,8 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"scratch_b.max_factor: must be at least 1 or null, got {cfg.scratch_b.max_factor}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
+    if problem := SCHEDULES[p.schedule].check(p, Schedule.of(cfg)):
+        raise ConfigError(problem)
     if p.nm is not None and p.method != "nm":
         raise ConfigError(f"prune.nm: only the method nm uses it, not {p.method}")
     spec = DATASETS[cfg.data.name]
@@ -354,8 +359,6 @@ def validate(cfg: Experiment) -> None:
     names = prunable_names(model)
     if problem := METHODS[p.method].check(p, {n: tuple(model.get_parameter(n).shape) for n in names}, layer_fractions(p, model, names)):
         raise ConfigError(problem)
-
-    Schedule.of(cfg)
 
 
 @dataclass(frozen=True)

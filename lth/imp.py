@@ -27,10 +27,10 @@ from lth.files import atomic_write
 from lth.flops import macs
 from lth.models import MODELS, init_batch_norm
 from lth.module import MaskedModule
-from lth.packing import auto_pack, packs
+from lth.packing import auto_pack, packs, unpack_state
 from lth.preemption import Interrupted, check, stop_on_sigusr1
 from lth.run_dir import FINAL, LAST, START, RunDir, RunError
-from lth.schedules import level_masks
+from lth.schedules import level_masks, mask_source
 from lth.tracking import Tracker
 from lth.training import Member, train_pack
 
@@ -76,11 +76,13 @@ class Run:
         state = self.dir.load(self.dir.arm(level, arm) / FINAL)["state_dict"]
         return {n[len("model."):]: v for n, v in state.items() if n.startswith("model.")}
 
-    def members(self, level: int) -> list[Member]:
-        """This run's (level, arm)s still to train, each ready; the ticket first: controls need its masks."""
+    def members(self, level: int, after_ticket: bool = False) -> list[Member]:
+        """This run's (level, arm)s still to train, each ready; the ticket first: controls need its masks.
+        `after_ticket`: the arms whose masks come from this level's ticket (gradual pruning) rather than from
+        an earlier level."""
         out = []
         for arm in self.arms():
-            if not arm.trains_at(level):
+            if not arm.trains_at(level) or (level > 0 and (mask_source(self.cfg.prune, level, arm)[0] == level) != after_ticket):
                 continue
             if row := self.dir.done(level, arm.name):
                 remaining, acc = row["weights_remaining"], row["test_acc"]
@@ -88,7 +90,7 @@ class Run:
                 continue
             check(f"before level {level} {arm.name}")
             if level > 0:
-                self.wait_for(level, arm.name, arm.source(level))
+                self.wait_for(level, arm.name, *mask_source(self.cfg.prune, level, arm))
             module = self.build_module(arm.init_seed(self.cfg.seed, level))
             chain = level_masks(self, level, module, arm)
             masks, start, start_step = arm.start(self, level, module, chain)
@@ -102,7 +104,8 @@ class Run:
         """The results line of pack member k, trained in `module`."""
         history = module.val_history[k]
         best = min(history, key=lambda h: (h["val_loss"], h["step"]))
-        remaining, per_layer = M.weights_remaining(member.masks)
+        masks = unpack_state(module.masks(), module.pack)[k]  # as trained: a gradually pruned ticket ends sparser than it began
+        remaining, per_layer = M.weights_remaining(masks)
         return {
             "level": member.level,
             "arm": member.arm.name,
@@ -111,7 +114,7 @@ class Run:
             "run_id": self.cfg.run_id(),
             "weights_remaining": remaining,
             "weights_remaining_per_layer": per_layer,
-            "macs": macs(member.module.model, DATASETS[self.cfg.data.name].input_shape, member.masks),
+            "macs": macs(member.module.model, DATASETS[self.cfg.data.name].input_shape, masks),
             "test_acc": history[-1]["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
             "test_acc_at_early_stop": best["test_acc"],
             "best_val_acc": max(h["val_acc"] for h in history),
@@ -121,7 +124,7 @@ class Run:
             "rewind_step": self.schedule.rewind_step,
             "rewind_optimizer": self.cfg.prune.rewind_optimizer,
             "wall_seconds": round(module.train_seconds, 3),  # of the whole pack this member trained in
-            "mask_sha256": M.sha256(member.masks),
+            "mask_sha256": M.sha256(masks),
         }
 
     def record(self, row: dict[str, Any]) -> None:
@@ -129,17 +132,17 @@ class Run:
         if self.tracker:
             self.tracker.level(row, rows)
 
-    def missing(self, level: int, arm: str, source: str) -> RunError:
-        return RunError(f"{arm} at level {level} needs the {source}'s level {level - 1}; train the {source} arm first")
+    def missing(self, level: int, arm: str, source_level: int, source: str) -> RunError:
+        return RunError(f"{arm} at level {level} needs the {source}'s level {source_level}; train the {source} arm first")
 
-    def wait_for(self, level: int, arm: str, source: str) -> None:
-        """Every arm at level k builds on `source`'s level k-1 (the ticket's, or its own chain's). When another
-        process is training it (a sweep that spreads arms over jobs), follow it level by level; when nobody
-        is, say what is missing."""
-        final = self.dir.arm(level - 1, source) / FINAL
-        say = partial(self.say, f"level {level} {arm}: waiting for the {source}'s level {level - 1}, trained by another process")
+    def wait_for(self, level: int, arm: str, source_level: int, source: str) -> None:
+        """Every arm at level k builds on a trained network (`mask_source`: the ticket's level k-1, its own
+        chain's, or under gradual pruning the ticket's level k). When another process is training it (a sweep
+        that spreads arms over jobs), follow it level by level; when nobody is, say what is missing."""
+        final = self.dir.arm(source_level, source) / FINAL
+        say = partial(self.say, f"level {level} {arm}: waiting for the {source}'s level {source_level}, trained by another process")
         if not locks.wait_while_held(final, self.dir.lock(source), say, f"level {level} {arm} waited for the {source}"):
-            raise self.missing(level, arm, source)
+            raise self.missing(level, arm, source_level, source)
 
     def preflight(self, module: MaskedModule) -> None:
         """Read every stored file this invocation will build on, so that a damaged or mismatched one stops
@@ -162,11 +165,11 @@ class Run:
         for level, arm in todo:
             paths += [self.dir.arm(level, arm.name) / name for name in (START, LAST, FINAL)]
             if level > 0:
-                source = arm.source(level)
-                previous = self.dir.arm(level - 1, source) / FINAL
+                source_level, source = mask_source(self.cfg.prune, level, arm)
+                previous = self.dir.arm(source_level, source) / FINAL
                 paths.append(previous)
                 if source not in self.cfg.arms and not previous.exists() and not locks.held_elsewhere(self.dir.lock(source)):
-                    raise self.missing(level, arm.name, source)
+                    raise self.missing(level, arm.name, source_level, source)
         for path in paths:
             if path.exists():
                 self.dir.load(path)
@@ -177,8 +180,8 @@ class Run:
 
 def train_levels(runs: list[Run], pack: int) -> None:
     """Level by level across all runs, so that every (run, arm) of a level that can share a pack does."""
-    for level in range(max(run.cfg.prune.levels for run in runs) + 1):
-        members = [m for run in runs if level <= run.cfg.prune.levels for m in run.members(level)]
+    for level, after_ticket in ((level, after) for level in range(max(run.cfg.prune.levels for run in runs) + 1) for after in (False, True)):
+        members = [m for run in runs if level <= run.cfg.prune.levels for m in run.members(level, after_ticket)]
         for group in packs(members, pack):
             first = group[0]
             names = ", ".join(f"seed {m.run.cfg.seed} {m.arm.name}" for m in group)

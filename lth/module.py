@@ -62,6 +62,7 @@ class MaskedModule(L.LightningModule):
         self._fit_started = 0.0
         self._graph: torch.cuda.CUDAGraph | None = None
         self._eager_steps = 0
+        self._keep: list[torch.Tensor] | None = None  # float copies of the masks, made when training starts
 
     def _owner(self, name: str) -> tuple[nn.Module, str]:
         module_name, _, attr = name.rpartition(".")
@@ -83,6 +84,9 @@ class MaskedModule(L.LightningModule):
             if mask.shape != current[name].shape:
                 raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, the model's weight {tuple(current[name].shape)}")
             current[name].copy_(mask)
+        if self._keep is not None:  # mid-training (gradual pruning): the captured step reads these in place
+            for keep, mask in zip(self._keep, current.values()):
+                keep.copy_(mask)
         self.apply_masks()
 
     @torch.no_grad()

@@ -18,6 +18,8 @@ from lth.packing import MemberCheckpoints, pack_modules
 from lth.preemption import StopOnSignal
 from lth.rewinding import REWIND, RewindCapture
 from lth.run_dir import FINAL, LAST
+from lth.schedules import layer_fractions, trains_the_mask
+from lth.schedules.gradual import GradualPruning
 
 if TYPE_CHECKING:
     from lth.config import Experiment, Schedule
@@ -108,6 +110,8 @@ def train_pack(members: list[Member]) -> list[dict[str, Any]]:
     callbacks: list[Callback] = [LogEvaluations(members)]
     if first.level == 0:
         callbacks.append(RewindCapture(run.schedule.rewind_step, [m.run.dir.rewind for m in members]))
+    if trains_the_mask(run.cfg.prune, first.level, first.arm):
+        callbacks.append(GradualPruning(run.cfg.prune, layer_fractions(run.cfg.prune, module.model, module.prunable)))
     fit = trainer(module.schedule, io, callbacks, run.cfg, run.progress)
     if first.finished:
         checkpoint = io.load_checkpoint(None)

@@ -1,13 +1,20 @@
 """Pruning methods and schedules beyond iterative magnitude pruning, under the same arms and controls."""
 
+import os
+import signal
+
 import pytest
 import torch
 from conftest import result_rows, without_timing
 
-from lth import cli, config
+from lth import cli, config, imp
 from lth import masks as M
 from lth.imp import Run, train_levels
 from lth.methods import nm
+from lth.module import MaskedModule
+from lth.schedules import gradual
+
+GRADUAL = ["--prune.schedule=gradual", "--prune.target=0.2", "--prune.levels=1", "--prune.begin_step=10", "--prune.end_step=30", "--prune.frequency=5"]
 
 
 def test_nm_keeps_exactly_n_of_every_m_along_the_input_dimension():
@@ -69,6 +76,12 @@ def test_every_arm_trains_on_a_2_4_mask(tiny):
         (["--prune.schedule=oneshot", "--prune.levels=1", "--prune.target=0"], "in (0, 1), got 0.0"),
         (["--prune.schedule=oneshot", "--prune.target=0.2"], "prune.levels: the oneshot schedule has one pruned level"),
         (["--prune.target=0.2"], "prune.target: only the oneshot schedule prunes to a target"),
+        (GRADUAL[:-1], "prune.begin_step, prune.end_step, prune.frequency: the gradual schedule needs all three"),
+        ([*GRADUAL[:3], "--prune.begin_step=3", "--prune.end_step=30", "--prune.frequency=5"], "need rewind step (7) <= begin (3)"),
+        ([*GRADUAL[:4], "--prune.end_step=99", "--prune.frequency=5"], "<= the end of training (36)"),
+        ([*GRADUAL[:5], "--prune.frequency=0"], "prune.frequency: must lie in [1, end_step - begin_step = 20], got 0"),
+        ([*GRADUAL, "--prune.method=nm", "--prune.nm=[2,4]"], "prune.method: the gradual schedule prunes by magnitude, not nm"),
+        (["--prune.frequency=5"], "prune.begin_step, prune.end_step, prune.frequency: only the gradual schedule uses them"),
     ],
 )
 def test_bad_combinations_stop_before_any_training(tiny, tmp_path, capsys, extra, message):
@@ -76,3 +89,64 @@ def test_bad_combinations_stop_before_any_training(tiny, tmp_path, capsys, extra
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+
+def test_the_agp_formula():
+    """Zhu & Gupta (2017), eq. 1 with s_i = 0: s_t = s_f (1 - (1 - (t - t0)/(n Δt))³) at the pruning steps only."""
+    assert gradual.sparsity(10, 10, 30, 5, 0.8) == 0.0
+    assert gradual.sparsity(15, 10, 30, 5, 0.8) == pytest.approx(0.8 * (1 - 0.75**3))
+    assert gradual.sparsity(30, 10, 30, 5, 0.8) == pytest.approx(0.8)
+    assert gradual.sparsity(12, 10, 30, 5, 0.8) is None and gradual.sparsity(35, 10, 30, 5, 0.8) is None
+
+
+def test_gradual_pruning_follows_the_formula_and_every_arm_trains_on_its_final_mask(tiny, monkeypatch):
+    seen, prune = [], gradual.GradualPruning.on_train_batch_end
+
+    def record(self, trainer, pl_module, *args):
+        prune(self, trainer, pl_module, *args)
+        masks = pl_module.masks()
+        seen.append((trainer.global_step, sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())))
+
+    monkeypatch.setattr(gradual.GradualPruning, "on_train_batch_end", record)
+    arms = "--arms=[ticket,reinit,random_prune,scratch_b,finetune,lr_rewind]"
+    args = tiny + GRADUAL + [arms]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    total = sum(p.numel() for n, p in Run.open(config.load(None, args)).build_module(0).weights().items())
+    pruning_steps = {step: kept for step, kept in seen if gradual.sparsity(step, 10, 30, 5, 0.8) is not None}
+    assert sorted(pruning_steps) == [10, 15, 20, 25, 30]  # the ticket of level 1 trains steps 8 to 36
+    for step, kept in pruning_steps.items():
+        assert kept == pytest.approx(1 - gradual.sparsity(step, 10, 30, 5, 0.8), abs=1.5 / total), step
+    assert all(kept == pytest.approx(0.2, abs=1.5 / total) for step, kept in seen if step >= 30)
+
+    rows = {(r["level"], r["arm"]): r for r in result_rows(config.load("experiments/quickstart.yaml", args).run_dir())}
+    ticket = rows[1, "ticket"]
+    assert ticket["weights_remaining"] == pytest.approx(0.2, abs=1.5 / total) and rows[0, "ticket"]["weights_remaining"] == 1.0
+    for arm in ["reinit", "scratch_b", "finetune", "lr_rewind"]:
+        assert rows[1, arm]["mask_sha256"] == ticket["mask_sha256"], arm
+    assert rows[1, "random_prune"]["weights_remaining_per_layer"] == ticket["weights_remaining_per_layer"]
+
+
+def test_a_run_stopped_mid_gradual_pruning_resumes_to_identical_results(tiny, tmp_path, monkeypatch, capsys):
+    args = ["run", "experiments/quickstart.yaml", *tiny, *GRADUAL]
+    assert cli.main(args[:-len(GRADUAL) - 2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny", *GRADUAL]) == 0
+    expected = result_rows(config.load(None, tiny[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"] + GRADUAL).run_dir())
+    step, level = MaskedModule.optimizer_step, {}
+    train = imp.train_pack
+
+    def tracked(members):
+        level["now"] = members[0].level
+        return train(members)
+
+    def signalling_step(self, *a, **k):
+        step(self, *a, **k)
+        if level["now"] == 1 and self.global_step == 17:  # after pruning steps 10 and 15, before 20
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(imp, "train_pack", tracked)
+    monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
+    assert cli.main(args) == cli.INTERRUPTED
+    monkeypatch.setattr(MaskedModule, "optimizer_step", step)
+    assert cli.main(args) == 0
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    assert without_timing(result_rows(config.load(None, tiny + GRADUAL).run_dir())) == without_timing(expected)

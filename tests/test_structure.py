@@ -56,7 +56,11 @@ def test_lth_has_no_import_cycles():
 def test_the_config_accepts_exactly_the_registered_names(tiny):
     for arm in ARMS:
         assert config.load(None, tiny + [f"--arms=[{arm}]"]).arms == [arm]
-    needs = {"nm": ["--prune.nm=[2,4]"], "oneshot": ["--prune.target=0.5", "--prune.levels=1"]}
+    needs = {
+        "nm": ["--prune.nm=[2,4]"],
+        "oneshot": ["--prune.target=0.5", "--prune.levels=1"],
+        "gradual": ["--prune.target=0.5", "--prune.levels=1", "--prune.begin_step=7", "--prune.end_step=30", "--prune.frequency=5"],
+    }
     for key, registry in (("method", METHODS), ("schedule", SCHEDULES)):
         for name in registry:
             assert getattr(config.load(None, tiny + [f"--prune.{key}={name}", *needs.get(name, [])]).prune, key) == name
