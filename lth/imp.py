@@ -30,7 +30,7 @@ from lth.module import MaskedModule
 from lth.packing import auto_pack, packs, unpack_state
 from lth.preemption import Interrupted, check, stop_on_sigusr1
 from lth.run_dir import FINAL, LAST, START, RunDir, RunError
-from lth.schedules import level_masks, mask_source
+from lth.schedules import level_masks, mask_source, trains_the_mask
 from lth.tracking import Tracker
 from lth.training import Member, train_pack
 
@@ -102,8 +102,9 @@ class Run:
 
     def row(self, member: Member, module: MaskedModule, k: int) -> dict[str, Any]:
         """The results line of pack member k, trained in `module`."""
-        history = module.val_history[k]
-        best = min(history, key=lambda h: (h["val_loss"], h["step"]))
+        final_mask = self.cfg.prune.end_step if trains_the_mask(self.cfg.prune, member.level, member.arm) else 0
+        history = [h for h in module.val_history[k] if h["step"] >= final_mask]
+        best = early_stop(history)
         masks = unpack_state(module.masks(), module.pack)[k]  # as trained: a gradually pruned ticket ends sparser than it began
         remaining, per_layer = M.weights_remaining(masks)
         return {
@@ -176,6 +177,13 @@ class Run:
 
     def say(self, text: str) -> None:
         print(f"[lth] {text}", file=sys.stderr, flush=True)
+
+
+def early_stop(history: list[dict[str, float]]) -> dict[str, float]:
+    """Frankle & Carbin's (2019, §2) early-stopping iteration: the evaluation of lowest validation loss, the
+    earliest on ties. A network pruned as it trains (gradual pruning) is the network its results line
+    describes only from its last pruning step on, so `Run.row` offers only those evaluations."""
+    return min(history, key=lambda h: (h["val_loss"], h["step"]))
 
 
 def train_levels(runs: list[Run], pack: int) -> None:

@@ -122,6 +122,7 @@ def test_gradual_pruning_follows_the_formula_and_every_arm_trains_on_its_final_m
     rows = {(r["level"], r["arm"]): r for r in result_rows(config.load("experiments/quickstart.yaml", args).run_dir())}
     ticket = rows[1, "ticket"]
     assert ticket["weights_remaining"] == pytest.approx(0.2, abs=1.5 / total) and rows[0, "ticket"]["weights_remaining"] == 1.0
+    assert ticket["early_stop_step"] >= 30, "early stopping may only choose the network with its final mask"
     for arm in ["reinit", "scratch_b", "finetune", "lr_rewind"]:
         assert rows[1, arm]["mask_sha256"] == ticket["mask_sha256"], arm
     assert rows[1, "random_prune"]["weights_remaining_per_layer"] == ticket["weights_remaining_per_layer"]
@@ -150,3 +151,9 @@ def test_a_run_stopped_mid_gradual_pruning_resumes_to_identical_results(tiny, tm
     assert cli.main(args) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     assert without_timing(result_rows(config.load(None, tiny + GRADUAL).run_dir())) == without_timing(expected)
+
+
+def test_early_stopping_of_a_gradually_pruned_ticket_looks_only_at_its_final_mask():
+    history = [{"step": s, "val_loss": loss} for s, loss in [(10, 0.9), (20, 0.5), (30, 0.7), (40, 0.6), (50, 0.6)]]
+    assert imp.early_stop(history)["step"] == 20
+    assert imp.early_stop([h for h in history if h["step"] >= 30])["step"] == 40  # the earliest of the tied best
