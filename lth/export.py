@@ -11,6 +11,7 @@ dense rate (elsewhere the CSR copy, and a message saying why).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from lth.data import DATASETS
 from lth.imp import Run
 from lth.models import MODELS
 from lth.run_dir import FINAL, RunDir, RunError
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")  # stable enough for to_sparse_csr and @
 
 
 def _semi_structured_available() -> str | None:

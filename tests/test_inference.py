@@ -1,0 +1,34 @@
+"""benchmarks/inference.py: dense against CSR copies of an exported network, figures checked and complete."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lth import cli, config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import inference  # noqa: E402
+
+
+def test_the_benchmark_checks_outputs_and_its_json_carries_every_figure(tiny, tmp_path, capsys):
+    args = tiny + ["--model=lenet_300_100", "--prune.levels=1"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    run_dir = config.load("experiments/quickstart.yaml", args).run_dir()
+    assert cli.main(["export", str(run_dir), "--level=1", f"--out={tmp_path / 'sparse.pt'}", "--sparse"]) == 0
+    assert cli.main(["export", str(run_dir), "--level=1", f"--out={tmp_path / 'plain.pt'}"]) == 0
+    capsys.readouterr()
+    assert inference.main([str(tmp_path / "sparse.pt"), "--repeats=8", f"--json={tmp_path / 'out.json'}"]) == 0
+    printed = capsys.readouterr().out.splitlines()[1].split()
+    (result,) = json.loads((tmp_path / "out.json").read_text())["results"]
+    assert result["weights_kept"] == pytest.approx(0.5, abs=0.001) and result["macs_kept"] < result["macs_dense"]
+    assert result["max_output_difference"] <= 1e-5
+    r = result
+    assert printed == [
+        "sparse.pt", f"{r['weights_kept']:.2%}", f"{r['macs_kept'] / r['macs_dense']:.2%}",
+        f"{r['latency_ms_dense']:.3f}", "/", f"{r['latency_ms_csr']:.3f}", f"{r['latency_speedup']:.2f}",
+        f"{r['images_per_s_dense']:,.0f}", "/", f"{r['images_per_s_csr']:,.0f}", f"{r['throughput_speedup']:.2f}",
+    ]
+    with pytest.raises(SystemExit, match="no sparse copies"):
+        inference.main([str(tmp_path / "plain.pt")])
