@@ -320,5 +320,6 @@ class DataModule(L.LightningDataModule):
     def val_dataloader(self):
         """The validation split and the test split, evaluated together at every evaluation: the early-stopping
         step is chosen on the first, and the second is read off at that step (Frankle & Carbin 2019, §2)."""
-        a, normalise = self.split().arrays, self.split().normalise
-        return [EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, normalise) for s in ("val", "test")]
+        split = self.split()
+        a = split.arrays
+        return [EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, split.normalise) for s in ("val", "test")]

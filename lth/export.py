@@ -36,7 +36,7 @@ def _semi_structured_available() -> str | None:
 
 
 def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict[str, Any]:
-    """Write the export and return what was checked: outputs, parameter counts and bytes."""
+    """Write the export and return what was checked: the largest output difference and the weights kept."""
     directory = RunDir(run_dir)
     if not directory.config.is_file():
         raise RunError(f"{run_dir} is not an lth run directory (no config.yaml)")
@@ -68,23 +68,18 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     summary = {"max_output_difference": difference, "weights_kept": kept, "prunable_weights": sum(m.numel() for m in masks.values())}
     if sparse:
         why_not = _semi_structured_available() if cfg.prune.method == "nm" else "not an nm mask"
-        compressed, kinds = {}, set()
+        compressed = {}
         for name in masks:
             weight = plain[name]
             if why_not is None:
                 compressed[name] = torch.sparse.to_sparse_semi_structured(weight.flatten(1).cuda().half())
-                kinds.add("semi_structured")
             else:
                 compressed[name] = weight.flatten(1).to_sparse_csr()
-                kinds.add("csr")
                 if not torch.equal(compressed[name].to_dense(), weight.flatten(1)):
                     raise RunError(f"the CSR copy of {name} does not reproduce it")
         payload["sparse"] = compressed
-        summary["sparse_layout"] = ",".join(sorted(kinds))
         if cfg.prune.method == "nm" and why_not is not None:
             summary["semi_structured_skipped"] = why_not
-    dense_bytes = sum(plain[name].numel() * plain[name].element_size() for name in masks)
-    summary["prunable_bytes_dense"] = dense_bytes
     out.parent.mkdir(parents=True, exist_ok=True)
     RunDir.save(payload, out)
     return summary

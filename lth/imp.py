@@ -8,6 +8,7 @@ is resumable: finished levels are read back, never retrained.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from contextlib import ExitStack
@@ -82,15 +83,18 @@ class Run:
         an earlier level."""
         out = []
         for arm in self.arms():
-            if not arm.trains_at(level) or (level > 0 and (mask_source(self.cfg.prune, level, arm)[0] == level) != after_ticket):
+            if not arm.trains_at(level):
                 continue
+            source = mask_source(self.cfg.prune, level, arm) if level > 0 else None
+            if (source is not None and source[0] == level) != after_ticket:
+                continue  # trained in the other wave of this level
             if row := self.dir.done(level, arm.name):
                 remaining, acc = row["weights_remaining"], row["test_acc"]
                 self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {remaining:.2%} remaining, test acc {acc:.4f}")
                 continue
             check(f"before level {level} {arm.name}")
-            if level > 0:
-                self.wait_for(level, arm.name, *mask_source(self.cfg.prune, level, arm))
+            if source is not None:
+                self.wait_for(level, arm.name, *source)
             module = self.build_module(arm.init_seed(self.cfg.seed, level))
             chain = level_masks(self, level, module, arm)
             masks, start, start_step = arm.start(self, level, module, chain)
@@ -188,7 +192,7 @@ def early_stop(history: list[dict[str, float]]) -> dict[str, float]:
 
 def train_levels(runs: list[Run], pack: int) -> None:
     """Level by level across all runs, so that every (run, arm) of a level that can share a pack does."""
-    for level, after_ticket in ((level, after) for level in range(max(run.cfg.prune.levels for run in runs) + 1) for after in (False, True)):
+    for level, after_ticket in itertools.product(range(max(run.cfg.prune.levels for run in runs) + 1), (False, True)):
         members = [m for run in runs if level <= run.cfg.prune.levels for m in run.members(level, after_ticket)]
         for group in packs(members, pack):
             first = group[0]

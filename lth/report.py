@@ -91,9 +91,10 @@ def read_rows(run_dirs: list[Path]) -> list[dict]:
         if not run_dir.results.is_file():
             raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
         _one_study(studies, config.load(run_dir.config).study_id(), path)
-        if any(ACCURACY not in row for row in run_dir.rows()):
+        lines = run_dir.rows()
+        if any(ACCURACY not in row for row in lines):
             raise ValueError(f"{run_dir.results} was written by an lth that did not record {ACCURACY}; rerun it with this one")
-        rows += run_dir.rows()
+        rows += lines
     return rows
 
 

@@ -73,16 +73,13 @@ class Arm:
         masks = self.masks(chain, run.cfg.seed, level)
         if level == 0:
             return masks, None, 0
-        if self.weights == REWIND:
-            weights = None  # the rewind checkpoint's own
-        elif self.weights == INIT:
-            weights = module.model.state_dict()
-        else:
-            weights = run.trained_weights(level - 1, self.source(level))
+        trained = run.trained_weights(level - 1, self.source(level)) if self.weights == PRUNED else None
         if self.from_rewind_point:
+            # REWIND: the rewind checkpoint's own weights (None); INIT: the module's fresh ones; PRUNED: `trained`.
+            weights = module.model.state_dict() if self.weights == INIT else trained
             start = start_checkpoint(run.dir, level, self.name, masks, run.cfg.prune.rewind_optimizer, weights)
             return masks, start, run.schedule.rewind_step
-        if self.weights == PRUNED:
-            module.model.load_state_dict(weights)
+        if trained is not None:
+            module.model.load_state_dict(trained)
         module.schedule, module.train_cfg = self.schedule(run, module, masks)
         return masks, None, 0
