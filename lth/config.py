@@ -6,9 +6,11 @@ inner code trusts these objects. Errors are `ConfigError`s whose message is a si
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -100,6 +102,7 @@ class PruneConfig:
     schedule: str = "iterative"  # when and from what each level's masks are made: a name in `lth.schedules`
     target: float | None = None  # schedule oneshot: the fraction of weights to keep, in (0, 1)
     nm: list[int] | None = None  # method nm: [N, M], N kept in every M consecutive weights along the input (2:4)
+    slimming_l1: float | None = None  # method slimming: λ of the L1 penalty on batch-norm scales (1e-4 in Liu et al. 2017, §4.3)
     # schedule gradual (Zhu & Gupta 2017): prune from begin_step to end_step, every `frequency` steps
     begin_step: int | None = None
     end_step: int | None = None
@@ -176,7 +179,7 @@ class Experiment:
 # at that value a setting stays out of the identity, so runs made before it existed keep their directory and
 # continue (Raising `levels` after an upgrade extends a run instead of starting it again.)
 IDENTICAL_TO_EARLIER_RUNS = (
-    ("prune", "method", "magnitude"), ("prune", "schedule", "iterative"), ("prune", "target", None), ("prune", "nm", None),
+    ("prune", "method", "magnitude"), ("prune", "schedule", "iterative"), ("prune", "target", None), ("prune", "nm", None), ("prune", "slimming_l1", None),
     ("prune", "begin_step", None), ("prune", "end_step", None), ("prune", "frequency", None),
 )
 
@@ -222,7 +225,10 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if kind is str:
@@ -319,7 +325,7 @@ def validate(cfg: Experiment) -> None:
 
     from lth.arms import ARMS
     from lth.data import DATASETS
-    from lth.methods import METHODS
+    from lth.methods import METHODS, structure
     from lth.models import MODELS, prunable_names
     from lth.schedules import SCHEDULES, layer_fractions
 
@@ -353,11 +359,14 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(problem)
     if p.nm is not None and p.method != "nm":
         raise ConfigError(f"prune.nm: only the method nm uses it, not {p.method}")
+    if p.slimming_l1 is not None and p.method != "slimming":
+        raise ConfigError(f"prune.slimming_l1: only the method slimming uses it, not {p.method}")
     spec = DATASETS[cfg.data.name]
     with torch.device("meta"):  # shapes alone, no memory and no init
         model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
     names = prunable_names(model)
-    if problem := METHODS[p.method].check(p, {n: tuple(model.get_parameter(n).shape) for n in names}, layer_fractions(p, model, names)):
+    shapes = {n: tuple(model.get_parameter(n).shape) for n in names}
+    if problem := METHODS[p.method].check(p, shapes, layer_fractions(p, model, names), structure(p, cfg.model.name, spec)):
         raise ConfigError(problem)
 
 

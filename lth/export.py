@@ -2,8 +2,10 @@
 load without lth's masks, checked against the masked network it came from.
 
 The file holds the model's registry name, input shape and class count, and its plain `state_dict` (pruned
-weights exactly 0, no mask buffers), so `MODELS[name](input_shape, num_classes).load_state_dict(...)`
-rebuilds it. `--sparse` adds a compressed copy of each pruned weight: CSR (rows are output units; a conv
+weights exactly 0, no mask buffers); `load(FILE)` rebuilds it. Under a channel method (`channel`,
+`slimming`) the network is physically narrower: removed channels are gone, the next layers' inputs sliced
+and batch norms cut (`lth.channels.narrow`, with Torch-Pruning), and the file also holds the masks the
+narrowing follows. `--sparse` adds a compressed copy of each pruned weight: CSR (rows are output units; a conv
 weight is flattened to [out, in·k·k]) for unstructured masks; for `nm` masks on a CUDA device with sparse
 tensor cores, `torch.sparse.to_sparse_semi_structured`, the layout those cores multiply at up to twice the
 dense rate (elsewhere the CSR copy, and a message saying why).
@@ -16,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from lth import config
+from lth import channels, config
+from lth.arms import ARMS
 from lth.data import DATASETS
 from lth.imp import Run
+from lth.methods import METHODS
 from lth.models import MODELS
 from lth.run_dir import FINAL, RunDir, RunError
 
@@ -45,27 +50,40 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
         raise RunError(f"{final} does not exist: level {level} of {arm} has not finished training")
     cfg = config.load(directory.config)
     spec = DATASETS[cfg.data.name]
-    masked = Run(cfg, directory, config.Schedule.of(cfg), progress=False).build_module(0)
+    run = Run(cfg, directory, config.Schedule.of(cfg), progress=False)
+    structured = METHODS[cfg.prune.method].STRUCTURED
+    # An arm that trained the narrow network (`Arm.narrow`) has its chain's masks as its wide masks.
+    wide_masks = directory.load(directory.mask(level, ARMS[arm].chain())) if level > 0 and ARMS[arm].narrow(structured) else None
+    masked = run.build_module(0, narrow=wide_masks)
     masked.load_state_dict(directory.load(final)["state_dict"])
     masked.eval()
     masks = {name: mask.clone() for name, mask in masked.masks().items()}
     plain = {k: v.clone() for k, v in masked.model.state_dict().items() if not k.endswith("_mask")}
-    network = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
-    network.load_state_dict(plain)
-    network.eval()
+    payload: dict[str, Any] = {"model": cfg.model.name, "input_shape": spec.input_shape, "num_classes": spec.num_classes, "state_dict": plain}
+    if wide_masks is not None:  # trained narrow: its state is the narrow network's
+        payload["masks"] = wide_masks
+    elif structured:  # the masked wide network, made narrow here
+        narrow = channels.narrow(load(payload), masks, run.structure, spec.input_shape)
+        payload["masks"], payload["state_dict"] = masks, narrow.state_dict()
+        plain = payload["state_dict"]
+    network = load(payload)
 
     x = torch.randn(64, *spec.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        difference = float((network(x) - masked(x)[:, 0]).abs().max())
+        reference = masked(x)[:, 0]
+        # Relative to the logits' scale: a narrow network sums the same products in another order.
+        difference = float((network(x) - reference).abs().max()) / max(1.0, float(reference.abs().max()))
     if difference > 1e-5:
-        raise RunError(f"the exported network's outputs differ from the masked network's by {difference:.2e}")
+        raise RunError(f"the exported network's outputs differ from the masked network's by {difference:.2e} (relative)")
     kept = sum(int(m.sum()) for m in masks.values())
     nonzero = sum(int(plain[name].count_nonzero()) for name in masks)
     if nonzero > kept:
         raise RunError(f"{nonzero} nonzero prunable weights, more than the {kept} the masks keep")
-
-    payload: dict[str, Any] = {"model": cfg.model.name, "input_shape": spec.input_shape, "num_classes": spec.num_classes, "state_dict": plain}
-    summary = {"max_output_difference": difference, "weights_kept": kept, "prunable_weights": sum(m.numel() for m in masks.values())}
+    prunable = sum(m.numel() for m in payload.get("masks", masks).values())
+    summary = {"max_output_difference": difference, "weights_kept": kept, "prunable_weights": prunable,
+               "parameters": sum(p.numel() for p in network.parameters())}
+    if structured and sum(plain[name].numel() for name in masks) != sum(int(m.sum()) for m in payload["masks"].values()):
+        raise RunError("the narrow network's weights are not the ones its masks keep")
     if sparse:
         why_not = _semi_structured_available() if cfg.prune.method == "nm" else "not an nm mask"
         compressed = {}
@@ -83,3 +101,16 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     out.parent.mkdir(parents=True, exist_ok=True)
     RunDir.save(payload, out)
     return summary
+
+
+def load(exported: dict[str, Any] | Path) -> nn.Module:
+    """The network of an export (a file or its loaded payload), in eval mode: the model built from the registry,
+    made narrow as its masks say when it was channel-pruned, with its weights."""
+    if not isinstance(exported, dict):
+        exported = torch.load(exported, weights_only=False)
+    network = MODELS[exported["model"]](exported["input_shape"], exported["num_classes"])
+    if "masks" in exported:
+        structure = channels.removable(exported["model"], tuple(exported["input_shape"]), exported["num_classes"])
+        network = channels.narrow(network, exported["masks"], structure, tuple(exported["input_shape"]))
+    network.load_state_dict(exported["state_dict"])
+    return network.eval()

@@ -1,11 +1,23 @@
-"""Multiply-accumulate counts of the Linear and Conv layers, dense or masked (for Scratch-B's budget)."""
+"""What a pruned network really computes and holds: multiply-accumulates of its Linear and Conv layers (for
+Scratch-B's budget and the results lines) and its parameter count as deployed.
+
+Channel pruning needs nothing special here: a removed channel's masks (`lth.channels.remove`) cover its row
+and the columns of the layers that read it, so its MACs in the next layer are gone from the count too, and
+the count equals that of the physically narrower network (a test checks it).
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from lth import masks as M
 from lth.models import prunable_names
+
+if TYPE_CHECKING:
+    from lth.module import MaskedModule
 
 
 def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor] | None = None) -> int:
@@ -30,3 +42,14 @@ def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.
     weights = {name: model.get_parameter(name) for name in positions}
     used = {name: int(masks[name].sum()) if masks is not None else w.numel() for name, w in weights.items()}
     return sum(positions[name] * used[name] for name in positions)
+
+
+def parameters(module: MaskedModule, masks: M.Masks) -> int:
+    """Parameters of the (unpacked) network as deployed: the kept prunable weights and every other parameter,
+    less the biases and batch-norm scales and shifts of removed channels."""
+    followers = {f: M.channels_alive(masks[layer]) for layer, names in module.followers.items() for f in names}
+    total = 0
+    for name, parameter in module.model.named_parameters():
+        kept = masks.get(name, followers.get(name))
+        total += parameter.numel() if kept is None else int(kept.sum())
+    return total

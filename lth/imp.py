@@ -19,13 +19,14 @@ from typing import Any
 import torch
 import yaml
 
-from lth import locks
+from lth import channels, locks
 from lth import masks as M
 from lth.arms import ARMS, Arm
 from lth.config import ConfigError, Experiment, Schedule
 from lth.data import DATASETS, DataModule, MissingDataError
 from lth.files import atomic_write
-from lth.flops import macs
+from lth.flops import macs, parameters
+from lth.methods import METHODS, structure
 from lth.models import MODELS, init_batch_norm
 from lth.module import MaskedModule
 from lth.packing import auto_pack, packs, unpack_state
@@ -60,12 +61,23 @@ class Run:
     def arms(self) -> list[Arm]:
         return [arm for name, arm in ARMS.items() if name in self.cfg.arms]
 
-    def build_module(self, seed: int, pack: int = 1) -> MaskedModule:
+    @property
+    def structure(self) -> dict[str, channels.Removable]:
+        return structure(self.cfg.prune, self.cfg.model.name, DATASETS[self.cfg.data.name])
+
+    def build_module(self, seed: int, pack: int = 1, narrow: M.Masks | None = None) -> MaskedModule:
+        """The network at its init for `seed`; `narrow`: with the channels those masks remove taken out
+        physically (`lth.channels.narrow`), then initialised afresh at its own widths."""
         spec = DATASETS[self.cfg.data.name]
         torch.manual_seed(seed)  # the init is a function of the seed (OpenLTH leaves it unseeded)
         model = MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes, pack=pack)
         init_batch_norm(model, self.cfg.model.bn_init)
-        return MaskedModule(model, self.cfg.train, self.schedule, spec.num_classes, pack)
+        if narrow is not None:
+            model = channels.narrow(model, narrow, self.structure, spec.input_shape)
+            model.initialise()
+            init_batch_norm(model, self.cfg.model.bn_init)
+        followers = None if narrow is not None else channels.followers(self.structure)
+        return MaskedModule(model, self.cfg.train, self.schedule, spec.num_classes, pack, followers)
 
     def data(self, seeds: list[int]) -> DataModule:
         """The dataset for a pack of this run's members (one seed each)."""
@@ -95,13 +107,22 @@ class Run:
             check(f"before level {level} {arm.name}")
             if source is not None:
                 self.wait_for(level, arm.name, *source)
-            module = self.build_module(arm.init_seed(self.cfg.seed, level))
+            seed = arm.init_seed(self.cfg.seed, level)
+            module = self.build_module(seed)
             chain = level_masks(self, level, module, arm)
             masks, start, start_step = arm.start(self, level, module, chain)
-            module.set_masks(masks)
+            narrow = arm.narrow(METHODS[self.cfg.prune.method].STRUCTURED)
+            if narrow:
+                schedule, train = module.schedule, module.train_cfg
+                module = self.build_module(seed, narrow=masks)
+                module.schedule, module.train_cfg = schedule, train
+            else:
+                module.set_masks(masks)
+            if arm.chain() == arm.name:  # the networks that are pruned next train with Network Slimming's penalty
+                module.scale_l1 = self.cfg.prune.slimming_l1 or 0.0
             arm_dir = self.dir.arm(level, arm.name)
             resume = next((p for p in (arm_dir / FINAL, arm_dir / LAST) if p.exists()), start)
-            out.append(Member(self, level, arm, module, masks, resume, start_step))
+            out.append(Member(self, level, arm, module, masks, resume, start_step, narrow))
         return out
 
     def row(self, member: Member, module: MaskedModule, k: int) -> dict[str, Any]:
@@ -109,8 +130,10 @@ class Run:
         final_mask = self.cfg.prune.end_step if trains_the_mask(self.cfg.prune, member.level, member.arm) else 0
         history = [h for h in module.val_history[k] if h["step"] >= final_mask]
         best = early_stop(history)
-        masks = unpack_state(module.masks(), module.pack)[k]  # as trained: a gradually pruned ticket ends sparser than it began
+        trained = unpack_state(module.masks(), module.pack)[k]  # a gradually pruned ticket ends sparser than it began
+        masks = member.masks if member.narrow else trained  # a narrow network's are its wide masks
         remaining, per_layer = M.weights_remaining(masks)
+        shape = DATASETS[self.cfg.data.name].input_shape
         return {
             "level": member.level,
             "arm": member.arm.name,
@@ -119,7 +142,8 @@ class Run:
             "run_id": self.cfg.run_id(),
             "weights_remaining": remaining,
             "weights_remaining_per_layer": per_layer,
-            "macs": macs(member.module.model, DATASETS[self.cfg.data.name].input_shape, masks),
+            "macs": macs(member.module.model, shape, trained),
+            "parameters": parameters(member.module, trained),
             "test_acc": history[-1]["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
             "test_acc_at_early_stop": best["test_acc"],
             "best_val_acc": max(h["val_acc"] for h in history),

@@ -43,6 +43,11 @@ def random_like(masks: Masks, generator: torch.Generator) -> Masks:
     return shuffled
 
 
+def channels_alive(mask: torch.Tensor) -> torch.Tensor:
+    """[channels] bool: the output channels (rows) of a weight mask that keep at least one weight."""
+    return mask.flatten(1).any(1)
+
+
 def ones_like(weights: dict[str, torch.Tensor]) -> Masks:
     return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
 

@@ -63,8 +63,25 @@ class Network(nn.Module):
     # Parameter-name globs that pruning leaves dense unless the experiment says otherwise.
     dense_layers: tuple[str, ...] = ()
 
+    def initialise(self) -> None:
+        """Draw the weights as the network's source does. Builders call it (PyTorch's layer defaults are drawn
+        as the layers are made); `lth.channels.narrow`'s networks call it again, so that a network trained
+        from scratch at narrower widths has the init of those widths (Liu et al. 2019, §4: "randomly
+        initialized"), not a wide init's slices."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
-def kaiming_normal_init(model: nn.Module) -> None:
+
+def glorot_init(model: nn.Module) -> None:
+    """Glorot-normal weights and zero biases, as in Frankle & Carbin (2019), Figure 2."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            nn.init.xavier_normal_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def kaiming_init(model: nn.Module) -> None:
     """OpenLTH's initialisation of weights for the CIFAR networks: He-normal weights, zero biases; batch-norm
     scales start at 1 here, and `init_batch_norm` draws them as OpenLTH does when `model.bn_init` says so."""
     for module in model.modules():
@@ -100,13 +117,16 @@ class MLP(Network):
         return self.layers[-1](x)
 
 
+class LeNet(MLP):
+    """Frankle & Carbin (2019), Figure 2: 784-300-100-10, 266,610 parameters on MNIST, Glorot-normal init."""
+
+    initialise = glorot_init
+
+
 @register("lenet_300_100")
 def lenet_300_100(input_shape, num_classes, pack=1):
-    """Frankle & Carbin (2019), Figure 2: 784-300-100-10, 266,610 parameters on MNIST. Glorot-normal init as in the paper."""
-    model = MLP(input_shape, [300, 100], num_classes, pack)
-    for layer in model.layers:
-        nn.init.xavier_normal_(layer.weight)
-        nn.init.zeros_(layer.bias)
+    model = LeNet(input_shape, [300, 100], num_classes, pack)
+    model.initialise()
     return model
 
 
@@ -118,7 +138,9 @@ def mnist1d_mlp(input_shape, num_classes, pack=1):
 
 class ConvNet(Network):
     """Frankle & Carbin's Conv-2/4/6 (Figure 2): 3×3 convs in pairs, each pair followed by 2×2 max-pooling,
-    then fully-connected 256-256-classes."""
+    then fully-connected 256-256-classes, Glorot-normal init."""
+
+    initialise = glorot_init
 
     def __init__(self, input_shape, num_classes, widths: list[int], pack: int = 1):
         super().__init__()
@@ -146,10 +168,7 @@ class ConvNet(Network):
 def _conv_net(widths):
     def build(input_shape, num_classes, pack=1):
         model = ConvNet(input_shape, num_classes, widths, pack)
-        for module in model.modules():  # Glorot-normal, as in Frankle & Carbin (2019), Figure 2
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_normal_(module.weight)
-                nn.init.zeros_(module.bias)
+        model.initialise()
         return model
 
     return build
@@ -182,6 +201,8 @@ class Block(nn.Module):
 class ResNet(Network):
     """He et al. (2016), §4.2: the 6n+2-layer CIFAR ResNets with 16, 32 and 64 filters."""
 
+    initialise = kaiming_init
+
     def __init__(self, input_shape, num_classes, depth: int, pack: int = 1):
         super().__init__()
         n = (depth - 2) // 6
@@ -194,7 +215,7 @@ class ResNet(Network):
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.fc = Linear(64, num_classes, pack)
-        kaiming_normal_init(self)
+        self.initialise()
 
     def forward(self, x):
         x = F.relu(self.bn(self.conv(x)))
@@ -215,6 +236,7 @@ class VGG(Network):
     # OpenLTH's VGG hparams leave the output layer unpruned (`pruning_layers_to_ignore='fc.weight'`); its
     # ResNets prune it.
     dense_layers = ("fc.weight",)
+    initialise = kaiming_init
 
     def __init__(self, input_shape, num_classes, pack: int = 1):
         super().__init__()
@@ -227,7 +249,7 @@ class VGG(Network):
                 cin = item
         self.features = nn.Sequential(*layers)
         self.fc = Linear(512, num_classes, pack)
-        kaiming_normal_init(self)
+        self.initialise()
 
     def forward(self, x):
         return self.fc(self.features(x).mean((2, 3)))
@@ -237,24 +259,28 @@ register("vgg16")(VGG)
 
 
 class CNN1d(Network):
-    """The small 1-D CNN of the MNIST-1D paper (Greydanus 2020): three strided convs of 25 channels."""
+    """The small 1-D CNN of the MNIST-1D paper (Greydanus 2020): three strided convs of 25 channels. With
+    `batch_norm`, each conv is followed by a batch norm (and has no bias): the channel-pruning and Network
+    Slimming examples' CPU-sized network."""
 
-    def __init__(self, input_shape, num_classes, pack: int = 1):
+    def __init__(self, input_shape, num_classes, pack: int = 1, width: int = 25, batch_norm: bool = False):
         super().__init__()
         self.pack = pack
         self.convs = nn.ModuleList(
-            nn.Conv1d(cin * pack, 25 * pack, k, 2, 1, groups=pack) for cin, k in [(1, 5), (25, 3), (25, 3)]
+            nn.Conv1d(cin * pack, width * pack, k, 2, 1, groups=pack, bias=not batch_norm) for cin, k in [(1, 5), (width, 3), (width, 3)]
         )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(width * pack) if batch_norm else nn.Identity() for _ in self.convs)
         length = math.prod(input_shape)
         for conv in self.convs:
             length = (length + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-        self.fc = Linear(25 * length, num_classes, pack)
+        self.fc = Linear(width * length, num_classes, pack)
 
     def forward(self, x):
         x = x.reshape(len(x), self.pack, -1)
-        for conv in self.convs:
-            x = F.relu(conv(x))
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))
         return self.fc(x.flatten(1))
 
 
 register("mnist1d_cnn")(CNN1d)
+register("mnist1d_cnn_bn")(lambda input_shape, num_classes, pack=1: CNN1d(input_shape, num_classes, pack, width=32, batch_norm=True))

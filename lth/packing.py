@@ -94,8 +94,10 @@ def pack_key(member: Member) -> tuple:
     step = 0 if member.resume is None else RunDir.load(member.resume)["global_step"]
     run, module = member.run, member.module
     optimizer = member.arm.optimizer_origin(run.schedule.rewind_step, run.cfg.prune.rewind_optimizer)
+    # A narrow network's widths are its own masks': it trains alone.
+    alone = (run.cfg.run_id(), member.level, member.arm.name) if member.narrow else None
     return (run.cfg.model.name, run.cfg.data.name, run.cfg.data.batch_size, run.cfg.data.augment, run.schedule.val_size, module.schedule,
-            repr(module.train_cfg), member.resume is None, step, optimizer, member.finished)
+            repr(module.train_cfg), module.scale_l1, member.resume is None, step, optimizer, member.finished, alone)
 
 
 def packs(members: list[Member], size: int) -> list[list[Member]]:
@@ -108,7 +110,7 @@ def packs(members: list[Member], size: int) -> list[list[Member]]:
 def pack_modules(modules: list[MaskedModule], build: Callable[[int], MaskedModule]) -> MaskedModule:
     """One module, built by `build(pack)`, training `modules` (equal schedules) from their weights and masks."""
     packed = build(len(modules))
-    packed.schedule, packed.train_cfg = modules[0].schedule, modules[0].train_cfg
+    packed.schedule, packed.train_cfg, packed.scale_l1 = modules[0].schedule, modules[0].train_cfg, modules[0].scale_l1
     packed.load_state_dict(pack_state([m.state_dict() for m in modules]))
     return packed
 

@@ -39,6 +39,7 @@ class Member:
     masks: Masks
     resume: Path | None
     start_step: int
+    narrow: bool = False  # trains the physically narrower network (`Arm.narrow`)
 
     @property
     def dir(self) -> Path:
@@ -102,7 +103,7 @@ def train_pack(members: list[Member]) -> list[dict[str, Any]]:
     checkpoints; write each member's final.ckpt; return each member's results line."""
     first = members[0]
     run = first.run
-    module = pack_modules([m.module for m in members], lambda pack: run.build_module(0, pack))
+    module = first.module if first.narrow else pack_modules([m.module for m in members], lambda pack: run.build_module(0, pack))
     for m in members:
         m.dir.mkdir(parents=True, exist_ok=True)
     io = MemberCheckpoints(members)

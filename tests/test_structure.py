@@ -58,6 +58,7 @@ def test_the_config_accepts_exactly_the_registered_names(tiny):
         assert config.load(None, tiny + [f"--arms=[{arm}]"]).arms == [arm]
     needs = {
         "nm": ["--prune.nm=[2,4]"],
+        "slimming": ["--model=mnist1d_cnn_bn", "--prune.strategy=global", "--prune.slimming_l1=1e-4"],
         "oneshot": ["--prune.target=0.5", "--prune.levels=1"],
         "gradual": ["--prune.target=0.5", "--prune.levels=1", "--prune.begin_step=7", "--prune.end_step=30", "--prune.frequency=5"],
     }

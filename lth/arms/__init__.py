@@ -11,6 +11,7 @@ from lth.arms.lr_rewind import LrRewind
 from lth.arms.random_prune import RandomPrune
 from lth.arms.reinit import Reinit
 from lth.arms.scratch_b import ScratchB
+from lth.arms.scratch_e import ScratchE
 from lth.arms.ticket import Ticket
 
-ARMS: dict[str, Arm] = {arm.name: arm for arm in (Ticket(), Reinit(), RandomPrune(), ScratchB(), Finetune(), LrRewind())}
+ARMS: dict[str, Arm] = {arm.name: arm for arm in (Ticket(), Reinit(), RandomPrune(), ScratchE(), ScratchB(), Finetune(), LrRewind())}

@@ -35,9 +35,15 @@ class Arm:
     # level, trained, so it has masks of its own. False: it trains on the ticket's masks.
     own_chain: ClassVar[bool] = False
 
-    def masks(self, chain: Masks, seed: int, level: int) -> Masks:
+    def masks(self, run: Run, chain: Masks, level: int) -> Masks:
         """The masks it trains under, given its chain's at this level."""
         return chain
+
+    def narrow(self, structured: bool) -> bool:
+        """Whether it trains the physically narrower network rather than the masked wide one: the arms that
+        train from scratch, under a method that removes whole channels (Liu et al. 2019, §4: Scratch-E and
+        Scratch-B train the pruned architecture, so their MACs and speed are the small network's)."""
+        return structured and self.weights == INIT and not self.from_rewind_point
 
     def chain(self) -> str:
         """The arm whose levels this arm's masks are made from."""
@@ -70,7 +76,7 @@ class Arm:
         """Its masks, the checkpoint it starts from (None: the module's own weights at step 0) and that step,
         given its chain's masks at this level. `module` is freshly built from `init_seed`; this may replace
         its weights and schedule."""
-        masks = self.masks(chain, run.cfg.seed, level)
+        masks = self.masks(run, chain, level)
         if level == 0:
             return masks, None, 0
         trained = run.trained_weights(level - 1, self.source(level)) if self.weights == PRUNED else None

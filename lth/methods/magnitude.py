@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from lth import masks as M
 from lth.masks import Masks
+
+STRUCTURED = False
 
 
 def prune(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], strategy: str) -> Masks:
@@ -35,9 +38,13 @@ def prune(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, f
     return pruned
 
 
-def apply(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], config) -> Masks:
-    return prune(weights, masks, fractions, config.strategy)
+def apply(trained: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], config, structure) -> Masks:
+    return prune(trained, masks, fractions, config.strategy)
 
 
-def check(config, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float]) -> str | None:
+def random_like(masks: Masks, generator: torch.Generator, structure) -> Masks:
+    return M.random_like(masks, generator)
+
+
+def check(config, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float], structure) -> str | None:
     return None  # any fraction in (0, 1) and either strategy suit every layer

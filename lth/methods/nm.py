@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import torch
 
+from lth import masks as M
 from lth.masks import Masks
+
+STRUCTURED = False
 
 
 def _grouped(t: torch.Tensor, m: int) -> torch.Tensor:
@@ -31,11 +34,15 @@ def prune(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, f
     return pruned
 
 
-def apply(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], config) -> Masks:
-    return prune(weights, masks, fractions, *config.nm)
+def apply(trained: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], config, structure) -> Masks:
+    return prune(trained, masks, fractions, *config.nm)
 
 
-def check(config, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float]) -> str | None:
+def random_like(masks: Masks, generator: torch.Generator, structure) -> Masks:
+    return M.random_like(masks, generator)
+
+
+def check(config, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float], structure) -> str | None:
     if config.nm is None or len(config.nm) != 2 or not 0 < config.nm[0] < config.nm[1]:
         return f"prune.nm: the method nm needs [N, M] with 0 < N < M (2:4 for sparse tensor cores), got {config.nm}"
     m = config.nm[1]

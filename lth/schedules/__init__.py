@@ -57,7 +57,6 @@ def level_masks(run: Run, level: int, module: MaskedModule, arm: Arm) -> M.Masks
     if SCHEDULES[p.schedule].MASKS_FROM_TRAINING:
         masks = previous
     else:
-        weights = {n: trained[n] for n in module.prunable}
-        masks = METHODS[p.method].apply(weights, previous, layer_fractions(p, module.model, module.prunable), p)
+        masks = METHODS[p.method].apply(trained, previous, layer_fractions(p, module.model, module.prunable), p, run.structure)
     run.dir.save(masks, path)
     return masks
