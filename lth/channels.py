@@ -117,14 +117,15 @@ def followers(structure: dict[str, Removable]) -> dict[str, tuple[str, ...]]:
 def narrow(model: nn.Module, masks: Masks, structure: dict[str, Removable], input_shape: tuple[int, ...]) -> nn.Module:
     """A copy of the (unpacked, plain) network with the channels `masks` removed physically: narrower layers,
     the next layers' inputs sliced, batch norms and biases cut to the channels kept."""
+    training = model.training
     model = copy.deepcopy(model)
-    graph = _graph(model, input_shape)
+    graph = _graph(model, input_shape)  # traces in eval mode, and leaves the network there
     for layer in structure:
         dead = (~channels_alive(masks[layer])).nonzero().flatten().tolist()
         if dead:
             module = model.get_submodule(layer.rpartition(".")[0])
             graph.get_pruning_group(module, _kind(module), idxs=dead).prune()
-    return model
+    return model.train(training)  # Lightning keeps a submodule's mode: one left in eval mode would train on running statistics
 
 
 def drop(scores: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], strategy: str, structure: dict[str, Removable]) -> Masks:

@@ -77,14 +77,16 @@ def test_the_masked_wide_network_is_the_narrow_network(name, shape):
     weights = {n: w.detach() for n, w in module.weights().items()}
     masks = channel.prune(weights, M.ones_like(weights), {n: 0.6 for n in weights}, "layerwise", structure)
     module.set_masks(masks)
-    module.eval()
     plain = MODELS[name](shape, 10)
     plain.load_state_dict({k: v for k, v in module.model.state_dict().items() if not k.endswith("_mask")})
-    narrow = channels.narrow(plain, masks, structure, shape).eval()
+    narrow = channels.narrow(plain, masks, structure, shape)
+    assert narrow.training, "in the mode it was given: it trains on batch statistics"
     x = torch.randn(16, *shape)
-    with torch.no_grad():
-        reference = module(x)[:, 0]
-        assert (narrow(x) - reference).abs().max() <= 1e-5 * max(1.0, float(reference.abs().max())), "within float rounding of a different sum order"
+    for mode in (True, False):  # batch statistics, then running ones
+        module.train(mode), narrow.train(mode)
+        with torch.no_grad():
+            reference = module(x)[:, 0]
+            assert (narrow(x) - reference).abs().max() <= 1e-5 * max(1.0, float(reference.abs().max())), "within float rounding of a different sum order"
     assert macs(module.model, shape, masks) == macs(narrow, shape) < macs(plain, shape)
     assert parameters(module, masks) == sum(p.numel() for p in narrow.parameters())
 
