@@ -50,6 +50,8 @@ class Cell:
     test_acc_at_early_stop: Stat
     test_acc: Stat  # at the final weights
     early_stop_step: Stat
+    macs: float | None = None  # per example, of the network as pruned (`lth.flops`); None in lines that predate it
+    parameters: float | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
             Stat.of([r[ACCURACY] for r in group]),
             Stat.of([r["test_acc"] for r in group]),
             Stat.of([float(r["early_stop_step"]) for r in group]),
+            *(statistics.fmean(r[k] for r in group) if all(k in r for r in group) else None for k in ("macs", "parameters")),
         )
         for key, group in sorted(groups.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1]))
     }
@@ -190,6 +193,17 @@ def markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str
     return "\n".join(lines)
 
 
+def cost(cells: dict[tuple[str, int], Cell]) -> str:
+    """What the ticket's network of each level computes and holds, against the dense network's."""
+    tickets = sorted((level, c) for (arm, level), c in cells.items() if arm == "ticket" and c.macs is not None and c.parameters is not None)
+    if not tickets or tickets[0][0] != 0:
+        return "No MACs or parameter counts in these results lines (they predate them)."
+    dense = tickets[0][1]
+    lines = ["| level | weights remaining | MACs per example | parameters | dense MACs / MACs |", "|---|---|---|---|---|"]
+    lines += [f"| {level} | {c.weights_remaining:.2%} | {c.macs:,.0f} | {c.parameters:,.0f} | {dense.macs / c.macs:.2f}× |" for level, c in tickets]
+    return "\n".join(lines)
+
+
 def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     """One line per arm with a ±1 std band over seeds, against percent of weights remaining on a log axis
     (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed."""
@@ -236,6 +250,10 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path) -> list[
         f"{markdown(cells, ACCURACY, 4)}\n\n"
         f"## Test accuracy at the final weights\n\n{markdown(cells, 'test_acc', 4)}\n\n"
         f"## Early-stop step (lowest validation loss)\n\n{markdown(cells, 'early_stop_step', 0)}\n\n"
+        "## What the ticket's network computes\n\nMultiply-accumulates per example of its Linear and Conv layers and "
+        "parameters as deployed (a removed channel also removes the next layer's inputs; `lth.flops`). Measured "
+        "speed: `benchmarks/inference.py` on `lth export` files.\n\n"
+        f"{cost(cells)}\n\n"
         "![test accuracy at early stop](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
     ).encode())
     paths = [out / "report.md"]

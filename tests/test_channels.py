@@ -66,7 +66,10 @@ def test_global_channel_pruning_ranks_norms_relative_to_their_layer_and_keeps_ev
     assert not last.all() and torch.equal(masks["fc.weight"].any(0), last)
 
 
-@pytest.mark.parametrize("name, shape", [("resnet20", CIFAR), ("vgg16", (3, 32, 32)), ("conv2", CIFAR), ("lenet_300_100", (1, 28, 28)), ("mnist1d_cnn_bn", (1, 40))])
+NETWORKS = [("resnet20", CIFAR), ("vgg16", (3, 32, 32)), ("conv2", CIFAR), ("lenet_300_100", (1, 28, 28)), ("mnist1d_cnn_bn", (1, 40))]
+
+
+@pytest.mark.parametrize("name, shape", NETWORKS)
 def test_the_masked_wide_network_is_the_narrow_network(name, shape):
     """Outputs within 1e-5, MACs (a removed channel also removes the next layer's input MACs) and parameters."""
     module, structure = _network(name, shape)

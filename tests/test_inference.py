@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import result_rows
 
 from lth import cli, config
 
@@ -26,9 +27,20 @@ def test_the_benchmark_checks_outputs_and_its_json_carries_every_figure(tiny, tm
     assert result["max_output_difference"] <= 1e-5
     r = result
     assert printed == [
-        "sparse.pt", f"{r['weights_kept']:.2%}", f"{r['macs_kept'] / r['macs_dense']:.2%}",
-        f"{r['latency_ms_dense']:.3f}", "/", f"{r['latency_ms_csr']:.3f}", f"{r['latency_speedup']:.2f}",
-        f"{r['images_per_s_dense']:,.0f}", "/", f"{r['images_per_s_csr']:,.0f}", f"{r['throughput_speedup']:.2f}",
+        "sparse.pt", "csr", f"{r['weights_kept']:.2%}", f"{r['macs_kept'] / r['macs_dense']:.2%}",
+        f"{r['latency_ms_dense']:.3f}", "/", f"{r['latency_ms_pruned']:.3f}", f"{r['latency_speedup']:.2f}",
+        f"{r['images_per_s_dense']:,.0f}", "/", f"{r['images_per_s_pruned']:,.0f}", f"{r['throughput_speedup']:.2f}",
     ]
     with pytest.raises(SystemExit, match="no sparse copies"):
         inference.main([str(tmp_path / "plain.pt")])
+
+
+def test_a_channel_pruned_export_is_timed_narrow_against_its_full_widths(tiny, tmp_path, capsys):
+    args = tiny + ["--model=mnist1d_cnn_bn", "--prune.method=channel", "--prune.levels=1", "--prune.fraction=0.75"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    run_dir = config.load("experiments/quickstart.yaml", args).run_dir()
+    assert cli.main(["export", str(run_dir), "--level=1", f"--out={tmp_path / 'narrow.pt'}"]) == 0
+    assert inference.main([str(tmp_path / "narrow.pt"), "--repeats=8", f"--json={tmp_path / 'out.json'}"]) == 0
+    (result,) = json.loads((tmp_path / "out.json").read_text())["results"]
+    assert result["kind"] == "narrow" and result["macs_kept"] < result["macs_dense"] / 4
+    assert result["weights_kept"] == pytest.approx(result_rows(run_dir)[-1]["weights_remaining"])
