@@ -1,11 +1,14 @@
 """Channel pruning (L1 filters, Network Slimming): whole channels, coupled channels left alone, the masked wide
 network equal to the physically narrow one, and every arm under both methods."""
 
+import os
+import signal
+
 import pytest
 import torch
-from conftest import result_rows
+from conftest import result_rows, without_timing
 
-from lth import channels, cli, config, export
+from lth import channels, cli, config, export, imp
 from lth import masks as M
 from lth.arms import ARMS
 from lth.flops import macs, parameters
@@ -194,3 +197,30 @@ def test_bad_channel_settings_stop_before_training(tiny, capsys, extra, message)
     assert cli.main(["run", "experiments/quickstart.yaml", *tiny, *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_a_narrow_scratch_run_stopped_mid_training_resumes_to_identical_results(tiny, tmp_path, monkeypatch):
+    method = ["--model=mnist1d_cnn_bn", "--prune.method=slimming", "--prune.slimming_l1=1e-4", "--prune.levels=1", "--arms=[ticket,scratch_b]"]
+    reference = [*tiny[:-2], f"--out_dir={tmp_path / 'reference'}", "--name=tiny", *method]
+    assert cli.main(["run", "experiments/quickstart.yaml", *reference]) == 0
+    expected = result_rows(config.load("experiments/quickstart.yaml", reference).run_dir())
+    step, arm, train = MaskedModule.optimizer_step, {}, imp.train_pack
+
+    def tracked(members):
+        arm["now"] = members[0].arm.name
+        return train(members)
+
+    def signalling_step(self, *a, **k):
+        step(self, *a, **k)
+        if arm["now"] == "scratch_b" and self.global_step == 17:  # between checkpoints at 15 and 20
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(imp, "train_pack", tracked)
+    monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
+    args = ["run", "experiments/quickstart.yaml", *tiny, *method]
+    assert cli.main(args) == cli.INTERRUPTED
+    monkeypatch.setattr(MaskedModule, "optimizer_step", step)
+    assert cli.main(args) == 0
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    rows = without_timing(result_rows(config.load("experiments/quickstart.yaml", [*tiny, *method]).run_dir()))
+    assert [{k: v for k, v in r.items() if k != "run_id"} for r in rows] == [{k: v for k, v in r.items() if k != "run_id"} for r in without_timing(expected)]
