@@ -1,5 +1,5 @@
 """What a pruned network really computes and holds: multiply-accumulates of its Linear and Conv layers (for
-Scratch-B's budget and the results lines) and its parameter count as deployed.
+Scratch-B's budget and the results lines), its parameter count as deployed, and how much faster it runs.
 
 Channel pruning needs nothing special here: a removed channel's masks (`lth.channels.remove`) cover its row
 and the columns of the layers that read it, so its MACs in the next layer are gone from the count too, and
@@ -8,6 +8,8 @@ the count equals that of the physically narrower network (a test checks it).
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -53,3 +55,27 @@ def parameters(module: MaskedModule, masks: M.Masks) -> int:
         kept = masks.get(name, followers.get(name))
         total += parameter.numel() if kept is None else int(kept.sum())
     return total
+
+
+@torch.no_grad()
+def speedup(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...], batch: int, device: torch.device, repeats: int = 7) -> float:
+    """How many times faster `pruned` runs a forward pass than `dense` on `device`, at a training batch in eval
+    mode: the ratio of median times over `repeats` passes each, after two warm-up passes. A timing, so it
+    varies from run to run (`lth.run_dir.TIMING_FIELDS`)."""
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def median_seconds(model: nn.Module) -> float:
+        model = model.to(device).eval()
+        times = []
+        for i in range(repeats + 2):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return median_seconds(dense) / median_seconds(pruned)

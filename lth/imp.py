@@ -25,7 +25,7 @@ from lth.arms import ARMS, Arm
 from lth.config import ConfigError, Experiment, Schedule
 from lth.data import DATASETS, DataModule, MissingDataError
 from lth.files import atomic_write
-from lth.flops import macs, parameters
+from lth.flops import macs, parameters, speedup
 from lth.methods import METHODS, structure
 from lth.models import MODELS, init_batch_norm
 from lth.module import MaskedModule
@@ -154,7 +154,17 @@ class Run:
             "rewind_optimizer": self.cfg.prune.rewind_optimizer,
             "wall_seconds": round(module.train_seconds, 3),  # of the whole pack this member trained in
             "mask_sha256": M.sha256(masks),
+            "inference_speedup": self.speedup(masks, module.device) if METHODS[self.cfg.prune.method].STRUCTURED else None,
         }
+
+    def speedup(self, masks: M.Masks, device: torch.device) -> float:
+        """The narrow network's forward pass against the full-width one's, measured (`lth.flops.speedup`); their
+        weights do not change their speed, so both are built fresh."""
+        spec = DATASETS[self.cfg.data.name]
+        with torch.random.fork_rng(devices=[]):  # leaves the global generator as training left it
+            wide = MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes)
+        narrow = channels.narrow(wide, masks, self.structure, spec.input_shape)
+        return round(speedup(wide, narrow, spec.input_shape, self.cfg.data.batch_size, device), 3)
 
     def record(self, row: dict[str, Any]) -> None:
         rows = self.dir.append(row)

@@ -52,6 +52,7 @@ class Cell:
     early_stop_step: Stat
     macs: float | None = None  # per example, of the network as pruned (`lth.flops`); None in lines that predate it
     parameters: float | None = None
+    inference_speedup: float | None = None  # measured, under channel methods
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
             Stat.of([r[ACCURACY] for r in group]),
             Stat.of([r["test_acc"] for r in group]),
             Stat.of([float(r["early_stop_step"]) for r in group]),
-            *(statistics.fmean(r[k] for r in group) if all(k in r for r in group) else None for k in ("macs", "parameters")),
+            *(statistics.fmean(r[k] for r in group) if all(r.get(k) is not None for r in group) else None for k in ("macs", "parameters", "inference_speedup")),
         )
         for key, group in sorted(groups.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1]))
     }
@@ -199,8 +200,12 @@ def cost(cells: dict[tuple[str, int], Cell]) -> str:
     if not tickets or tickets[0][0] != 0:
         return "No MACs or parameter counts in these results lines (they predate them)."
     dense = tickets[0][1]
-    lines = ["| level | weights remaining | MACs per example | parameters | dense MACs / MACs |", "|---|---|---|---|---|"]
-    lines += [f"| {level} | {c.weights_remaining:.2%} | {c.macs:,.0f} | {c.parameters:,.0f} | {dense.macs / c.macs:.2f}× |" for level, c in tickets]
+    lines = ["| level | weights remaining | MACs per example | parameters | dense MACs / MACs | measured speed-up |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| {level} | {c.weights_remaining:.2%} | {c.macs:,.0f} | {c.parameters:,.0f} | {dense.macs / c.macs:.2f}× | "
+        + (f"{c.inference_speedup:.2f}× |" if c.inference_speedup is not None else "|")
+        for level, c in tickets
+    ]
     return "\n".join(lines)
 
 
@@ -251,8 +256,10 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path) -> list[
         f"## Test accuracy at the final weights\n\n{markdown(cells, 'test_acc', 4)}\n\n"
         f"## Early-stop step (lowest validation loss)\n\n{markdown(cells, 'early_stop_step', 0)}\n\n"
         "## What the ticket's network computes\n\nMultiply-accumulates per example of its Linear and Conv layers and "
-        "parameters as deployed (a removed channel also removes the next layer's inputs; `lth.flops`). Measured "
-        "speed: `benchmarks/inference.py` on `lth export` files.\n\n"
+        "parameters as deployed (a removed channel also removes the next layer's inputs; `lth.flops`); under a "
+        "channel method, the narrow network's forward pass against the full-width one's, measured at the training "
+        "batch on the training device (mean over seeds). Weight masks run no faster on dense hardware: "
+        "`benchmarks/inference.py` times their sparse copies.\n\n"
         f"{cost(cells)}\n\n"
         "![test accuracy at early stop](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
     ).encode())

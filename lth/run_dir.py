@@ -29,7 +29,7 @@ START, LAST, FINAL = "start.ckpt", "last.ckpt", "final.ckpt"
 
 # The fields of a results line that measure the machine rather than the network: two runs of the same
 # computation agree in every other field, bit for bit.
-TIMING_FIELDS = ("wall_seconds",)
+TIMING_FIELDS = ("wall_seconds", "inference_speedup")
 
 
 class RunError(RuntimeError):

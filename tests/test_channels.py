@@ -161,6 +161,7 @@ def test_every_arm_runs_under_channel_and_slimming_with_the_scratch_arms_narrow(
                     assert not weight[~mask].any()
                     dead = ~M.channels_alive(mask)
                     assert not state[f"model.norms.{i}.weight"][dead].any() and not state[f"model.norms.{i}.bias"][dead].any()
+        assert all(isinstance(r["inference_speedup"], float) for r in rows.values()), "measured for every channel-pruned line"
         steps = {arm: rows[1, arm]["steps_trained"] for arm in ("ticket", "scratch_e", "scratch_b")}
         dense = rows[0, "ticket"]
         assert steps["scratch_e"] == dense["steps_trained"]
@@ -224,3 +225,11 @@ def test_a_narrow_scratch_run_stopped_mid_training_resumes_to_identical_results(
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     rows = without_timing(result_rows(config.load("experiments/quickstart.yaml", [*tiny, *method]).run_dir()))
     assert [{k: v for k, v in r.items() if k != "run_id"} for r in rows] == [{k: v for k, v in r.items() if k != "run_id"} for r in without_timing(expected)]
+
+
+def test_measured_speedup_is_the_ratio_of_forward_times():
+    from lth.flops import speedup
+
+    big, small = torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 16)
+    assert speedup(big, small, (2048,), 256, torch.device("cpu")) > 4
+    assert speedup(small, big, (2048,), 256, torch.device("cpu")) < 0.25
