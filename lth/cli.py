@@ -14,6 +14,7 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
        lth dashboard ENTITY/PROJECT [--group G]
        lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
+       lth stability CONFIG [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--section.key=value ...]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return _dashboard(rest)
     if command == "export":
         return _export(rest)
+    if command == "stability":
+        return _stability(rest)
     if command != "run":
         return _fail(f"unknown command {command!r}\n{USAGE}")
     if not rest or rest[0].startswith("--"):
@@ -151,6 +154,51 @@ def _export(argv: list[str]) -> int:
     kept, total = summary["weights_kept"], summary["prunable_weights"]
     print(f"wrote {args.out}: {kept:,} of {total:,} prunable weights kept ({kept / total:.2%}); outputs equal the masked network's "
           f"within {summary['max_output_difference']:.1e}")
+    return 0
+
+
+def _stability(argv: list[str]) -> int:
+    """Linear mode connectivity of two copies trained from each rewind step k (`lth.stability`)."""
+    if not argv or argv[0].startswith("--"):
+        return _fail("lth stability needs a config file first: lth stability CONFIG [--rewind=[...]] [--levels=[...]] [--alphas=N]")
+    from lth import config
+
+    own = {"rewind": None, "levels": [0], "alphas": 11}
+    overrides = []
+    try:
+        for arg in argv[1:]:
+            key = arg[2:].partition("=")[0]
+            if key in own:
+                value = config.parse_overrides([arg])[key]
+                own[key] = value if key == "alphas" or isinstance(value, list) else [value]
+            else:
+                overrides.append(arg)
+        cfgs = config.load_seeds(argv[0], overrides)
+        if not isinstance(own["alphas"], int) or not all(isinstance(level, int) for level in own["levels"]):
+            raise config.ConfigError("--alphas and --levels take integers")
+        from lth import stability
+
+        for cfg in cfgs:
+            stability.points(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"])
+    except config.ConfigError as err:
+        return _fail(str(err))
+    from lth.locks import Busy
+    from lth.preemption import Interrupted
+    from lth.run_dir import RunError
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    try:
+        for cfg in cfgs:
+            path = stability.run_stability(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"])
+            print(f"stability: {path}")
+    except (config.ConfigError, RunError) as err:
+        return _fail(str(err))
+    except Busy as err:
+        print(f"lth: {err}", file=sys.stderr)
+        return 0
+    except Interrupted as err:
+        print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lth.masks import Masks
-from lth.run_dir import START, RunDir
+from lth.run_dir import RunDir
 
 # The name under which a level-0 member saves the rewind point (`lth.packing.MemberCheckpoints` maps it to
 # the member's `RunDir.rewind`).
@@ -38,15 +38,15 @@ class RewindCapture(Callback):
         self._maybe_save(trainer)
 
 
-def start_checkpoint(run: RunDir, level: int, arm: str, masks: Masks, optimizer: str, weights: dict[str, torch.Tensor] | None = None) -> Path:
-    """The rewind point with this level's masks applied: the LR-schedule and data position of the rewind step,
-    the rewind-point weights unless `weights` replaces them, and its optimizer state under `optimizer:
-    restore` or an empty one under `fresh` (`prune.rewind_optimizer`, the same for every arm; the learning
-    rate is the dense run's at the rewind step either way). Made once per (level, arm), then read from disk.
+def start_checkpoint(path: Path, rewind: Path, masks: Masks, optimizer: str, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """The rewind point `rewind` with this level's masks applied, written to `path` (an arm's start.ckpt): the
+    LR-schedule and data position of the rewind step, the rewind-point weights unless `weights` replaces them,
+    and its optimizer state under `optimizer: restore` or an empty one under `fresh` (`prune.rewind_optimizer`,
+    the same for every arm; the learning rate is the dense run's at the rewind step either way). Made once,
+    then read from disk.
     """
-    path = run.arm(level, arm) / START
     if not path.exists():
-        checkpoint = run.load(run.rewind)
+        checkpoint = RunDir.load(rewind)
         state = checkpoint["state_dict"]
         if weights is not None:
             state.update({f"model.{k}": v.clone() for k, v in weights.items()})
@@ -58,5 +58,5 @@ def start_checkpoint(run: RunDir, level: int, arm: str, masks: Masks, optimizer:
             state[f"model.{name}"] = state[f"model.{name}"] * mask
         checkpoint["callbacks"] = {}
         checkpoint.pop("lth", None)  # validation history and timing belong to the dense run
-        run.save(checkpoint, path)
+        RunDir.save(checkpoint, path)
     return path

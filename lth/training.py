@@ -40,13 +40,23 @@ class Member:
     resume: Path | None
     start_step: int
     narrow: bool = False  # trains the physically narrower network (`Arm.narrow`)
+    # Elsewhere than the run's own arm directory and rewind point, and on another data order than the run's
+    # seed gives (the copies of `lth.stability`).
+    directory: Path | None = None
+    rewind: Path | None = None
+    data_seed: int | None = None
 
     @property
     def dir(self) -> Path:
-        return self.run.dir.arm(self.level, self.arm.name)
+        return self.directory or self.run.dir.arm(self.level, self.arm.name)
 
     def file(self, name: str) -> Path:
-        return self.run.dir.rewind if name == REWIND else self.dir / name
+        return (self.rewind or self.run.dir.rewind) if name == REWIND else self.dir / name
+
+    @property
+    def order(self) -> int:
+        """The seed of its data order."""
+        return self.run.cfg.seed if self.data_seed is None else self.data_seed
 
     @property
     def finished(self) -> bool:
@@ -107,10 +117,10 @@ def train_pack(members: list[Member]) -> list[dict[str, Any]]:
     for m in members:
         m.dir.mkdir(parents=True, exist_ok=True)
     io = MemberCheckpoints(members)
-    data = run.data([m.run.cfg.seed for m in members])
+    data = run.data([m.order for m in members])
     callbacks: list[Callback] = [LogEvaluations(members)]
     if first.level == 0:
-        callbacks.append(RewindCapture(run.schedule.rewind_step, [m.run.dir.rewind for m in members]))
+        callbacks.append(RewindCapture(run.schedule.rewind_step, [m.file(REWIND) for m in members]))
     if trains_the_mask(run.cfg.prune, first.level, first.arm):
         callbacks.append(GradualPruning(run.cfg.prune, layer_fractions(run.cfg.prune, module.model, module.prunable)))
     fit = trainer(module.schedule, io, callbacks, run.cfg, run.progress)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 from lth.data import seeded_generator
 from lth.masks import Masks
 from lth.rewinding import start_checkpoint
+from lth.run_dir import START
 
 if TYPE_CHECKING:
     from lth.config import Schedule, TrainConfig
@@ -83,7 +84,7 @@ class Arm:
         if self.from_rewind_point:
             # REWIND: the rewind checkpoint's own weights (None); INIT: the module's fresh ones; PRUNED: `trained`.
             weights = module.model.state_dict() if self.weights == INIT else trained
-            start = start_checkpoint(run.dir, level, self.name, masks, run.cfg.prune.rewind_optimizer, weights)
+            start = start_checkpoint(run.dir.arm(level, self.name) / START, run.dir.rewind, masks, run.cfg.prune.rewind_optimizer, weights)
             return masks, start, run.schedule.rewind_step
         if trained is not None:
             module.model.load_state_dict(trained)
