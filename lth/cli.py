@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
        lth dashboard ENTITY/PROJECT [--group G]
        lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
-       lth stability CONFIG [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--section.key=value ...]
+       lth stability CONFIG [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--between_levels=true] [--section.key=value ...]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
@@ -163,19 +164,21 @@ def _stability(argv: list[str]) -> int:
         return _fail("lth stability needs a config file first: lth stability CONFIG [--rewind=[...]] [--levels=[...]] [--alphas=N]")
     from lth import config
 
-    own = {"rewind": None, "levels": [0], "alphas": 11}
+    own = {"rewind": None, "levels": [0], "alphas": 11, "between_levels": False}
     overrides = []
     try:
         for arg in argv[1:]:
             key = arg[2:].partition("=")[0]
             if key in own:
                 value = config.parse_overrides([arg])[key]
-                own[key] = value if key == "alphas" or isinstance(value, list) else [value]
+                own[key] = value if key in ("alphas", "between_levels") or isinstance(value, list) else [value]
             else:
                 overrides.append(arg)
         cfgs = config.load_seeds(argv[0], overrides)
         if not isinstance(own["alphas"], int) or not all(isinstance(level, int) for level in own["levels"]):
             raise config.ConfigError("--alphas and --levels take integers")
+        if not isinstance(own["between_levels"], bool):
+            raise config.ConfigError(f"--between_levels: expected true or false, got {own['between_levels']!r}")
         from lth import stability
 
         for cfg in cfgs:
@@ -188,9 +191,7 @@ def _stability(argv: list[str]) -> int:
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     try:
-        for cfg in cfgs:
-            path = stability.run_stability(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"])
-            print(f"stability: {path}")
+        paths = [stability.run_stability(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"], own["between_levels"]) for cfg in cfgs]
     except (config.ConfigError, RunError) as err:
         return _fail(str(err))
     except Busy as err:
@@ -199,6 +200,11 @@ def _stability(argv: list[str]) -> int:
     except Interrupted as err:
         print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
+    # Over this invocation's seeds, beside their run directories: out_dir/name/stability_report.
+    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    written = stability.write_report(rows, paths[0].parent.parent / "stability_report")
+    print("results: " + " ".join(str(p) for p in paths))
+    print(f"report: {written[0]}")
     return 0
 
 

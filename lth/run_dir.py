@@ -90,12 +90,14 @@ class RunDir:
     def done(self, level: int, arm: str) -> dict[str, Any] | None:
         return next((r for r in self.rows() if r["level"] == level and r["arm"] == arm), None)
 
-    def append(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        """Add one finished (level, arm); other arms of this run, in other processes, may record at the same
-        time, hence the lock. Returns every row now in the ledger."""
-        with locks.held(self.lock("results")):
-            rows = self.rows() + [row]
-            atomic_write(self.results, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+    def append(self, row: dict[str, Any], ledger: Path | None = None) -> list[dict[str, Any]]:
+        """Add one finished (level, arm) to `results.jsonl`, or a line to another ledger of the run
+        (`stability.jsonl`); other processes may record at the same time, hence the lock. Returns every row
+        now in the ledger."""
+        ledger = ledger or self.results
+        with locks.held(self.lock(ledger.stem)):
+            rows = (read_results(ledger) if ledger.exists() else []) + [row]
+            atomic_write(ledger, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
         return rows
 
     # -- stored tensors -----------------------------------------------------------------------------------

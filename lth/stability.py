@@ -15,7 +15,6 @@ checkpointing (a killed copy resumes where it stopped), and writes one line per 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,14 @@ from lth import masks as M
 from lth.arms import ARMS
 from lth.config import ConfigError, Experiment, to_steps
 from lth.data import EVAL_BATCH, EvalBatches, load_split, seeded_generator
-from lth.files import atomic_write
+from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
 from lth.module import MaskedModule
 from lth.packing import MemberCheckpoints, auto_pack, packs
-from lth.preemption import check, stop_on_sigusr1
+from lth.preemption import Interrupted, check, stop_on_sigusr1
 from lth.rewinding import RewindCapture, start_checkpoint
-from lth.run_dir import FINAL, LAST, START
+from lth.run_dir import FINAL, LAST, START, read_results
+from lth.tracking import Tracker
 from lth.training import Member, train_pack, trainer
 
 COPIES = 2
@@ -88,11 +88,10 @@ class Study:
         self.root = run.dir.root / "stability"
         self.results = run.dir.root / "stability.jsonl"
 
-    def done(self) -> dict[tuple[int, int], dict[str, Any]]:
-        if not self.results.exists():
-            return {}
-        rows = [json.loads(line) for line in self.results.read_text().splitlines() if line.strip()]
-        return {(r["level"], r["rewind_step"]): r for r in rows}
+    def done(self) -> dict[tuple[str, int, int | None], dict[str, Any]]:
+        """The lines measured so far, by (kind, level, rewind step)."""
+        rows = read_results(self.results) if self.results.exists() else []
+        return {(r["kind"], r["level"], r["rewind_step"]): r for r in rows}
 
     def state_at(self, step: int) -> Path:
         """The dense run's training state at `step`: its rewind checkpoint, or a replay of it to `step`, made once."""
@@ -126,24 +125,42 @@ class Study:
             members.append(Member(run, level, ARMS["ticket"], module, masks, resume, step, directory=directory, rewind=start, data_seed=order))
         return members
 
-    def curve(self, members: list[Member]) -> dict[str, list[float]]:
-        """Test and train error at each α between the two copies' trained weights."""
+    def curve(self, states: list[dict[str, torch.Tensor]]) -> dict[str, list[float]]:
+        """Test and train error at each α between two trained networks (module state dicts) with the same masks."""
         run = self.run
         d = run.cfg.data
         split = load_split(d.name, d.root, run.schedule.val_size)
         a = split.arrays
         batches = {s: EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, split.normalise) for s in ("train", "test")}
-        states = [run.dir.load(m.dir / FINAL)["state_dict"] for m in members]
         module = run.build_module(run.cfg.seed)
         curve: dict[str, list[float]] = {"alpha": [], "test_error": [], "train_error": []}
         for i in range(self.alphas):
             alpha = i / (self.alphas - 1)
             module.load_state_dict(interpolate(states[0], states[1], alpha))
+            module.apply_masks()  # already so: both ends hold zeros there (and, under channel pruning, their followers)
             recompute_batch_norm(module.model, batches["train"])
             curve["alpha"].append(alpha)
             for s in ("test", "train"):
                 curve[f"{s}_error"].append(error(module, batches[s]))
         return curve
+
+    def _row(self, kind: str, level: int, step: int | None, masks: M.Masks, curve: dict[str, list[float]], **extra) -> dict[str, Any]:
+        return {
+            "kind": kind, "level": level, "rewind_step": step, "seed": self.run.cfg.seed, "run_id": self.run.cfg.run_id(),
+            "weights_remaining": M.weights_remaining(masks)[0], **extra,
+            "test_barrier": barrier(curve["test_error"]), "train_barrier": barrier(curve["train_error"]), **curve,
+        }
+
+    def between(self, level: int) -> dict[str, Any]:
+        """The barrier between the ticket's trained networks of levels L−1 and L (Paul et al. 2022, "Unmasking the
+        Lottery Ticket Hypothesis", §3): level L−1's weights pruned to level L's mask, against level L's."""
+        run = self.run
+        before, after = run.trained_weights(level - 1, "ticket"), run.trained_weights(level, "ticket")
+        masks = {n: after[f"{n}_mask"] for n in run.build_module(run.cfg.seed).prunable}
+        for name, mask in masks.items():
+            before[name], before[f"{name}_mask"] = before[name] * mask, mask.clone()
+        states = [{f"model.{k}": v for k, v in state.items()} for state in (before, after)]
+        return self._row("levels", level, None, masks, self.curve(states), from_level=level - 1)
 
     def measure(self, level: int, step: int) -> dict[str, Any]:
         members = self.copies(level, step)
@@ -154,12 +171,8 @@ class Study:
             self.run.say(f"stability: level {level}, rewind step {step}: training {len(todo)} copies to step {self.run.schedule.total_steps}")
             for group in packs(todo, self.run.cfg.pack or auto_pack()):
                 train_pack(group)
-        curve = self.curve(members)
-        return {
-            "level": level, "rewind_step": step, "seed": self.run.cfg.seed, "run_id": self.run.cfg.run_id(),
-            "data_seeds": [m.order for m in members], "weights_remaining": M.weights_remaining(members[0].masks)[0],
-            "test_barrier": barrier(curve["test_error"]), "train_barrier": barrier(curve["train_error"]), **curve,
-        }
+        curve = self.curve([self.run.dir.load(m.dir / FINAL)["state_dict"] for m in members])
+        return self._row("copies", level, step, members[0].masks, curve, data_seeds=[m.order for m in members])
 
 
 def points(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int) -> list[tuple[int, int]]:
@@ -183,23 +196,110 @@ def points(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int) 
     return [(level, step) for level in levels for step in steps]
 
 
-def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int, progress: bool = True) -> Path:
-    todo = points(cfg, rewinds, levels, alphas)
-    ticket = replace(cfg, arms=["ticket"], prune=replace(cfg.prune, levels=max(levels)))
-    (run,) = run_experiments([ticket], progress)  # trains what is missing of the ticket's chain, nothing else
-    run = Run(cfg, run.dir, run.schedule, progress)
-    study = Study(run, alphas)
+def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int, between_levels: bool = False, progress: bool = True) -> Path:
+    """Measure every (level, k) not yet in `stability.jsonl`, and with `between_levels` every pair of consecutive
+    levels of the ticket's chain up to the highest level asked for; then write the run's stability report.
+    Processes may share the work (a sweep over k): each point is measured by whoever claims it first."""
+    todo = [("copies", level, step) for level, step in points(cfg, rewinds, levels, alphas)]
+    chain = max(levels)
+    todo += [("levels", level, None) for level in range(1, chain + 1)] if between_levels else []
+    run = Run.open(cfg, progress)
     try:
-        held = locks.claim(run.dir.lock("stability"))
-    except locks.Busy as holder:
-        raise locks.Busy(f"the stability study of {run.dir.root} is being run by another process ({holder}); nothing to do here") from None
-    with held, stop_on_sigusr1():
-        for level, step in todo:
-            if (level, step) in study.done():
-                continue
-            check(f"before the stability of level {level} at rewind step {step}")
-            row = study.measure(level, step)
-            lines = study.results.read_bytes() if study.results.exists() else b""
-            atomic_write(study.results, lines + (json.dumps(row) + "\n").encode())
-            run.say(f"stability: level {level}, rewind step {step}: test barrier {row['test_barrier']:+.4f}, train barrier {row['train_barrier']:+.4f}")
+        run_experiments([replace(cfg, arms=["ticket"], prune=replace(cfg.prune, levels=chain))], progress)  # what is missing of the ticket's chain
+    except locks.Busy:  # another process trains the chain (another point of a sweep): follow it
+        run.wait_for(chain, "stability", chain, "ticket")
+    study = Study(run, alphas)
+    run.tracker = Tracker.open(replace(cfg, arms=["stability"]), run.dir)  # its own W&B run, job_type "stability"
+    with stop_on_sigusr1():
+        try:
+            for point in todo:
+                kind, level, step = point
+                try:
+                    held = locks.claim(run.dir.lock(f"stability_{kind}_{level}_{step}"))
+                except locks.Busy:
+                    run.say(f"stability: {kind} of level {level} at rewind step {step} is being measured by another process")
+                    continue
+                with held:
+                    if point in study.done():
+                        continue
+                    check(f"before the stability of level {level} at rewind step {step}")
+                    row = study.measure(level, step) if kind == "copies" else study.between(level)
+                    run.dir.append(row, study.results)
+                if run.tracker:
+                    run.tracker.stability(row)
+                run.say(f"stability: {kind} of level {level} at rewind step {step}: test barrier {row['test_barrier']:+.4f}, "
+                        f"train barrier {row['train_barrier']:+.4f}")
+        except Interrupted:
+            if run.tracker:
+                run.tracker.preempting()
+                run.tracker.finish(exit_code=3)
+            raise
+    if run.tracker:
+        run.tracker.finish()
+    write_report(list(study.done().values()), study.root)
     return study.results
+
+
+def write_report(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """A table of barriers, and two figures: error against α for each k (one panel per level), and the test
+    barrier against k (one line per level; Frankle et al. 2020, Figures 3 and 5). Rows of several seeds are
+    averaged per (level, k)."""
+    import statistics
+
+    from matplotlib.figure import Figure
+
+    cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    pairs: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["kind"] == "levels":
+            pairs.setdefault(row["level"], []).append(row)
+        else:
+            cells.setdefault((row["level"], row["rewind_step"]), []).append(row)
+    levels = sorted({level for level, _ in cells})
+    mean = lambda key, group: statistics.fmean(r[key] for r in group)  # noqa: E731
+    lines = ["| level | weights remaining | rewind step | test barrier | train barrier | seeds |", "|---|---|---|---|---|---|"]
+    for (level, step), group in sorted(cells.items()):
+        lines.append(f"| {level} | {mean('weights_remaining', group):.2%} | {step} | {mean('test_barrier', group):+.4f} | "
+                     f"{mean('train_barrier', group):+.4f} | {len(group)} |")
+    if pairs:
+        lines += ["", "Between consecutive levels of the ticket's chain (level L−1's trained weights pruned to level L's mask, "
+                  "against level L's; Paul et al. 2022):", "", "| levels | weights remaining | test barrier | train barrier | seeds |", "|---|---|---|---|---|"]
+        lines += [f"| {level - 1} → {level} | {mean('weights_remaining', group):.2%} | {mean('test_barrier', group):+.4f} | "
+                  f"{mean('train_barrier', group):+.4f} | {len(group)} |" for level, group in sorted(pairs.items())]
+    out.mkdir(parents=True, exist_ok=True)
+    figures = "\n\n![error along the line](curves.png)\n\n![barrier against rewind step](barrier.png)\n" if cells else "\n"
+    atomic_write(out / "report.md", ("# Instability analysis\n\nError barrier between two copies trained from each rewind step "
+                 "(the largest error along the line between them minus the mean of its ends; batch norm recomputed at each point).\n\n"
+                 + "\n".join(lines) + figures).encode())
+    if not cells:
+        return [out / "report.md"]
+    curves = Figure(figsize=(4.2 * len(levels), 3.6))
+    for ax, level in zip(curves.subplots(1, len(levels), squeeze=False)[0], levels):
+        for (at, step), group in sorted(cells.items()):
+            if at == level:
+                alphas = group[0]["alpha"]
+                errors = [statistics.fmean(r["test_error"][i] for r in group) for i in range(len(alphas))]
+                ax.plot(alphas, errors, marker="o", markersize=3, label=f"k = {step}")
+        ax.set_title(f"level {level} ({mean('weights_remaining', cells[next(k for k in cells if k[0] == level)]):.1%} of weights)")
+        ax.set_xlabel("α (interpolation)")
+        ax.set_ylabel("test error")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    curves.tight_layout()
+    barrier_figure = Figure(figsize=(5.2, 3.6))
+    ax = barrier_figure.subplots()
+    for level in levels:
+        steps = sorted(step for at, step in cells if at == level)
+        ax.plot(steps, [mean("test_barrier", cells[level, step]) for step in steps], marker="o", label=f"level {level}")
+    ax.set_xscale("symlog", linthresh=max(1, min((s for _, s in cells if s > 0), default=1)))
+    ax.set_xlabel("rewind step k")
+    ax.set_ylabel("test error barrier")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    barrier_figure.tight_layout()
+    paths = [out / "report.md"]
+    for figure, name in ((curves, "curves.png"), (barrier_figure, "barrier.png")):
+        with atomic_open(out / name) as handle:
+            figure.savefig(handle, format="png", dpi=120)
+        paths.append(out / name)
+    return paths

@@ -92,6 +92,17 @@ class Tracker:
         if self.cfg.wandb.log_artifacts and arm == "ticket":
             self._artifacts(row["level"])
 
+    def stability(self, row: dict[str, Any]) -> None:
+        """One measured point of `lth stability`: its barriers, against its level and rewind step, and its curve."""
+        import wandb
+
+        run = self.logger.experiment
+        where = f"level_{row['level']:02d}/" + (f"k_{row['rewind_step']}" if row["kind"] == "copies" else f"from_level_{row['from_level']:02d}")
+        curve = wandb.Table(columns=["alpha", "test_error", "train_error"], data=[list(v) for v in zip(row["alpha"], row["test_error"], row["train_error"])])
+        run.log({"stability/level": row["level"], "stability/rewind_step": row["rewind_step"], "stability/test_barrier": row["test_barrier"],
+                 "stability/train_barrier": row["train_barrier"], f"stability/{where}/curve": curve})
+        run.summary.update({f"stability/{where}/{key}": row[key] for key in ("test_barrier", "train_barrier")})
+
     def _artifacts(self, level: int) -> None:
         import wandb
 

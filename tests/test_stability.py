@@ -55,7 +55,7 @@ def test_two_copies_start_alike_under_the_masks_and_see_different_data(tiny):
     cfg = config.load("experiments/quickstart.yaml", [*tiny, "--prune.levels=1"])
     run_dir = RunDir(cfg.run_dir())
     rows = [json.loads(line) for line in (run_dir.root / "stability.jsonl").read_text().splitlines()]
-    assert [(r["level"], r["rewind_step"]) for r in rows] == [(0, 7), (1, 7)]
+    assert [(r["kind"], r["level"], r["rewind_step"]) for r in rows] == [("copies", 0, 7), ("copies", 1, 7)]
     ticket_mask = run_dir.load(run_dir.mask(1))
     for row in rows:
         assert len(set(row["data_seeds"])) == 2 and row["alpha"] == [0.0, 0.5, 1.0]
@@ -70,11 +70,29 @@ def test_two_copies_start_alike_under_the_masks_and_see_different_data(tiny):
             for name, mask in ticket_mask.items():
                 expected = mask if row["level"] == 1 else torch.ones_like(mask)
                 assert torch.equal(final[f"model.{name}_mask"], expected) and not final[f"model.{name}"][~expected].any()
+    report = (run_dir.root.parent / "stability_report" / "report.md").read_text()
+    assert f"| 1 | {rows[1]['weights_remaining']:.2%} | 7 | {rows[1]['test_barrier']:+.4f} | {rows[1]['train_barrier']:+.4f} | 1 |" in report
+    assert (run_dir.root / "stability" / "barrier.png").stat().st_size > 0
     # The ticket's chain was trained once, and a second call measures nothing again.
     assert [r["arm"] for r in result_rows(run_dir.root)] == ["ticket", "ticket"]
     before = (run_dir.root / "stability.jsonl").read_bytes()
     assert cli.main(_study(tiny, "--levels=[0,1]", "--rewind=[7it]")) == 0
     assert (run_dir.root / "stability.jsonl").read_bytes() == before
+
+
+def test_between_levels_interpolates_under_the_later_levels_mask(tiny):
+    assert cli.main(_study(tiny, "--prune.levels=2", "--levels=[2]", "--rewind=[7it]", "--between_levels=true")) == 0
+    run_dir = RunDir(config.load("experiments/quickstart.yaml", [*tiny, "--prune.levels=2"]).run_dir())
+    rows = [json.loads(line) for line in (run_dir.root / "stability.jsonl").read_text().splitlines()]
+    pairs = [r for r in rows if r["kind"] == "levels"]
+    assert [(r["from_level"], r["level"]) for r in pairs] == [(0, 1), (1, 2)]
+    results = {r["level"]: r for r in result_rows(run_dir.root)}
+    for pair in pairs:
+        # α = 1 is the later level's own trained network: its test error is the one its results line reports.
+        assert pair["test_error"][-1] == pytest.approx(1 - results[pair["level"]]["test_acc"])
+        assert pair["weights_remaining"] == results[pair["level"]]["weights_remaining"]
+    report = (run_dir.root / "stability" / "report.md").read_text()
+    assert "| 0 → 1 |" in report and "| 1 → 2 |" in report
 
 
 def test_a_replayed_rewind_state_is_the_dense_runs_own(tiny, tmp_path):

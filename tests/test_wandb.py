@@ -1,5 +1,6 @@
 """W&B logging, read back from the offline run files that `wandb sync` would upload."""
 
+import dataclasses
 import glob
 import json
 import struct
@@ -58,7 +59,7 @@ def _read_offline(run_dir):
             elif kind == "artifact":
                 out["artifacts"].append(record.artifact.type)
     tables = sorted(glob.glob(runs[-1] + "/files/media/table/results_*.table.json"), key=lambda p: int(p.split("results_")[1].split("_")[0]))
-    out["table"] = json.loads(Path(tables[-1]).read_text())
+    out["table"] = json.loads(Path(tables[-1]).read_text()) if tables else None
     return out
 
 
@@ -116,3 +117,17 @@ def test_unreachable_wandb_never_stops_training(tiny, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "W&B unavailable" in done.stderr
     assert [(r["level"], r["arm"]) for r in result_rows(config.load(None, tiny).run_dir())] == [(0, "ticket"), (1, "ticket")]
+
+
+def test_a_stability_study_logs_to_its_own_wandb_run(tiny, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    # Seed 1: a run id no other test of this process has used (the W&B service keeps ids in use).
+    args = [*tiny, "--seed=1", "--prune.levels=0", "--wandb.project=lth-test"]
+    assert cli.main(["stability", "experiments/quickstart.yaml", *args, "--rewind=[7it]", "--alphas=3"]) == 0
+    cfg = config.load("experiments/quickstart.yaml", args)
+    logged = _read_offline(cfg.run_dir())
+    (row,) = [json.loads(line) for line in (cfg.run_dir() / "stability.jsonl").read_text().splitlines()]
+    assert logged["job_type"] == {"ticket", "stability"}
+    assert wandb_id(dataclasses.replace(cfg, arms=["stability"])) in logged["ids"]
+    assert logged["summary"]["stability/level_00/k_7/test_barrier"] == row["test_barrier"]
+    assert any(h.get("stability/train_barrier") == row["train_barrier"] and h["stability/rewind_step"] == 7 for h in logged["history"])
