@@ -164,23 +164,11 @@ def _stability(argv: list[str]) -> int:
         return _fail("lth stability needs a config file first: lth stability CONFIG [--rewind=[...]] [--levels=[...]] [--alphas=N]")
     from lth import config
 
-    own = {"rewind": None, "levels": [0], "alphas": 11, "between_levels": False}
-    overrides = []
     try:
-        for arg in argv[1:]:
-            key = arg[2:].partition("=")[0]
-            if key in own:
-                value = config.parse_overrides([arg])[key]
-                own[key] = value if key in ("alphas", "between_levels") or isinstance(value, list) else [value]
-            else:
-                overrides.append(arg)
-        cfgs = config.load_seeds(argv[0], overrides)
-        if not isinstance(own["alphas"], int) or not all(isinstance(level, int) for level in own["levels"]):
-            raise config.ConfigError("--alphas and --levels take integers")
-        if not isinstance(own["between_levels"], bool):
-            raise config.ConfigError(f"--between_levels: expected true or false, got {own['between_levels']!r}")
         from lth import stability
 
+        own, overrides = stability.arguments(argv[1:])
+        cfgs = config.load_seeds(argv[0], overrides)
         for cfg in cfgs:
             stability.points(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"])
     except config.ConfigError as err:

@@ -175,6 +175,27 @@ class Study:
         return self._row("copies", level, step, members[0].masks, curve, data_seeds=[m.order for m in members])
 
 
+def arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """`lth stability`'s own options (`--rewind`, `--levels`, `--alphas`, `--between_levels`) and the rest, the
+    experiment's overrides. `--rewind` defaults to the run's own rewind point (None here)."""
+    from lth.config import parse_overrides
+
+    own: dict[str, Any] = {"rewind": None, "levels": [0], "alphas": 11, "between_levels": False}
+    overrides = []
+    for arg in args:
+        key = arg[2:].partition("=")[0]
+        if key not in own:
+            overrides.append(arg)
+            continue
+        value = parse_overrides([arg])[key]
+        own[key] = value if key in ("alphas", "between_levels") or isinstance(value, list) else [value]
+    if not isinstance(own["alphas"], int) or not all(isinstance(level, int) for level in own["levels"]):
+        raise ConfigError("--alphas and --levels take integers")
+    if not isinstance(own["between_levels"], bool):
+        raise ConfigError(f"--between_levels: expected true or false, got {own['between_levels']!r}")
+    return own, overrides
+
+
 def points(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int) -> list[tuple[int, int]]:
     """(level, rewind step) pairs to measure, checked before any work: one line on a problem."""
     from lth.config import Schedule

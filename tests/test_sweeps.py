@@ -7,7 +7,7 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from lth import cli, config, sweep
+from lth import cli, config, stability, sweep
 
 SWEEPS = sorted(Path("sweeps").glob("*.yaml"))
 
@@ -16,16 +16,24 @@ SWEEPS = sorted(Path("sweeps").glob("*.yaml"))
 def test_every_sweep_is_a_valid_grid_whose_points_are_valid_experiments(path):
     spec = sweep.load(path)  # schema_violations_from_proposed_config: none
     points = sweep.grid(spec)
-    sizes = [len(p["values"]) for p in spec["parameters"].values()]
+    sizes = [len(p["values"]) if "values" in p else 1 for p in spec["parameters"].values()]
     assert len(points) == __import__("math").prod(sizes) and len({json.dumps(p, sort_keys=True) for p in points}) == len(points)
-    arms = [p["arms"]["value"] for p in points]
-    assert arms == sorted(arms, key=lambda a: a != "ticket")  # every ticket point is handed out before any control
+    if "arms" in spec["parameters"]:
+        arms = [p["arms"]["value"] for p in points]
+        assert arms == sorted(arms, key=lambda a: a != "ticket")  # every ticket point is handed out before any control
     for point in points:
         argv = sweep.command(spec, point)
-        assert argv[:2] == ["lth", "run"] and Path(argv[2]).is_file()
+        assert argv[:2] in (["lth", "run"], ["lth", "stability"]) and Path(argv[2]).is_file()
         assert argv[3:] == create_sweep_command_args({"args": point})["args"]  # exactly what the agent passes
-        (cfg, *_) = config.load_seeds(argv[2], argv[3:])
-        assert cfg.arms == [point["arms"]["value"]] and cfg.seed == point["seed"]["value"]
+        if argv[1] == "stability":
+            own, overrides = stability.arguments(argv[3:])
+            (cfg, *_) = config.load_seeds(argv[2], overrides)
+            assert stability.points(cfg, own["rewind"], own["levels"], own["alphas"])
+            assert [str(k) for k in own["rewind"]] == [str(point["rewind"]["value"])]
+        else:
+            (cfg, *_) = config.load_seeds(argv[2], argv[3:])
+            assert cfg.arms == [point["arms"]["value"]]
+        assert cfg.seed == point["seed"]["value"]
 
 
 def test_grid_points_run_as_the_agent_launches_them(tiny, tmp_path, capsys):
