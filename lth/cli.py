@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -60,23 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from lth import report
     from lth.imp import run_experiments
-    from lth.locks import Busy
-    from lth.preemption import Interrupted
-    from lth.run_dir import RunError
 
-    # Lightning's per-Trainer banners ("GPU available", tips) would repeat for every level and arm.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-
-    try:
-        runs = run_experiments(cfgs)
-    except (config.ConfigError, RunError) as err:
-        return _fail(str(err))
-    except Busy as err:
-        print(f"lth: {err}", file=sys.stderr)
-        return 0
-    except Interrupted as err:
-        print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
-        return INTERRUPTED
+    runs, code = _training(lambda: run_experiments(cfgs))
+    if code is not None:
+        return code
     # The training is done and recorded: a late SIGUSR1 must not kill the process while it writes the report.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
@@ -89,6 +75,29 @@ def main(argv: list[str] | None = None) -> int:
     print("results: " + " ".join(str(run.dir.results) for run in runs))
     print(f"report: {paths[0]}\nfigure: {paths[1]}")
     return 0
+
+
+def _training(work):
+    """`work()` (training), with the outcomes every training command shares: (its result, None), or (None, the
+    exit code): 2 for a bad config or run directory, 0 when another process holds the work, INTERRUPTED after
+    SIGUSR1."""
+    from lth.config import ConfigError
+    from lth.locks import Busy
+    from lth.preemption import Interrupted
+    from lth.run_dir import RunError
+
+    # Lightning's per-Trainer banners ("GPU available", tips) would repeat for every level and arm.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    try:
+        return work(), None
+    except (ConfigError, RunError) as err:
+        return None, _fail(str(err))
+    except Busy as err:
+        print(f"lth: {err}", file=sys.stderr)
+        return None, 0
+    except Interrupted as err:
+        print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
+        return None, INTERRUPTED
 
 
 def _report(argv: list[str]) -> int:
@@ -173,23 +182,14 @@ def _stability(argv: list[str]) -> int:
             stability.points(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"])
     except config.ConfigError as err:
         return _fail(str(err))
-    from lth.locks import Busy
-    from lth.preemption import Interrupted
-    from lth.run_dir import RunError
+    from lth.run_dir import read_results
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    try:
-        paths = [stability.run_stability(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"], own["between_levels"]) for cfg in cfgs]
-    except (config.ConfigError, RunError) as err:
-        return _fail(str(err))
-    except Busy as err:
-        print(f"lth: {err}", file=sys.stderr)
-        return 0
-    except Interrupted as err:
-        print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
-        return INTERRUPTED
+    paths, code = _training(lambda: [stability.run_stability(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"], own["between_levels"])
+                                     for cfg in cfgs])
+    if code is not None:
+        return code
     # Over this invocation's seeds, beside their run directories: out_dir/name/stability_report.
-    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    rows = [row for path in paths for row in read_results(path)]
     written = stability.write_report(rows, paths[0].parent.parent / "stability_report")
     print("results: " + " ".join(str(p) for p in paths))
     print(f"report: {written[0]}")
