@@ -58,7 +58,7 @@ def test_two_copies_start_alike_under_the_masks_and_see_different_data(tiny):
     assert [(r["kind"], r["level"], r["rewind_step"]) for r in rows] == [("copies", 0, 7), ("copies", 1, 7)]
     ticket_mask = run_dir.load(run_dir.mask(1))
     for row in rows:
-        assert len(set(row["data_seeds"])) == 2 and row["alpha"] == [0.0, 0.5, 1.0]
+        assert len(set(row["data_order_seeds"])) == 2 and row["alpha"] == [0.0, 0.5, 1.0]
         assert row["test_barrier"] == pytest.approx(stability.barrier(row["test_error"]))
         copies = [run_dir.root / "stability" / f"level_{row['level']:02d}" / "rewind_7" / f"copy_{c}" for c in (0, 1)]
         starts = [run_dir.load(c / START)["state_dict"] for c in copies]
