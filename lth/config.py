@@ -81,6 +81,9 @@ class TrainConfig:
     # every evaluation. It does not change results.
     checkpoint_every: str | None = None
     deterministic: bool = True
+    # Lightning's precision: "32" (the papers' numbers were fp32), or "bf16-mixed": matmuls and convolutions in
+    # bfloat16 under autocast, weights, optimizer state and masks in fp32 (pruned weights stay exactly 0).
+    precision: str = "32"
 
 
 @dataclass
@@ -178,9 +181,11 @@ class Experiment:
 # Settings added after run directories already existed, with the value that computes what those runs computed:
 # at that value a setting stays out of the identity, so runs made before it existed keep their directory and
 # continue (Raising `levels` after an upgrade extends a run instead of starting it again.)
+PRECISIONS = ("32", "bf16-mixed")
+
 IDENTICAL_TO_EARLIER_RUNS = (
     ("prune", "method", "magnitude"), ("prune", "schedule", "iterative"), ("prune", "target", None), ("prune", "nm", None), ("prune", "slimming_l1", None),
-    ("prune", "begin_step", None), ("prune", "end_step", None), ("prune", "frequency", None),
+    ("train", "precision", "32"), ("prune", "begin_step", None), ("prune", "end_step", None), ("prune", "frequency", None),
 )
 
 
@@ -355,6 +360,8 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"scratch_b.max_factor: must be at least 1 or null, got {cfg.scratch_b.max_factor}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if problem := SCHEDULES[p.schedule].check(p, Schedule.of(cfg)):
         raise ConfigError(problem)
     if p.nm is not None and p.method != "nm":

@@ -98,6 +98,7 @@ def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback]
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         deterministic=cfg.train.deterministic,
+        precision=cfg.train.precision,
         benchmark=not cfg.train.deterministic,  # cuDNN's autotuned algorithms are fast, but may differ run to run
         callbacks=[SaveLast(schedule.checkpoint_every), StopOnSignal([m.file(LAST) for m in io.members]), *callbacks],
         plugins=[io],
