@@ -228,8 +228,20 @@ def test_a_narrow_scratch_run_stopped_mid_training_resumes_to_identical_results(
 
 
 def test_measured_speedup_is_the_ratio_of_forward_times():
+    """With forward passes of known duration (sleeping ones: their time does not depend on how busy the CPU is)."""
+    import time
+
     from lth.flops import speedup
 
-    big, small = torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 16)
-    assert speedup(big, small, (2048,), 256, torch.device("cpu")) > 4
-    assert speedup(small, big, (2048,), 256, torch.device("cpu")) < 0.25
+    class Takes(torch.nn.Module):
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds = seconds
+
+        def forward(self, x):
+            time.sleep(self.seconds)
+            return x
+
+    slow, fast = Takes(0.04), Takes(0.004)  # 10×; a busy scheduler may add a few ms to each
+    assert 4 < speedup(slow, fast, (8,), 4, torch.device("cpu")) < 10.5
+    assert 1 / 10.5 < speedup(fast, slow, (8,), 4, torch.device("cpu")) < 1 / 4
