@@ -101,7 +101,7 @@ def test_random_channel_control_keeps_each_layers_channel_count_at_random():
     module, structure = _network("resnet20", CIFAR)
     weights = {n: w.detach() for n, w in module.weights().items()}
     ticket = channel.prune(weights, M.ones_like(weights), {n: 0.5 for n in weights}, "layerwise", structure)
-    shuffled = channel.random_like(ticket, torch.Generator().manual_seed(1), structure)
+    shuffled = channels.random_like(ticket, torch.Generator().manual_seed(1), structure)
     for name in structure:
         assert M.channels_alive(shuffled[name]).sum() == M.channels_alive(ticket[name]).sum()
         rows = shuffled[name].flatten(1)

@@ -3,13 +3,12 @@
 - `apply(trained, masks, fractions, config, structure) -> masks`: from a network's trained state (weights,
   batch norms), its current masks and each layer's fraction to remove (0: leave it dense), under the
   experiment's `prune` settings; it calls the module's pure `prune`, whose arguments are the method's own;
-- `random_like(masks, generator, structure) -> masks`: the random-pruning control's masks, as many kept
-  units (weights or channels) per layer as `masks`, chosen at random;
 - `check(config, shapes, fractions, structure) -> str | None`: what is wrong with those settings for these
   layers (one line), before any training;
 - `STRUCTURED`: whether it removes whole channels. `structure` is then `lth.channels.removable`'s map of the
-  layers whose channels can be removed alone (else empty), and the arms that train from scratch train the
-  physically narrower network (`lth.arms.base.Arm.narrow`).
+  layers whose channels can be removed alone (else empty), the random-pruning control draws channels rather
+  than weights (`lth.arms.random_prune`), and the arms that train from scratch train the physically narrower
+  network (`lth.arms.base.Arm.narrow`).
 """
 
 from types import ModuleType

@@ -31,10 +31,6 @@ def apply(trained, masks: Masks, fractions: dict[str, float], config, structure)
     return prune(trained, masks, fractions, config.strategy, structure)
 
 
-def random_like(masks: Masks, generator, structure) -> Masks:
-    return channels.random_like(masks, generator, structure)
-
-
 def check(config, shapes, fractions: dict[str, float], structure) -> str | None:
     if not any(fractions[layer] > 0 for layer in structure):
         return "prune.method: channel finds no pruned layer whose output channels can be removed alone (see lth/channels.py)"

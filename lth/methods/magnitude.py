@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from lth import masks as M
 from lth.masks import Masks
 
 STRUCTURED = False
@@ -40,10 +39,6 @@ def prune(weights: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, f
 
 def apply(trained: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], config, structure) -> Masks:
     return prune(trained, masks, fractions, config.strategy)
-
-
-def random_like(masks: Masks, generator: torch.Generator, structure) -> Masks:
-    return M.random_like(masks, generator)
 
 
 def check(config, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float], structure) -> str | None:

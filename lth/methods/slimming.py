@@ -21,10 +21,6 @@ def apply(trained, masks: Masks, fractions: dict[str, float], config, structure)
     return prune(trained, masks, fractions, structure)
 
 
-def random_like(masks: Masks, generator, structure) -> Masks:
-    return channels.random_like(masks, generator, structure)
-
-
 def check(config, shapes, fractions: dict[str, float], structure) -> str | None:
     if not any(r.scale and fractions[layer] > 0 for layer, r in structure.items()):
         return "prune.method: slimming ranks channels by batch-norm scales, and no pruned layer that can lose channels has a batch norm after it"
