@@ -66,7 +66,7 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
         narrow = channels.narrow(load(payload), masks, run.structure, spec.input_shape)
         payload["masks"], payload["state_dict"] = masks, narrow.state_dict()
         plain = payload["state_dict"]
-    network = load(payload)
+    network = load(payload)  # rebuilt from the payload as a user's `load(FILE)` will, so the checks below cover that path
 
     x = torch.randn(64, *spec.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

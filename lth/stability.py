@@ -26,9 +26,10 @@ from lth import locks
 from lth import masks as M
 from lth.arms import ARMS
 from lth.config import ConfigError, Experiment, to_steps
-from lth.data import EVAL_BATCH, EvalBatches, load_split, seeded_generator
+from lth.data import DATASETS, EVAL_BATCH, EvalBatches, load_split, seeded_generator
 from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
+from lth.models import MODELS
 from lth.module import MaskedModule
 from lth.packing import MemberCheckpoints, auto_pack, packs
 from lth.preemption import Interrupted, check, stop_on_sigusr1
@@ -163,7 +164,7 @@ class Study:
         Lottery Ticket Hypothesis", §3): level L−1's weights pruned to level L's mask, against level L's."""
         run = self.run
         before, after = run.trained_weights(level - 1, "ticket"), run.trained_weights(level, "ticket")
-        masks = {n: after[f"{n}_mask"] for n in run.build_module(run.cfg.seed).prunable}
+        masks = {k[: -len("_mask")]: v for k, v in after.items() if k.endswith("_mask")}
         for name, mask in masks.items():
             before[name], before[f"{name}_mask"] = before[name] * mask, mask.clone()
         states = [{f"model.{k}": v for k, v in state.items()} for state in (before, after)]
@@ -237,7 +238,9 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
     except locks.Busy:  # another process trains the chain (another point of a sweep): follow it
         run.wait_for(chain, "stability", chain, "ticket")
     study = Study(run, alphas)
-    norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.build_module(cfg.seed).model.modules())
+    spec = DATASETS[cfg.data.name]
+    with torch.device("meta"):  # its layers alone, no memory and no init
+        norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in MODELS[cfg.model.name](spec.input_shape, spec.num_classes).modules())
     recomputed = f" (batch-norm statistics recomputed on {TRAIN_SUBSET:,} training examples at each of {alphas} points)" if norms else ""
     run.tracker = Tracker.open(replace(cfg, arms=["stability"]), run.dir)  # its own W&B run, job_type "stability"
     with stop_on_sigusr1():
