@@ -32,21 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    commands = {"run": _run, "stability": _stability, "report": _report, "dashboard": _dashboard, "export": _export, "sweep": _sweep, "data": _data}
     command, rest = argv[0], argv[1:]
-    if command == "data":
-        return _data(rest)
-    if command == "report":
-        return _report(rest)
-    if command == "sweep":
-        return _sweep(rest)
-    if command == "dashboard":
-        return _dashboard(rest)
-    if command == "export":
-        return _export(rest)
-    if command == "stability":
-        return _stability(rest)
-    if command != "run":
+    if command not in commands:
         return _fail(f"unknown command {command!r}\n{USAGE}")
+    return commands[command](rest)
+
+
+def _run(rest: list[str]) -> int:
     if not rest or rest[0].startswith("--"):
         return _fail("lth run needs a config file first: lth run CONFIG [--key=value ...]")
 
