@@ -24,6 +24,28 @@ warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
 EAGER_STEPS_BEFORE_CAPTURE = 3
 
 
+EVALUATION = ("val_loss", "val_acc", "test_acc")
+
+
+class PerRunMean(torchmetrics.Metric):
+    """The mean of a per-example value ([B, K]: a loss, or 1.0 for a correct prediction) for each of K packed
+    runs, summed on the device."""
+
+    full_state_update = False
+
+    def __init__(self, pack: int):
+        super().__init__()
+        self.add_state("total", torch.zeros(pack), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:
+        self.total += values.sum(0)
+        self.count += len(values)
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
+
+
 class MaskedModule(L.LightningModule):
     """A network whose prunable weights each carry a bool buffer `<weight>_mask` on the same submodule.
 
@@ -57,10 +79,7 @@ class MaskedModule(L.LightningModule):
         for name in self.prunable:
             owner, attr = self._owner(name)
             owner.register_buffer(f"{attr}_mask", torch.ones_like(getattr(owner, attr), dtype=torch.bool))
-        accuracy = lambda: torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")  # noqa: E731
-        self.val_acc = nn.ModuleList(accuracy() for _ in range(pack))
-        self.test_acc = nn.ModuleList(accuracy() for _ in range(pack))
-        self.val_loss = nn.ModuleList(torchmetrics.MeanMetric() for _ in range(pack))
+        self.evaluation = nn.ModuleDict({key: PerRunMean(pack) for key in EVALUATION})
         # Per run, one entry per evaluation: step, val_loss, val_acc, test_acc.
         self.val_history: list[list[dict[str, float]]] = [[] for _ in range(pack)]
         self.last_loss: torch.Tensor | None = None  # [K], of the latest step
@@ -203,24 +222,26 @@ class MaskedModule(L.LightningModule):
         self._fit_started = time.perf_counter()
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        """Loader 0 is the validation split, loader 1 the test split (`DataModule.val_dataloader`)."""
+        """Loader 0 is the validation split, loader 1 the test split (`DataModule.val_dataloader`). The whole
+        pack in one update per metric: per-run losses and hits [B, K]."""
         x, y = batch
         logits = self.evaluate(x)
-        for k in range(self.pack):
-            if dataloader_idx == 0:
-                self.val_loss[k].update(F.cross_entropy(logits[:, k], y, reduction="none"))
-                self.val_acc[k].update(logits[:, k], y)
-            else:
-                self.test_acc[k].update(logits[:, k], y)
+        correct = (logits.argmax(-1) == y[:, None]).float()  # not the logits' dtype: bf16 counts exactly only to 256
+        if dataloader_idx == 0:
+            self.evaluation["val_loss"].update(F.cross_entropy(logits.flatten(0, 1), y.repeat_interleave(self.pack), reduction="none").view_as(correct))
+            self.evaluation["val_acc"].update(correct)
+        else:
+            self.evaluation["test_acc"].update(correct)
 
     def on_validation_epoch_end(self):
-        for k in range(self.pack):
-            record = {"step": self.global_step}
-            for key, metric in (("val_loss", self.val_loss[k]), ("val_acc", self.val_acc[k]), ("test_acc", self.test_acc[k])):
-                record[key] = float(metric.compute())
-                metric.reset()
-            if not self.trainer.sanity_checking:
-                self.val_history[k].append(record)
+        # One copy to the host per evaluation, whatever the pack size: a float() per metric and run would wait
+        # on the device 3K times.
+        values = torch.stack([self.evaluation[key].compute().view(self.pack) for key in EVALUATION]).tolist()  # torchmetrics squeezes [1]
+        for metric in self.evaluation.values():
+            metric.reset()
+        if not self.trainer.sanity_checking:
+            for k, history in enumerate(self.val_history):
+                history.append({"step": self.global_step, **{key: v[k] for key, v in zip(EVALUATION, values)}})
 
     # -- state that checkpoints carry besides weights and masks ---------------------------------------------
 
