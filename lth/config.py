@@ -139,7 +139,7 @@ class Experiment:
     out_dir: str = "runs"
     arms: list[str] = field(default_factory=lambda: ["ticket"])
     # How many runs with the same shapes and schedule (seeds, or arms of one level) train in lockstep as one
-    # packed network (`lth.models`); null: 16 on a GPU, 1 on a CPU. It does not change what a run computes
+    # packed network (`lth.models`); null: `lth.packing.auto_pack`. It does not change what a run computes
     # beyond float rounding, so it is not part of the run's identity.
     pack: int | None = None
     data: DataConfig = field(default_factory=DataConfig)

@@ -65,6 +65,12 @@ class Run:
     def structure(self) -> dict[str, channels.Removable]:
         return structure(self.cfg.prune, self.cfg.model.name, DATASETS[self.cfg.data.name])
 
+    @property
+    def pack(self) -> int:
+        """How many runs train as one packed network (`pack`, or `auto_pack` for the dense network's size)."""
+        spec = DATASETS[self.cfg.data.name]
+        return self.cfg.pack or auto_pack(macs(MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes), spec.input_shape))
+
     def build_module(self, seed: int, pack: int = 1, narrow: M.Masks | None = None) -> MaskedModule:
         """The network at its init for `seed`; `narrow`: with the channels those masks remove taken out
         physically (`lth.channels.narrow`), then initialised afresh at its own widths."""
@@ -274,7 +280,7 @@ def _train(runs: list[Run]) -> None:
         run.tracker = Tracker.open(run.cfg, run.dir)
     trackers = [run.tracker for run in runs if run.tracker]
     try:
-        train_levels(runs, runs[0].cfg.pack or auto_pack())
+        train_levels(runs, runs[0].pack)
     except Interrupted:
         for tracker in trackers:
             tracker.preempting()

@@ -31,7 +31,7 @@ from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
 from lth.models import MODELS
 from lth.module import MaskedModule
-from lth.packing import MemberCheckpoints, auto_pack, packs
+from lth.packing import MemberCheckpoints, packs
 from lth.preemption import Interrupted, check, stop_on_sigusr1
 from lth.rewinding import RewindCapture, start_checkpoint
 from lth.run_dir import FINAL, LAST, START, read_results
@@ -177,7 +177,7 @@ class Study:
         todo = [m for m in members if not m.finished]
         if todo:
             self.run.say(f"stability: level {level}, rewind step {step}: training {len(todo)} copies to step {self.run.schedule.total_steps}")
-            for group in packs(todo, self.run.cfg.pack or auto_pack()):
+            for group in packs(todo, self.run.pack):
                 train_pack(group)
         curve = self.curve([self.run.dir.load(m.dir / FINAL)["state_dict"] for m in members])
         return self._row("copies", level, step, members[0].masks, curve, data_order_seeds=[m.order for m in members])

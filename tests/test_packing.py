@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lth import config, packing
-from lth.imp import run_experiments
+from lth.imp import Run, run_experiments
 from lth.models import MODELS
 
 
@@ -67,3 +67,13 @@ def test_packed_runs_train_as_separate_runs(tiny, tmp_path, float64, capsys):
             momentum = lambda c: [s["momentum_buffer"] for s in c["optimizer_states"][0]["state"].values()]  # noqa: E731
             for x, y in zip(momentum(a), momentum(b)):
                 torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU every network is packed by default")
+def test_on_a_cpu_small_networks_are_packed_by_default_and_large_ones_are_not():
+    pack = lambda path, *args: Run.open(config.load(path, ["--seed=0", *args])).pack  # noqa: E731
+    assert pack("experiments/quickstart.yaml") == 16  # 15,000 MACs per example
+    assert pack("experiments/quickstart.yaml", "--model=mnist1d_cnn") == 16
+    assert pack("experiments/lenet300_mnist.yaml") == 1  # 266,200
+    assert pack("experiments/resnet20_cifar10.yaml") == 1
+    assert pack("experiments/resnet20_cifar10.yaml", "--pack=4") == pack("experiments/quickstart.yaml", "--pack=4") == 4

@@ -125,7 +125,8 @@ def test_a_study_killed_mid_copy_resumes_to_the_same_lines(tiny, tmp_path, monke
 
     monkeypatch.setattr(stability, "train_pack", tracked)
     monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
-    assert cli.main(_study(tiny, "--rewind=[0,7it]")) == cli.INTERRUPTED
+    # One copy per training call (no packing), so that the signal lands in a known copy.
+    assert cli.main(_study(tiny, "--rewind=[0,7it]", "--pack=1")) == cli.INTERRUPTED
     monkeypatch.setattr(MaskedModule, "optimizer_step", step)
     assert cli.main(_study(tiny, "--rewind=[0,7it]")) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
