@@ -334,12 +334,11 @@ def peak_memory_mb(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
 
 
-def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int], workers: int, deterministic: bool, device: str) -> dict:
+def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int], workers: int, deterministic: bool, device: str, tmp: Path) -> dict:
     study = Study.of(model)
     cfg0 = study.cfgs[0]
     synthetic_name = f"synthetic_{cfg0.data.name}"
     DATASETS[synthetic_name] = synthetic(cfg0.data.name)
-    tmp = Path(tempfile.mkdtemp())
 
     def runs(k: int, name: str) -> list[Run]:
         """K seeds of the study's experiment on the synthetic data, with its own evaluation and checkpoint
@@ -447,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model}: torch {torch.__version__}, {device}", flush=True)
     results = []
     for precision in precisions:
-        results.append(measure(args.model, precision, steps, warmup, packs, args.workers, args.deterministic, args.device))
+        with tempfile.TemporaryDirectory() as tmp:  # the runs' checkpoints
+            results.append(measure(args.model, precision, steps, warmup, packs, args.workers, args.deterministic, args.device, Path(tmp)))
         print(render(results[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "deterministic": args.deterministic, "results": results}, indent=2))
