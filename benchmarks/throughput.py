@@ -178,7 +178,9 @@ class Examples(torch.utils.data.Dataset):
     padding=4), RandomHorizontalFlip, ToTensor and Normalize; for the others ToTensor and Normalize."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: float, augment: bool):
-        self.x, self.y, self.mean, self.std, self.scale, self.augment = x.numpy(), y.numpy(), mean[0], std[0], scale, augment
+        # On the host whatever device the cached split was moved to by an earlier configuration: workers read it.
+        self.x, self.y, self.mean, self.std = x.cpu().numpy(), y.cpu().numpy(), mean[0].cpu(), std[0].cpu()
+        self.scale, self.augment = scale, augment
 
     def __len__(self) -> int:
         return len(self.x)
