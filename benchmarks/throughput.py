@@ -196,6 +196,13 @@ class Examples(torch.utils.data.Dataset):
         return (torch.from_numpy(example.astype(np.float32) / self.scale) - self.mean) / self.std, int(self.y[i])
 
 
+def plain_optimizer(t: config.TrainConfig, parameters) -> torch.optim.Optimizer:
+    """The study's optimizer as the reference and plain loops build it: torch's defaults, no LR schedule."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.Adam(parameters, lr=t.lr, weight_decay=t.weight_decay)
+
+
 class Reference(L.LightningModule):
     def __init__(self, cfg: config.Experiment, spec: DatasetSpec):
         super().__init__()
@@ -226,10 +233,7 @@ class Reference(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        t = self.cfg.train
-        if t.optimizer == "sgd":
-            return torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        return torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return plain_optimizer(self.cfg.train, self.model.parameters())
 
 
 def reference(run: Run, steps: int, warmup: int, workers: int, device: str) -> Timer:
@@ -263,10 +267,7 @@ def plain(run: Run, steps: int, warmup: int, device: str) -> Timer:
     keep = [m.to(w) for w, m in zip(weights, sparse_masks(module).values())]
     with torch.no_grad():
         torch._foreach_mul_(weights, keep)
-    if t.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = plain_optimizer(t, model.parameters())
     autocast = torch.autocast(device, torch.bfloat16, enabled=t.precision == "bf16-mixed")
     generator = torch.Generator().manual_seed(0)
     x_train, y_train, b = a["x_train"], a["y_train"], run.cfg.data.batch_size

@@ -68,8 +68,11 @@ class Run:
     @property
     def pack(self) -> int:
         """How many runs train as one packed network (`pack`, or `auto_pack` for the dense network's size)."""
+        if self.cfg.pack:
+            return self.cfg.pack
         spec = DATASETS[self.cfg.data.name]
-        return self.cfg.pack or auto_pack(macs(MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes), spec.input_shape))
+        with torch.device("meta"):  # shapes alone: no memory, no init drawn from the global generator
+            return auto_pack(macs(MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes), spec.input_shape))
 
     def build_module(self, seed: int, pack: int = 1, narrow: M.Masks | None = None) -> MaskedModule:
         """The network at its init for `seed`; `narrow`: with the channels those masks remove taken out
