@@ -49,16 +49,14 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lth import config  # noqa: E402
+from lth import config, pruning  # noqa: E402
 from lth import masks as M  # noqa: E402
 from lth.arms import ARMS  # noqa: E402
 from lth.data import DATASETS, DatasetSpec, load_split  # noqa: E402
 from lth.imp import Run  # noqa: E402
-from lth.methods import METHODS, magnitude  # noqa: E402
 from lth.models import MODELS  # noqa: E402
-from lth.packing import MemberCheckpoints, pack_modules  # noqa: E402
-from lth.schedules import layer_fractions  # noqa: E402
-from lth.training import Member, trainer  # noqa: E402
+from lth.ranking import Weights  # noqa: E402
+from lth.training import MemberCheckpoints, pack_modules, trainer  # noqa: E402
 
 SPARSITY = 0.8
 
@@ -109,15 +107,15 @@ def study_steps(run: Run) -> int:
     module = run.build_module(run.cfg.seed)
     weights = {n: w.detach() for n, w in module.weights().items()}
     masks = M.ones_like(weights)
-    fractions = layer_fractions(run.cfg.prune, module.model, module.prunable)
-    steps = run.schedule.total_steps
-    for _ in range(run.cfg.prune.levels):
-        masks = METHODS[run.cfg.prune.method].apply(weights, masks, fractions, run.cfg.prune, run.structure)
+    fractions = pruning.layer_fractions(run.cfg.prune, module.model, module.prunable)
+    steps = run.steps.total_steps
+    for level in range(1, run.cfg.prune.levels + 1):
+        masks = run.prune(weights, masks, fractions)
         for arm in run.arms():
             if arm.from_rewind_point:
-                steps += run.schedule.total_steps - run.schedule.rewind_step
+                steps += run.steps.total_steps - run.steps.rewind_step
             else:
-                steps += arm.schedule(run, module, masks)[0].total_steps
+                steps += arm.own_steps(run.level_context(level, arm, module, masks))[0].total_steps
     return steps
 
 
@@ -237,7 +235,7 @@ class Reference(L.LightningModule):
 
 
 def reference(run: Run, steps: int, warmup: int, workers: int, device: str) -> Timer:
-    split = load_split(run.cfg.data.name, "unused", run.schedule.val_size)
+    split = load_split(run.cfg.data.name, "unused", run.steps.val_size)
     a, spec = split.arrays, DATASETS[run.cfg.data.name]
     loader = lambda s, shuffle, batch, augment: torch.utils.data.DataLoader(  # noqa: E731
         Examples(a[f"x_{s}"], a[f"y_{s}"], split.mean, split.std, split.scale, augment), batch_size=batch, shuffle=shuffle,
@@ -245,7 +243,7 @@ def reference(run: Run, steps: int, warmup: int, workers: int, device: str) -> T
     )
     timer = Timer(warmup)
     L.Trainer(
-        accelerator=device, devices=1, max_steps=steps, val_check_interval=run.schedule.eval_every, check_val_every_n_epoch=None,
+        accelerator=device, devices=1, max_steps=steps, val_check_interval=run.steps.eval_every, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, precision=run.cfg.train.precision, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
     ).fit(
@@ -259,7 +257,7 @@ def reference(run: Run, steps: int, warmup: int, workers: int, device: str) -> T
 
 
 def plain(run: Run, steps: int, warmup: int, device: str) -> Timer:
-    split = load_split(run.cfg.data.name, "unused", run.schedule.val_size).to(torch.device(device))
+    split = load_split(run.cfg.data.name, "unused", run.steps.val_size).to(torch.device(device))
     a = split.arrays
     module = run.build_module(run.cfg.seed).to(device)
     model, t = module.model, run.cfg.train
@@ -288,7 +286,7 @@ def plain(run: Run, steps: int, warmup: int, device: str) -> Timer:
             step += 1
             if step == warmup:
                 timer.start = timer.now()
-            if step % run.schedule.eval_every == 0:  # as Lightning's loop: on the cadence only
+            if step % run.steps.eval_every == 0:  # as Lightning's loop: on the cadence only
                 timer.on_validation_start(None, None)
                 model.eval()
                 with torch.no_grad(), autocast:
@@ -313,7 +311,7 @@ def plain(run: Run, steps: int, warmup: int, device: str) -> Timer:
 
 def sparse_masks(module) -> M.Masks:
     weights = {n: w.detach().cpu() for n, w in module.weights().items()}
-    return magnitude.prune(weights, M.ones_like(weights), {n: SPARSITY for n in weights}, "global")
+    return Weights().keep({n: w.abs() for n, w in weights.items()}, M.ones_like(weights), {n: SPARSITY for n in weights}, "global")
 
 
 def lth_path(runs: list[Run], warmup: int, masked: bool) -> Timer:
@@ -322,14 +320,14 @@ def lth_path(runs: list[Run], warmup: int, masked: bool) -> Timer:
         module = run.build_module(run.cfg.seed)
         masks = sparse_masks(module)
         module.set_masks(masks)
-        members.append(Member(run, 0, ARMS["ticket"], module, masks, None, 0))
+        members.append(run.as_member(0, ARMS["ticket"], module, masks, None, 0, run.dir.arm(0, "ticket"), run.dir.rewind, run.cfg.seed))
     run = runs[0]
     module = pack_modules([m.module for m in members], lambda k: run.build_module(0, k))
     if not masked:
         module._mask_step = lambda: None
     timer = Timer(warmup)
-    fit = trainer(run.schedule, MemberCheckpoints(members), [timer], run.cfg, progress=False)
-    fit.fit(module, datamodule=run.data([m.run.cfg.seed for m in members]))
+    fit = trainer(run.steps, MemberCheckpoints(members), [timer], run.cfg.train, progress=False)
+    fit.fit(module, datamodule=run.data([m.data_order for m in members]))
     return timer
 
 
@@ -354,7 +352,7 @@ def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int
         ]
         return [Run.open(config.load(path, [*args, f"--seed={seed}"]), progress=False) for seed in range(k)]
 
-    eval_every = runs(1, "probe")[0].schedule.eval_every
+    eval_every = runs(1, "probe")[0].steps.eval_every
 
     rows = []
 

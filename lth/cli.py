@@ -152,8 +152,8 @@ def _export(argv: list[str]) -> int:
         summary = export(args.run_dir, args.level, args.arm, args.out, args.sparse)
     except (RunError, ConfigError) as err:
         return _fail(str(err))
-    if "semi_structured_skipped" in summary:
-        print(f"lth: 2:4 semi-structured tensors need a sparse-tensor-core GPU ({summary['semi_structured_skipped']}); wrote CSR copies", file=sys.stderr)
+    for name, why in summary.get("semi_structured_skipped", {}).items():
+        print(f"lth: {name}: CSR copy instead of a 2:4 semi-structured one ({why})", file=sys.stderr)
     kept, total = summary["weights_kept"], summary["prunable_weights"]
     print(f"wrote {args.out}: {kept:,} of {total:,} prunable weights kept ({kept / total:.2%}); outputs equal the masked network's "
           f"within {summary['max_output_difference']:.1e}")
@@ -175,14 +175,14 @@ def _stability(argv: list[str]) -> int:
             stability.points(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"])
     except config.ConfigError as err:
         return _fail(str(err))
-    from lth.run_dir import read_results
+    from lth.run_dir import read_lines
 
     paths, code = _training(lambda: [stability.run_stability(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"], own["between_levels"])
                                      for cfg in cfgs])
     if code is not None:
         return code
     # Over this invocation's seeds, beside their run directories: out_dir/name/stability_report.
-    rows = [row for path in paths for row in read_results(path)]
+    rows = [row for path in paths for _, row in read_lines(path)]
     written = stability.write_report(rows, paths[0].parent.parent / "stability_report")
     print("results: " + " ".join(str(p) for p in paths))
     print(f"report: {written[0]}")

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
+from lth.steps import Steps
+
 
 class ConfigError(ValueError):
     """A user-facing problem with the experiment: reported as one line, exit code 2."""
@@ -103,21 +105,10 @@ class PruneConfig:
     rewind_optimizer: Literal["fresh", "restore"] = "fresh"
     method: str = "magnitude"  # how weights are chosen for removal: a name in `lth.methods`
     schedule: str = "iterative"  # when and from what each level's masks are made: a name in `lth.schedules`
-    target: float | None = None  # schedule oneshot: the fraction of weights to keep, in (0, 1)
-    nm: list[int] | None = None  # method nm: [N, M], N kept in every M consecutive weights along the input (2:4)
-    slimming_l1: float | None = None  # method slimming: λ of the L1 penalty on batch-norm scales (1e-4 in Liu et al. 2017, §4.3)
-    # schedule gradual (Zhu & Gupta 2017): prune from begin_step to end_step, every `frequency` steps
-    begin_step: int | None = None
-    end_step: int | None = None
-    frequency: int | None = None
-
-
-@dataclass
-class ScratchBConfig:
-    # Scratch-B trains for the dense run's compute: epochs × dense MACs / pruned MACs, at most `max_factor`
-    # times as long (Liu et al. 2019 cap it at 2 in their ImageNet code; null removes the cap, as in their
-    # CIFAR code).
-    max_factor: float | None = 2.0
+    # The chosen method's and schedule's own settings (their `Params`; None for one without settings), written
+    # in YAML under their names: `prune: {method: nm, nm: {n: 2, m: 4}}`.
+    method_params: Any = None
+    schedule_params: Any = None
 
 
 @dataclass
@@ -145,24 +136,38 @@ class Experiment:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
-    scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # Each registered arm's own settings (its `Params`), by arm name, written in YAML under the arm's name at
+    # the top level (`scratch_b: {max_factor: 2}`), whether or not the arm is trained.
+    arm_params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The experiment as its YAML spells it (`load` reads it back to an equal experiment)."""
+        out = dataclasses.asdict(self)
+        prune = out["prune"]
+        for key, name in (("method_params", self.prune.method), ("schedule_params", self.prune.schedule)):
+            value = prune.pop(key)
+            if value is not None:
+                prune[name] = value
+        out.update(out.pop("arm_params"))
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What determines a run's results. Raising `levels`, adding arms, moving the output or data root or
-        changing where it is logged continues the same run rather than starting another."""
-        identity = self.to_dict()
-        for key in ("out_dir", "arms", "name", "wandb", "pack"):
-            identity.pop(key)
-        identity["prune"].pop("levels")
-        identity["data"].pop("root")
-        identity["train"].pop("checkpoint_every")
-        for section, key, value in IDENTICAL_TO_EARLIER_RUNS:
-            if identity[section][key] == value:
-                identity[section].pop(key)
+        changing where it is logged continues the same run rather than starting another. A setting outside
+        `ALWAYS_IN_IDENTITY` is left out at its default, so adding a setting (a plugin's too) never renames an
+        existing run directory."""
+        sections = {f.name: type(getattr(self, f.name))() for f in dataclasses.fields(self) if dataclasses.is_dataclass(getattr(self, f.name))}
+        defaults = _flatten(Experiment(**sections).to_dict())
+        p = self.prune
+        plugins = {"prune": {name: _default(params) for name, params in ((p.method, p.method_params), (p.schedule, p.schedule_params)) if params}}
+        defaults.update(_flatten(plugins | {name: _default(params) for name, params in self.arm_params.items()}))
+        identity: dict[str, Any] = {}
+        for key, value in _flatten(self.to_dict()).items():
+            if key.split(".")[0] in NOT_IN_IDENTITY or key in NOT_IN_IDENTITY:
+                continue
+            if key in ALWAYS_IN_IDENTITY or value != defaults.get(key):
+                _set_dotted(identity, key, value)
         return identity
 
     def run_id(self) -> str:
@@ -178,15 +183,34 @@ class Experiment:
         return Path(self.out_dir) / self.name / self.run_id()
 
 
-# Settings added after run directories already existed, with the value that computes what those runs computed:
-# at that value a setting stays out of the identity, so runs made before it existed keep their directory and
-# continue (Raising `levels` after an upgrade extends a run instead of starting it again.)
+# Never part of a run's identity: where it is written, logged and packed, which arms and how many levels this
+# invocation trains, and how often it checkpoints.
+NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "prune.levels", "data.root", "train.checkpoint_every")
+# The settings that made up every run's identity before settings at their default were left out of it: they
+# stay in at any value, so that run directories made before keep their names. Nothing is ever added here.
+ALWAYS_IN_IDENTITY = frozenset((
+    "seed", "model.name", "model.bn_init", "data.name", "data.val_size", "data.batch_size", "data.augment",
+    "train.optimizer", "train.lr", "train.momentum", "train.weight_decay", "train.duration", "train.milestones", "train.gamma",
+    "train.eval_every", "train.deterministic", "prune.strategy", "prune.fraction", "prune.layer_fractions", "prune.dense_layers",
+    "prune.rewind", "prune.rewind_optimizer", "scratch_b.max_factor",
+))
+
 PRECISIONS = ("32", "bf16-mixed")
 
-IDENTICAL_TO_EARLIER_RUNS = (
-    ("prune", "method", "magnitude"), ("prune", "schedule", "iterative"), ("prune", "target", None), ("prune", "nm", None), ("prune", "slimming_l1", None),
-    ("train", "precision", "32"), ("prune", "begin_step", None), ("prune", "end_step", None), ("prune", "frequency", None),
-)
+
+def _default(params: Any) -> dict[str, Any]:
+    return dataclasses.asdict(type(params)())
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of the experiment's settings; a mapping-valued setting (`layer_fractions`) is one value."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "layer_fractions":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def _digest(value: Any) -> str:
@@ -218,6 +242,11 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     if dataclasses.is_dataclass(kind):
         if isinstance(value, str) and "name" in typing.get_type_hints(kind):
             value = {"name": value}  # `model: resnet20` for `model: {name: resnet20}`
+        if isinstance(value, list):  # a plugin's first settings in order: `prune.nm: [2, 4]` for `{n: 2, m: 4}`
+            names = [f.name for f in dataclasses.fields(kind)]
+            if len(value) > len(names):
+                raise ConfigError(f"{key}: expected a mapping of {', '.join(names)}, or a list of at most {len(names)}, got {value!r}")
+            value = dict(zip(names, value))
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(kind, value, key + ".")
@@ -246,7 +275,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    # Settings typed Any hold plugins' own settings, which `from_dict` builds with each plugin's `Params`.
+    hints = {k: v for k, v in typing.get_type_hints(cls).items() if Any not in (v, *typing.get_args(v))}
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(hints))})")
@@ -318,21 +348,66 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
         seeds = [seeds]
     elif not seeds or len(set(map(str, seeds))) != len(seeds):
         raise ConfigError(f"seed: expected distinct seeds, got {seeds}")
-    experiments = [_build(Experiment, {**values, "seed": seed}) for seed in seeds]
+    experiments = [from_dict({**values, "seed": seed}) for seed in seeds]
     for experiment in experiments:
         validate(experiment)
     return experiments
+
+
+def from_dict(values: dict[str, Any]) -> Experiment:
+    """An experiment from its YAML mapping. Each plugin's settings are built with its own `Params` (an arm's from
+    the top-level key of its name, a method's or schedule's from `prune.<name>`); a plugin's settings given
+    while another is chosen are refused. The flat spellings of earlier versions are accepted: `prune.<plugin>_<key>`
+    (`prune.slimming_l1`) and, for the chosen plugins, `prune.<key>` (`prune.target`, `prune.begin_step`)."""
+    from lth.arms import ARMS
+    from lth.methods import METHODS
+    from lth.schedules import SCHEDULES
+
+    values = dict(values)
+    arm_params = {name: _coerce(values.pop(name, {}), arm.Params, name) for name, arm in ARMS.items() if arm.Params}
+    prune = values.pop("prune", {})
+    if not isinstance(prune, dict):
+        raise ConfigError(f"prune: expected a mapping, got {prune!r}")
+    prune = dict(prune)
+    params = {}
+    for kind, registry in (("method", METHODS), ("schedule", SCHEDULES)):
+        chosen = prune.get(kind, getattr(PruneConfig, kind))
+        if not isinstance(chosen, str) or chosen not in registry:
+            raise ConfigError(f"prune.{kind}: unknown {kind} {chosen!r} (known: {', '.join(registry)})")
+        for name, plugin in registry.items():
+            fields = [f.name for f in dataclasses.fields(plugin.Params)] if plugin.Params else []
+            flat = {f"{name}_{f}": f for f in fields} | ({f: f for f in fields} if name == chosen else {})
+            given = [key for key in (name, *flat) if key in prune]
+            if not given:
+                continue
+            if name != chosen:
+                raise ConfigError(f"prune.{given[0]}: only the {kind} {name} uses it, not {chosen}")
+            if plugin.Params is None:
+                raise ConfigError(f"prune.{name}: the {kind} {name} has no settings")
+            section = prune.pop(name, {})
+            section = _coerce(section, plugin.Params, f"prune.{name}")
+            for key in given[1:] if given[0] == name else given:
+                setattr(section, flat[key], _coerce(prune.pop(key), typing.get_type_hints(plugin.Params)[flat[key]], f"prune.{key}"))
+            params[kind] = section
+        params.setdefault(kind, registry[chosen].Params() if registry[chosen].Params else None)
+        for key in set(prune) - set(typing.get_type_hints(PruneConfig)):
+            if owners := [name for name, plugin in registry.items() if plugin.Params and key in {f.name for f in dataclasses.fields(plugin.Params)}]:
+                raise ConfigError(f"prune.{key}: only the {kind} {' or '.join(owners)} uses it, not {chosen}")
+    experiment = _build(Experiment, values)
+    experiment.prune = _build(PruneConfig, prune, "prune.")
+    experiment.prune.method_params, experiment.prune.schedule_params = params["method"], params["schedule"]
+    experiment.arm_params = arm_params
+    return experiment
 
 
 def validate(cfg: Experiment) -> None:
     # Imported here: the registries import torch, which the config parser itself does not need.
     import torch
 
+    from lth import pruning
     from lth.arms import ARMS
     from lth.data import DATASETS
-    from lth.methods import METHODS, structure
     from lth.models import MODELS, prunable_names
-    from lth.schedules import SCHEDULES, layer_fractions
 
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r} (known: {', '.join(sorted(MODELS))})")
@@ -342,9 +417,6 @@ def validate(cfg: Experiment) -> None:
     if bad_arms or not cfg.arms:
         raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
     p = cfg.prune
-    for key, value, registry in (("method", p.method, METHODS), ("schedule", p.schedule, SCHEDULES)):
-        if value not in registry:
-            raise ConfigError(f"prune.{key}: unknown {key} {value!r} (known: {', '.join(registry)})")
     if not 0.0 < p.fraction < 1.0:
         raise ConfigError(f"prune.fraction: must lie in (0, 1), got {p.fraction}")
     for pattern, fraction in p.layer_fractions.items():
@@ -356,73 +428,58 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"pack: must be at least 1 or null, got {cfg.pack}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"data.batch_size: must be at least 1, got {cfg.data.batch_size}")
-    if cfg.scratch_b.max_factor is not None and cfg.scratch_b.max_factor < 1:
-        raise ConfigError(f"scratch_b.max_factor: must be at least 1 or null, got {cfg.scratch_b.max_factor}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision: one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
-    if problem := SCHEDULES[p.schedule].check(p, Schedule.of(cfg)):
+    for name, params in cfg.arm_params.items():
+        if problem := ARMS[name].check(params):
+            raise ConfigError(problem)
+    if problem := pruning.schedule(p).check(p.schedule_params, p, steps(cfg)):
         raise ConfigError(problem)
-    if p.nm is not None and p.method != "nm":
-        raise ConfigError(f"prune.nm: only the method nm uses it, not {p.method}")
-    if p.slimming_l1 is not None and p.method != "slimming":
-        raise ConfigError(f"prune.slimming_l1: only the method slimming uses it, not {p.method}")
     spec = DATASETS[cfg.data.name]
     with torch.device("meta"):  # shapes alone, no memory and no init
         model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
     names = prunable_names(model)
     shapes = {n: tuple(model.get_parameter(n).shape) for n in names}
-    if problem := METHODS[p.method].check(p, shapes, layer_fractions(p, model, names), structure(p, cfg.model.name, spec)):
+    unit = pruning.unit(p, cfg.model.name, spec)
+    if problem := pruning.method(p).check(p.method_params, p.strategy, shapes, pruning.layer_fractions(p, model, names), unit):
         raise ConfigError(problem)
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """The run's durations in optimizer steps; one step is one batch (the last partial batch of an
-    epoch is dropped, so every epoch has the same number of steps)."""
+def steps(cfg: Experiment) -> Steps:
+    """The run's durations in optimizer steps, checked."""
+    from lth.data import DATASETS
 
-    steps_per_epoch: int
-    total_steps: int
-    rewind_step: int
-    milestone_steps: tuple[int, ...]
-    eval_every: int
-    checkpoint_every: int
-    val_size: int
-
-    @classmethod
-    def of(cls, cfg: Experiment) -> Schedule:
-        from lth.data import DATASETS
-
-        spec = DATASETS[cfg.data.name]
-        val_size = spec.default_val_size if cfg.data.val_size is None else cfg.data.val_size
-        if not 0 < val_size < spec.train_size:
-            raise ConfigError(f"data.val_size: must lie in (0, {spec.train_size}), got {val_size}")
-        train_size = spec.train_size - val_size
-        spe = train_size // cfg.data.batch_size
-        if spe < 1:
-            raise ConfigError(f"data.batch_size: {cfg.data.batch_size} exceeds the {train_size} training examples")
-        total = to_steps(cfg.train.duration, spe, "train.duration")
-        if total < 1:
-            raise ConfigError("train.duration: must be at least one step")
-        rewind = to_steps(cfg.prune.rewind, spe, "prune.rewind")
-        if rewind >= total:
+    spec = DATASETS[cfg.data.name]
+    val_size = spec.default_val_size if cfg.data.val_size is None else cfg.data.val_size
+    if not 0 < val_size < spec.train_size:
+        raise ConfigError(f"data.val_size: must lie in (0, {spec.train_size}), got {val_size}")
+    train_size = spec.train_size - val_size
+    spe = train_size // cfg.data.batch_size
+    if spe < 1:
+        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} exceeds the {train_size} training examples")
+    total = to_steps(cfg.train.duration, spe, "train.duration")
+    if total < 1:
+        raise ConfigError("train.duration: must be at least one step")
+    rewind = to_steps(cfg.prune.rewind, spe, "prune.rewind")
+    if rewind >= total:
+        raise ConfigError(
+            f"prune.rewind: {cfg.prune.rewind} ({rewind} steps) is not before the end of training ({total} steps)"
+        )
+    milestones = tuple(to_steps(m, spe, f"train.milestones[{i}]") for i, m in enumerate(cfg.train.milestones))
+    for i, step in enumerate(milestones):
+        if not 0 < step < total:
+            raise ConfigError(f"train.milestones[{i}]: {cfg.train.milestones[i]} lies outside training ({total} steps)")
+    eval_every = to_steps(cfg.train.eval_every, spe, "train.eval_every")
+    if eval_every < 1:
+        raise ConfigError("train.eval_every: must be at least one step")
+    checkpoint_every = eval_every
+    if cfg.train.checkpoint_every is not None:
+        checkpoint_every = to_steps(cfg.train.checkpoint_every, spe, "train.checkpoint_every")
+        if checkpoint_every < 1 or checkpoint_every % eval_every:
             raise ConfigError(
-                f"prune.rewind: {cfg.prune.rewind} ({rewind} steps) is not before the end of training ({total} steps)"
+                f"train.checkpoint_every: {cfg.train.checkpoint_every} ({checkpoint_every} steps) is not a multiple of "
+                f"train.eval_every ({eval_every} steps); checkpoints are written right after evaluations"
             )
-        milestones = tuple(to_steps(m, spe, f"train.milestones[{i}]") for i, m in enumerate(cfg.train.milestones))
-        for i, step in enumerate(milestones):
-            if not 0 < step < total:
-                raise ConfigError(f"train.milestones[{i}]: {cfg.train.milestones[i]} lies outside training ({total} steps)")
-        eval_every = to_steps(cfg.train.eval_every, spe, "train.eval_every")
-        if eval_every < 1:
-            raise ConfigError("train.eval_every: must be at least one step")
-        checkpoint_every = eval_every
-        if cfg.train.checkpoint_every is not None:
-            checkpoint_every = to_steps(cfg.train.checkpoint_every, spe, "train.checkpoint_every")
-            if checkpoint_every < 1 or checkpoint_every % eval_every:
-                raise ConfigError(
-                    f"train.checkpoint_every: {cfg.train.checkpoint_every} ({checkpoint_every} steps) is not a multiple of "
-                    f"train.eval_every ({eval_every} steps); checkpoints are written right after evaluations"
-                )
-        return cls(spe, total, rewind, milestones, eval_every, checkpoint_every, val_size)
+    return Steps(spe, total, rewind, milestones, eval_every, checkpoint_every, val_size)

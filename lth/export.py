@@ -6,9 +6,10 @@ weights exactly 0, no mask buffers); `load(FILE)` rebuilds it. Under a channel m
 `slimming`) the network is physically narrower: removed channels are gone, the next layers' inputs sliced
 and batch norms cut (`lth.channels.narrow`, with Torch-Pruning), and the file also holds the masks the
 narrowing follows. `--sparse` adds a compressed copy of each pruned weight: CSR (rows are output units; a conv
-weight is flattened to [out, in·k·k]) for unstructured masks; for `nm` masks on a CUDA device with sparse
-tensor cores, `torch.sparse.to_sparse_semi_structured`, the layout those cores multiply at up to twice the
-dense rate (elsewhere the CSR copy, and a message saying why).
+weight is flattened to [out, in·k·k]) for unstructured masks; for 2:4 masks on a CUDA device with sparse
+tensor cores, `torch.sparse.to_sparse_semi_structured` of `semi_structured_layout`, the layout those cores
+multiply at up to twice the dense rate, for every layer whose shape the kernel accepts (the others, and
+every layer elsewhere, get the CSR copy, and a message says why).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from lth import channels, config
 from lth.arms import ARMS
 from lth.data import DATASETS
 from lth.imp import Run
-from lth.methods import METHODS
 from lth.models import MODELS
+from lth.ranking import NMGroups
 from lth.run_dir import FINAL, RunDir, RunError
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")  # stable enough for to_sparse_csr and @
@@ -40,6 +41,23 @@ def _semi_structured_available() -> str | None:
     return None
 
 
+def semi_structured_layout(weight: torch.Tensor) -> torch.Tensor:
+    """The [out, kernel positions × in] matrix a 2:4 kernel multiplies, input channels innermost (NVIDIA ASP's
+    permutation of a conv weight to (out, kh, kw, in)): each run of four along a row is one group of
+    `lth.ranking.groups_of`, the groups the nm masks keep two of. Flattening [out, in, kh, kw] as it is would
+    run the groups across kernel positions instead."""
+    return weight.movedim(1, -1).flatten(1).contiguous()
+
+
+def semi_structured_problem(shape: tuple[int, int], dtype: torch.dtype = torch.float16) -> str | None:
+    """Why torch's 2:4 kernels reject a matrix of this shape (both sides a multiple of their minimum), or None."""
+    need = torch.sparse.SparseSemiStructuredTensorCUTLASS._DTYPE_SHAPE_CONSTRAINTS[dtype]
+    rows, cols = need.sparse_min_rows, need.sparse_min_cols
+    if shape[0] % rows or shape[1] % cols:
+        return f"its 2:4 matrix is {shape[0]}×{shape[1]}, and the kernels need multiples of {rows}×{cols}"
+    return None
+
+
 def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict[str, Any]:
     """Write the export and return what was checked: the largest output difference and the weights kept."""
     directory = RunDir(run_dir)
@@ -50,10 +68,10 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
         raise RunError(f"{final} does not exist: level {level} of {arm} has not finished training")
     cfg = config.load(directory.config)
     spec = DATASETS[cfg.data.name]
-    run = Run(cfg, directory, config.Schedule.of(cfg), progress=False)
-    structured = METHODS[cfg.prune.method].STRUCTURED
+    run = Run(cfg, directory, config.steps(cfg), progress=False)
+    unit = run.unit
     # An arm that trained the narrow network (`Arm.narrow`) has its chain's masks as its wide masks.
-    wide_masks = directory.load(directory.mask(level, ARMS[arm].chain())) if level > 0 and ARMS[arm].narrow(structured) else None
+    wide_masks = directory.load(directory.mask(level, ARMS[arm].chain())) if level > 0 and ARMS[arm].narrow(unit) else None
     masked = run.build_module(0, narrow=wide_masks)
     masked.load_state_dict(directory.load(final)["state_dict"])
     masked.eval()
@@ -62,8 +80,8 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     payload: dict[str, Any] = {"model": cfg.model.name, "input_shape": spec.input_shape, "num_classes": spec.num_classes, "state_dict": plain}
     if wide_masks is not None:  # trained narrow: its state is the narrow network's
         payload["masks"] = wide_masks
-    elif structured:  # the masked wide network, made narrow here
-        narrow = channels.narrow(load(payload), masks, run.structure, spec.input_shape)
+    elif unit.removes_channels:  # the masked wide network, made narrow here
+        narrow = channels.narrow(load(payload), masks, unit.structure, spec.input_shape)
         payload["masks"], payload["state_dict"] = masks, narrow.state_dict()
         plain = payload["state_dict"]
     network = load(payload)  # rebuilt from the payload as a user's `load(FILE)` will, so the checks below cover that path
@@ -82,22 +100,27 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     prunable = sum(m.numel() for m in payload.get("masks", masks).values())
     summary = {"max_output_difference": difference, "weights_kept": kept, "prunable_weights": prunable,
                "parameters": sum(p.numel() for p in network.parameters())}
-    if structured and sum(plain[name].numel() for name in masks) != sum(int(m.sum()) for m in payload["masks"].values()):
+    if unit.removes_channels and sum(plain[name].numel() for name in masks) != sum(int(m.sum()) for m in payload["masks"].values()):
         raise RunError("the narrow network's weights are not the ones its masks keep")
     if sparse:
-        why_not = _semi_structured_available() if cfg.prune.method == "nm" else "not an nm mask"
-        compressed = {}
+        two_four = isinstance(unit, NMGroups) and (unit.n, unit.m) == (2, 4)
+        device = _semi_structured_available() if two_four else "not a 2:4 mask"
+        compressed, skipped = {}, {}
         for name in masks:
             weight = plain[name]
+            layout = semi_structured_layout(weight)
+            why_not = device or semi_structured_problem(tuple(layout.shape))
             if why_not is None:
-                compressed[name] = torch.sparse.to_sparse_semi_structured(weight.flatten(1).cuda().half())
-            else:
-                compressed[name] = weight.flatten(1).to_sparse_csr()
-                if not torch.equal(compressed[name].to_dense(), weight.flatten(1)):
-                    raise RunError(f"the CSR copy of {name} does not reproduce it")
+                compressed[name] = torch.sparse.to_sparse_semi_structured(layout.cuda().half())
+                continue
+            compressed[name] = weight.flatten(1).to_sparse_csr()
+            if not torch.equal(compressed[name].to_dense(), weight.flatten(1)):
+                raise RunError(f"the CSR copy of {name} does not reproduce it")
+            if two_four:
+                skipped[name] = why_not
         payload["sparse"] = compressed
-        if cfg.prune.method == "nm" and why_not is not None:
-            summary["semi_structured_skipped"] = why_not
+        if skipped:
+            summary["semi_structured_skipped"] = skipped
     out.parent.mkdir(parents=True, exist_ok=True)
     RunDir.save(payload, out)
     return summary

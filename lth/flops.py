@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lth import masks as M
 from lth.models import prunable_names
-
-if TYPE_CHECKING:
-    from lth.module import MaskedModule
 
 
 def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor] | None = None) -> int:
@@ -46,12 +42,12 @@ def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.
     return sum(positions[name] * used[name] for name in positions)
 
 
-def parameters(module: MaskedModule, masks: M.Masks) -> int:
+def parameters(model: nn.Module, followers: dict[str, tuple[str, ...]], masks: M.Masks) -> int:
     """Parameters of the (unpacked) network as deployed: the kept prunable weights and every other parameter,
-    less the biases and batch-norm scales and shifts of removed channels."""
-    followers = {f: M.channels_alive(masks[layer]) for layer, names in module.followers.items() for f in names}
+    less the `followers` of removed channels (their biases and batch-norm scales and shifts)."""
+    followers = {f: M.channels_alive(masks[layer]) for layer, names in followers.items() for f in names}
     total = 0
-    for name, parameter in module.model.named_parameters():
+    for name, parameter in model.named_parameters():
         kept = masks.get(name, followers.get(name))
         total += parameter.numel() if kept is None else int(kept.sum())
     return total

@@ -12,36 +12,38 @@ import itertools
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
 
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
-from lth import channels, locks
+from lth import channels, locks, pruning
 from lth import masks as M
 from lth.arms import ARMS, Arm
-from lth.config import ConfigError, Experiment, Schedule
-from lth.data import DATASETS, DataModule, MissingDataError
+from lth.arms.base import Level, Start
+from lth.config import ConfigError, Experiment, steps
+from lth.data import DATASETS, DataModule, MissingDataError, TrainBatches, load_split
 from lth.files import atomic_write
 from lth.flops import macs, parameters, speedup
-from lth.methods import METHODS, structure
+from lth.methods.base import Scoring, State
 from lth.models import MODELS, init_batch_norm
 from lth.module import MaskedModule
-from lth.packing import auto_pack, packs, unpack_state
+from lth.packing import auto_pack, unpack_state
 from lth.preemption import Interrupted, check, stop_on_sigusr1
-from lth.run_dir import FINAL, LAST, START, RunDir, RunError
-from lth.schedules import level_masks, mask_source, trains_the_mask
+from lth.rewinding import RewindCapture, start_checkpoint
+from lth.run_dir import FINAL, LAST, START, Row, RunDir, RunError
+from lth.steps import Steps
 from lth.tracking import Tracker
-from lth.training import Member, train_pack
+from lth.training import Member, Training, packs, train_pack
 
 
 @dataclass
 class Run:
     cfg: Experiment
     dir: RunDir
-    schedule: Schedule
+    steps: Steps
     progress: bool = True
     tracker: Tracker | None = None
 
@@ -56,47 +58,158 @@ class Run:
             model = previous.get("model") if isinstance(previous, dict) else None
             if not isinstance(model, dict) or model.get("name") != cfg.model.name:
                 raise RunError(f"{run_dir.config} describes a different experiment; move it aside or choose another out_dir")
-        return cls(cfg, run_dir, Schedule.of(cfg), progress)
+        return cls(cfg, run_dir, steps(cfg), progress)
 
     def arms(self) -> list[Arm]:
         return [arm for name, arm in ARMS.items() if name in self.cfg.arms]
 
     @property
-    def structure(self) -> dict[str, channels.Removable]:
-        return structure(self.cfg.prune, self.cfg.model.name, DATASETS[self.cfg.data.name])
+    def spec(self):
+        return DATASETS[self.cfg.data.name]
+
+    @property
+    def unit(self):
+        """What the experiment's method removes (`lth.ranking`)."""
+        return pruning.unit(self.cfg.prune, self.cfg.model.name, self.spec)
 
     @property
     def pack(self) -> int:
         """How many runs train as one packed network (`pack`, or `auto_pack` for the dense network's size)."""
         if self.cfg.pack:
             return self.cfg.pack
-        spec = DATASETS[self.cfg.data.name]
         with torch.device("meta"):  # shapes alone: no memory, no init drawn from the global generator
-            return auto_pack(macs(MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes), spec.input_shape))
+            return auto_pack(macs(MODELS[self.cfg.model.name](self.spec.input_shape, self.spec.num_classes), self.spec.input_shape))
 
     def build_module(self, seed: int, pack: int = 1, narrow: M.Masks | None = None) -> MaskedModule:
         """The network at its init for `seed`; `narrow`: with the channels those masks remove taken out
         physically (`lth.channels.narrow`), then initialised afresh at its own widths."""
-        spec = DATASETS[self.cfg.data.name]
+        spec = self.spec
         torch.manual_seed(seed)  # the init is a function of the seed (OpenLTH leaves it unseeded)
         model = MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes, pack=pack)
         init_batch_norm(model, self.cfg.model.bn_init)
+        structure = self.unit.structure
         if narrow is not None:
-            model = channels.narrow(model, narrow, self.structure, spec.input_shape)
+            model = channels.narrow(model, narrow, structure, spec.input_shape)
             model.initialise()
             init_batch_norm(model, self.cfg.model.bn_init)
-        followers = None if narrow is not None else channels.followers(self.structure)
-        return MaskedModule(model, self.cfg.train, self.schedule, spec.num_classes, pack, followers)
+        followers = None if narrow is not None else channels.followers(structure)
+        return MaskedModule(model, self.cfg.train, self.steps, spec.num_classes, pack, followers)
+
+    def network(self, state: State) -> torch.nn.Module:
+        """A plain (unpacked, unmasked) network holding `state`'s weights, masked: what criteria that run the
+        network score (`lth.methods.base.Scoring.network`). Built on the meta device: no init is drawn."""
+        with torch.device("meta"):
+            model = MODELS[self.cfg.model.name](self.spec.input_shape, self.spec.num_classes)
+        masks = {k[: -len("_mask")]: v for k, v in state.items() if k.endswith("_mask")}
+        model.load_state_dict({k: v * masks[k] if k in masks else v.clone() for k, v in state.items() if not k.endswith("_mask")}, assign=True)
+        return model.train()
 
     def data(self, seeds: list[int]) -> DataModule:
-        """The dataset for a pack of this run's members (one seed each)."""
+        """The dataset for a pack of this run's members (one data order each)."""
         d = self.cfg.data
-        return DataModule(d.name, d.root, d.batch_size, self.schedule.val_size, seeds, d.augment)
+        return DataModule(d.name, d.root, d.batch_size, self.steps.val_size, seeds, d.augment)
 
-    def trained_weights(self, level: int, arm: str) -> dict[str, torch.Tensor]:
-        """An arm's trained network at `level` (weights, masks and buffers), keyed as the network names them."""
-        state = self.dir.load(self.dir.arm(level, arm) / FINAL)["state_dict"]
+    def first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 0's training batch of the run's data order, augmented as training augments it."""
+        d = self.cfg.data
+        split = load_split(d.name, d.root, self.steps.val_size)
+        augment = self.spec.augment if d.augment is None else d.augment
+        batches = TrainBatches(split.arrays["x_train"], split.arrays["y_train"], d.batch_size, [self.cfg.seed], augment, split.normalise, lambda: 0)
+        x, y = next(iter(batches))
+        return x, y[:, 0]
+
+    def _network_state(self, path) -> State:
+        state = self.dir.load(path)["state_dict"]
         return {n[len("model."):]: v for n, v in state.items() if n.startswith("model.")}
+
+    def trained_weights(self, level: int, arm: str) -> State:
+        """An arm's trained network at `level` (weights, masks and buffers), keyed as the network names them."""
+        return self._network_state(self.dir.arm(level, arm) / FINAL)
+
+    def rewound_weights(self) -> State:
+        """The dense run's network at the rewind step, unmasked."""
+        return self._network_state(self.dir.rewind)
+
+    # -- where each level's masks come from -----------------------------------------------------------------
+
+    def trains_the_mask(self, level: int, arm: Arm) -> bool:
+        """Whether `arm` makes its level's masks by training (the ticket under gradual pruning)."""
+        return pruning.schedule(self.cfg.prune).masks_from_training and level == 1 and arm.is_ticket
+
+    def mask_source(self, level: int, arm: Arm) -> tuple[int, str]:
+        """The (level, arm) whose trained network `arm`'s masks at `level` (> 0) are made from: its chain's
+        previous level (`Arm.source`), or, under a schedule whose masks come out of training, the ticket of
+        this level, which pruned as it trained."""
+        if pruning.schedule(self.cfg.prune).masks_from_training and not arm.is_ticket:
+            return level, "ticket"
+        return level - 1, arm.source(level)
+
+    def scoring(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> Scoring:
+        return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.unit.structure, self.rewound_weights, self.network, self.first_batch)
+
+    def prune(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> M.Masks:
+        """The experiment's method and ranking applied to a network's state (`lth.pruning.level_masks`)."""
+        return pruning.level_masks(self.cfg.prune, self.unit, self.scoring(weights, masks, fractions))
+
+    def level_masks(self, level: int, module: MaskedModule, arm: Arm) -> M.Masks:
+        """The masks `arm`'s chain trains under at `level`: level 0, and a ticket that prunes as it trains, start
+        dense; otherwise they come from `mask_source`'s trained network, pruned once more, or taken as they are
+        when it pruned itself as it trained. Made once, then read from disk."""
+        if level == 0 or self.trains_the_mask(level, arm):
+            return M.ones_like(module.weights())
+        path = self.dir.mask(level, arm.chain())
+        if path.exists():
+            return self.dir.load(path)
+        trained = self.trained_weights(*self.mask_source(level, arm))
+        masks = {n: trained[f"{n}_mask"] for n in module.prunable}
+        if not pruning.schedule(self.cfg.prune).masks_from_training:
+            masks = self.prune(trained, masks, pruning.layer_fractions(self.cfg.prune, module.model, module.prunable))
+        self.dir.save(masks, path)
+        return masks
+
+    # -- members: (level, arm)s ready to train ---------------------------------------------------------------
+
+    def level_context(self, level: int, arm: Arm, module: MaskedModule, chain: M.Masks) -> Level:
+        shape = self.spec.input_shape
+        return Level(
+            level, self.cfg.seed, chain, self.steps, self.cfg.train.lr, self.cfg.train.gamma, self.unit, self.cfg.arm_params.get(arm.name),
+            rewound=self.rewound_weights, trained=partial(self.trained_weights, level - 1, arm.source(level)),
+            fresh=module.model.state_dict, macs=lambda masks: macs(module.model, shape, masks),
+        )
+
+    def member(self, level: int, arm: Arm) -> Member:
+        """(level, arm), ready: its module built and started as its arm's `Start` says."""
+        seed = arm.init_seed(self.cfg.seed, level)
+        module = self.build_module(seed)
+        chain = self.level_masks(level, module, arm)
+        start = arm.start(self.level_context(level, arm, module, chain)) if level > 0 else Start(chain, from_rewind_point=False)
+        arm_dir = self.dir.arm(level, arm.name)
+        first, start_step = None, 0
+        if start.from_rewind_point:
+            first = start_checkpoint(arm_dir / START, self.dir.rewind, start.masks, self.cfg.prune.rewind_optimizer, start.weights)
+            start_step = self.steps.rewind_step
+        elif start.weights is not None:
+            module.model.load_state_dict(start.weights)
+        steps, train = start.steps or self.steps, self.cfg.train if start.lr is None else replace(self.cfg.train, lr=start.lr)
+        if start.narrow:
+            module = self.build_module(seed, narrow=start.masks)
+        else:
+            module.set_masks(start.masks)
+        module.steps, module.train_cfg = steps, train
+        if arm.chain() == arm.name:  # the networks that are pruned next train with the method's penalty
+            module.penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params)
+        resume = next((p for p in (arm_dir / FINAL, arm_dir / LAST) if p.exists()), first)
+        return self.as_member(level, arm, module, start.masks, resume, start_step, arm_dir, self.dir.rewind, self.cfg.seed, start.narrow)
+
+    def as_member(self, level: int, arm: Arm, module: MaskedModule, masks: M.Masks, resume, start_step: int, directory, rewind,
+                  data_order: int, narrow: bool = False) -> Member:
+        """A member of this run: what it shares with the members it may be packed with, and its W&B run."""
+        d = self.cfg.data
+        return Member(
+            level, arm, module, masks, resume, start_step, directory, rewind, data_order,
+            shared=(self.cfg.model.name, d.name, d.batch_size, d.augment, self.steps.val_size),
+            optimizer_origin=arm.optimizer_origin(self.steps.rewind_step, self.cfg.prune.rewind_optimizer), narrow=narrow, tracker=self.tracker,
+        )
 
     def members(self, level: int, after_ticket: bool = False) -> list[Member]:
         """This run's (level, arm)s still to train, each ready; the ticket first: controls need its masks.
@@ -106,76 +219,75 @@ class Run:
         for arm in self.arms():
             if not arm.trains_at(level):
                 continue
-            source = mask_source(self.cfg.prune, level, arm) if level > 0 else None
+            source = self.mask_source(level, arm) if level > 0 else None
             if (source is not None and source[0] == level) != after_ticket:
                 continue  # trained in the other wave of this level
             if row := self.dir.done(level, arm.name):
-                remaining, acc = row["weights_remaining"], row["test_acc"]
-                self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {remaining:.2%} remaining, test acc {acc:.4f}")
+                self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {row.weights_remaining:.2%} remaining, test acc {row.test_acc:.4f}")
                 continue
             check(f"before level {level} {arm.name}")
             if source is not None:
                 self.wait_for(level, arm.name, *source)
-            seed = arm.init_seed(self.cfg.seed, level)
-            module = self.build_module(seed)
-            chain = level_masks(self, level, module, arm)
-            masks, start, start_step = arm.start(self, level, module, chain)
-            narrow = arm.narrow(METHODS[self.cfg.prune.method].STRUCTURED)
-            if narrow:
-                schedule, train = module.schedule, module.train_cfg
-                module = self.build_module(seed, narrow=masks)
-                module.schedule, module.train_cfg = schedule, train
-            else:
-                module.set_masks(masks)
-            if arm.chain() == arm.name:  # the networks that are pruned next train with Network Slimming's penalty
-                module.scale_l1 = self.cfg.prune.slimming_l1 or 0.0
-            arm_dir = self.dir.arm(level, arm.name)
-            resume = next((p for p in (arm_dir / FINAL, arm_dir / LAST) if p.exists()), start)
-            out.append(Member(self, level, arm, module, masks, resume, start_step, narrow))
+            out.append(self.member(level, arm))
         return out
 
-    def row(self, member: Member, module: MaskedModule, k: int) -> dict[str, Any]:
+    def training(self) -> Training:
+        return Training(lambda pack: self.build_module(0, pack), self.data, self.cfg.train, self.progress)
+
+    def callbacks(self, group: list[Member]) -> list[Callback]:
+        """What a pack of this run's members needs besides training: the dense run saves its rewind point, and a
+        ticket whose masks come out of training prunes as it trains (its schedule's hooks)."""
+        first = group[0]
+        out: list[Callback] = []
+        if first.level == 0:
+            out.append(RewindCapture(self.steps.rewind_step, [m.rewind for m in group]))
+        if self.trains_the_mask(first.level, first.arm):
+            p, module = self.cfg.prune, first.module
+            out += pruning.schedule(p).hooks(p.schedule_params, pruning.layer_fractions(p, module.model, module.prunable), self.prune)
+        return out
+
+    def row(self, member: Member, module: MaskedModule, k: int) -> Row:
         """The results line of pack member k, trained in `module`."""
-        final_mask = self.cfg.prune.end_step if trains_the_mask(self.cfg.prune, member.level, member.arm) else 0
-        history = [h for h in module.val_history[k] if h["step"] >= final_mask]
+        p = self.cfg.prune
+        settled = pruning.schedule(p).settled_at(p.schedule_params) if self.trains_the_mask(member.level, member.arm) else 0
+        history = [h for h in module.val_history[k] if h["step"] >= settled]
         best = early_stop(history)
         trained = unpack_state(module.masks(), module.pack)[k]  # a gradually pruned ticket ends sparser than it began
         masks = member.masks if member.narrow else trained  # a narrow network's are its wide masks
         remaining, per_layer = M.weights_remaining(masks)
-        shape = DATASETS[self.cfg.data.name].input_shape
-        return {
-            "level": member.level,
-            "arm": member.arm.name,
-            "seed": self.cfg.seed,
-            "init_seed": member.arm.init_seed(self.cfg.seed, member.level),
-            "run_id": self.cfg.run_id(),
-            "weights_remaining": remaining,
-            "weights_remaining_per_layer": per_layer,
-            "macs": macs(member.module.model, shape, trained),
-            "parameters": parameters(member.module, trained),
-            "test_acc": history[-1]["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
-            "test_acc_at_early_stop": best["test_acc"],
-            "best_val_acc": max(h["val_acc"] for h in history),
-            "early_stop_step": best["step"],
-            "early_stop_val_acc": best["val_acc"],
-            "steps_trained": module.schedule.total_steps - member.start_step,
-            "rewind_step": self.schedule.rewind_step,
-            "rewind_optimizer": self.cfg.prune.rewind_optimizer,
-            "wall_seconds": round(module.train_seconds, 3),  # of the whole pack this member trained in
-            "mask_sha256": M.sha256(masks),
-            "inference_speedup": self.speedup(masks, module.device) if METHODS[self.cfg.prune.method].STRUCTURED else None,
-        }
+        return Row(
+            level=member.level,
+            arm=member.arm.name,
+            seed=self.cfg.seed,
+            init_seed=member.arm.init_seed(self.cfg.seed, member.level),
+            run_id=self.cfg.run_id(),
+            weights_remaining=remaining,
+            weights_remaining_per_layer=per_layer,
+            macs=macs(member.module.model, self.spec.input_shape, trained),
+            parameters=parameters(member.module.model, member.module.followers, trained),
+            test_acc=history[-1]["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
+            test_acc_at_early_stop=best["test_acc"],
+            best_val_acc=max(h["val_acc"] for h in history),
+            early_stop_step=best["step"],
+            early_stop_val_acc=best["val_acc"],
+            steps_trained=module.steps.total_steps - member.start_step,
+            rewind_step=self.steps.rewind_step,
+            rewind_optimizer=p.rewind_optimizer,
+            wall_seconds=round(module.train_seconds, 3),  # of the whole pack this member trained in
+            mask_sha256=M.sha256(masks),
+            inference_speedup=self.speedup(masks, module.device) if self.unit.removes_channels else None,
+        )
 
     def speedup(self, masks: M.Masks, device: torch.device) -> float:
         """The narrow network's forward pass against the full-width one's, measured (`lth.flops.speedup`); their
         weights do not change their speed, so both are built fresh."""
-        spec = DATASETS[self.cfg.data.name]
+        spec = self.spec
         with torch.random.fork_rng(devices=[]):  # leaves the global generator as training left it
             wide = MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes)
-        narrow = channels.narrow(wide, masks, self.structure, spec.input_shape)
+        narrow = channels.narrow(wide, masks, self.unit.structure, spec.input_shape)
         return round(speedup(wide, narrow, spec.input_shape, self.cfg.data.batch_size, device), 3)
 
-    def record(self, row: dict[str, Any]) -> None:
+    def record(self, row: Row) -> None:
         rows = self.dir.append(row)
         if self.tracker:
             self.tracker.level(row, rows)
@@ -213,7 +325,7 @@ class Run:
         for level, arm in todo:
             paths += [self.dir.arm(level, arm.name) / name for name in (START, LAST, FINAL)]
             if level > 0:
-                source_level, source = mask_source(self.cfg.prune, level, arm)
+                source_level, source = self.mask_source(level, arm)
                 previous = self.dir.arm(source_level, source) / FINAL
                 paths.append(previous)
                 if source not in self.cfg.arms and not previous.exists() and not locks.held_elsewhere(self.dir.lock(source)):
@@ -234,19 +346,28 @@ def early_stop(history: list[dict[str, float]]) -> dict[str, float]:
 
 
 def train_levels(runs: list[Run], pack: int) -> None:
-    """Level by level across all runs, so that every (run, arm) of a level that can share a pack does."""
+    """Level by level across all runs, so that every (run, arm) of a level that can share a pack does. The runs
+    of one invocation differ only in their seed, so any of them says how a pack trains."""
     for level, after_ticket in itertools.product(range(max(run.cfg.prune.levels for run in runs) + 1), (False, True)):
-        members = [m for run in runs if level <= run.cfg.prune.levels for m in run.members(level, after_ticket)]
+        owner: dict[int, Run] = {}
+        members = []
+        for run in runs:
+            for member in run.members(level, after_ticket) if level <= run.cfg.prune.levels else []:
+                owner[id(member)] = run
+                members.append(member)
         for group in packs(members, pack):
-            first = group[0]
-            names = ", ".join(f"seed {m.run.cfg.seed} {m.arm.name}" for m in group)
+            first = owner[id(group[0])]
+            names = ", ".join(f"seed {owner[id(m)].cfg.seed} {m.arm.name}" for m in group)
             together = f" (a pack of {len(group)})" if len(group) > 1 else ""
-            first.run.say(f"level {level}: training {names} with {M.weights_remaining(first.masks)[0]:.2%} of weights remaining{together}")
-            for member, row in zip(group, train_pack(group)):
-                member.run.record(row)
-                member.run.say(
-                    f"level {level}/{member.run.cfg.prune.levels} seed {row['seed']} {member.arm.name}: {row['weights_remaining']:.2%} remaining, "
-                    f"test acc {row['test_acc']:.4f}, best val acc {row['best_val_acc']:.4f} (early stop at step {row['early_stop_step']})"
+            first.say(f"level {level}: training {names} with {M.weights_remaining(group[0].masks)[0]:.2%} of weights remaining{together}")
+            module = train_pack(group, first.training(), first.callbacks(group))
+            for k, member in enumerate(group):
+                run = owner[id(member)]
+                row = run.row(member, module, k)
+                run.record(row)
+                run.say(
+                    f"level {level}/{run.cfg.prune.levels} seed {row.seed} {member.arm.name}: {row.weights_remaining:.2%} remaining, "
+                    f"test acc {row.test_acc:.4f}, best val acc {row.best_val_acc:.4f} (early stop at step {row.early_stop_step})"
                 )
 
 

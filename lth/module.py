@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -12,8 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from lth import masks as M
-from lth.config import Schedule, TrainConfig
+from lth.config import TrainConfig
 from lth.models import prunable_names
+from lth.steps import Steps
 
 # The training step runs the optimizer itself (see `optimizer_step`), so it returns no loss for Lightning to
 # backpropagate; Lightning warns once about that.
@@ -65,17 +67,17 @@ class MaskedModule(L.LightningModule):
     of learning rate (a milestone) captures it again, since the graph holds the rate it was captured with.
     """
 
-    def __init__(self, model: nn.Module, train: TrainConfig, schedule: Schedule, num_classes: int, pack: int = 1,
+    def __init__(self, model: nn.Module, train: TrainConfig, steps: Steps, num_classes: int, pack: int = 1,
                  followers: dict[str, tuple[str, ...]] | None = None):
         super().__init__()
-        self.model, self.train_cfg, self.schedule, self.pack = model, train, schedule, pack
+        self.model, self.train_cfg, self.steps, self.pack = model, train, steps, pack
         self.num_classes = num_classes
         self.prunable = prunable_names(model)
         # Under channel pruning (`lth.channels`): the biases and batch-norm scales and shifts indexed by each
         # prunable layer's output channels, zeroed with a removed channel so that it outputs exactly 0.
         self.followers = followers or {}
-        # Network Slimming's L1 penalty on batch-norm scales (`prune.slimming_l1`), for the networks that are pruned next.
-        self.scale_l1 = 0.0
+        # A term added to the loss (the pruning method's `penalty`, for the networks its chain prunes next).
+        self.penalty: Callable[[nn.Module], torch.Tensor] | None = None
         for name in self.prunable:
             owner, attr = self._owner(name)
             owner.register_buffer(f"{attr}_mask", torch.ones_like(getattr(owner, attr), dtype=torch.bool))
@@ -83,8 +85,8 @@ class MaskedModule(L.LightningModule):
         # Per run, one entry per evaluation: step, val_loss, val_acc, test_acc.
         self.val_history: list[list[dict[str, float]]] = [[] for _ in range(pack)]
         self.last_loss: torch.Tensor | None = None  # [K], of the latest step
-        self.train_seconds = 0.0
-        self._fit_started = 0.0
+        self.train_seconds = 0.0  # in fits that ended, this one's included once it ends (`on_train_end`)
+        self._fit_started: float | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._eager_steps = 0
         self._keep: list[torch.Tensor] | None = None  # float copies of the masks, made when training starts
@@ -148,15 +150,15 @@ class MaskedModule(L.LightningModule):
             optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         else:  # capturable: Adam's step count lives on the GPU, so a CUDA graph can advance it
             optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=self.device.type == "cuda")
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.schedule.milestone_steps), cfg.gamma)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.steps.milestone_steps), cfg.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         losses = self._train_losses(x, y)
         loss = losses.sum()  # the runs share no parameter, so each gets the gradient of its own loss
-        if self.scale_l1:  # Liu et al. (2017), eq. 1: λ·Σ|γ| over every batch norm's scales
-            loss = loss + self.scale_l1 * sum(m.weight.abs().sum() for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        if self.penalty is not None:
+            loss = loss + self.penalty(self.model)
         loss.backward()
         optimizer.step()
         self._mask_step()
@@ -245,8 +247,14 @@ class MaskedModule(L.LightningModule):
 
     # -- state that checkpoints carry besides weights and masks ---------------------------------------------
 
+    def on_train_end(self):
+        self.train_seconds = self.elapsed()
+        self._fit_started = None
+
     def elapsed(self) -> float:
-        return self.train_seconds + time.perf_counter() - self._fit_started
+        """Seconds of training in this and earlier processes, counting a fit in progress up to now."""
+        running = 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+        return self.train_seconds + running
 
     def on_save_checkpoint(self, checkpoint):
         seconds = self.elapsed()

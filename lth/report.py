@@ -7,6 +7,7 @@ tabulated beside it.
 
 from __future__ import annotations
 
+import json
 import statistics
 import warnings
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from scipy import stats
 from lth import config
 from lth.arms import ARMS
 from lth.files import atomic_open, atomic_write
-from lth.run_dir import RunDir
+from lth.run_dir import Row, RunDir
 
 ACCURACY = "test_acc_at_early_stop"  # what the summary, the first table and accuracy.png show
 
@@ -85,7 +86,7 @@ class Difference:
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]{mark} ({n})"
 
 
-def read_rows(run_dirs: list[Path]) -> list[dict]:
+def read_rows(run_dirs: list[Path]) -> list[Row]:
     """The rows of runs that differ only in their seed; pooling runs of different studies would make the
     error bars meaningless, so that is refused."""
     rows, studies = [], {}
@@ -94,10 +95,7 @@ def read_rows(run_dirs: list[Path]) -> list[dict]:
         if not run_dir.results.is_file():
             raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
         _one_study(studies, config.load(run_dir.config).study_id(), path)
-        lines = run_dir.rows()
-        if any(ACCURACY not in row for row in lines):
-            raise ValueError(f"{run_dir.results} was written by an lth that did not record {ACCURACY}; rerun it with this one")
-        rows += lines
+        rows += run_dir.rows()
     return rows
 
 
@@ -108,9 +106,9 @@ def _one_study(studies: dict[str, object], study: str, source: object) -> None:
         raise ValueError(f"{first} and {other} differ in more than their seed; report them separately")
 
 
-def rows_from_wandb(path: str, group: str, api=None) -> list[dict]:
-    """The per-level rows that lth logged to the W&B runs of one group (by default a group is one study).
-    Needs a network; the tested route is the run directories."""
+def rows_from_wandb(path: str, group: str, api=None) -> list[Row]:
+    """The results lines that lth logged to the W&B runs of one group (by default a group is one study), as
+    `ARM/row`. Needs a network; the tested route is the run directories."""
     import wandb
 
     api = api or wandb.Api()
@@ -119,29 +117,26 @@ def rows_from_wandb(path: str, group: str, api=None) -> list[dict]:
     if not runs:
         raise ValueError(f"no W&B runs in group {group!r} of {path}")
     for run in runs:
-        cfg = config._build(config.Experiment, {k: v for k, v in run.config.items() if k not in ("run_id", "run_dir")})
+        cfg = config.from_dict({k: v for k, v in run.config.items() if k not in ("run_id", "run_dir")})
         _one_study(studies, cfg.study_id(), run.name)
         for step in run.scan_history():
-            for arm in ARMS:
-                if step.get(f"{arm}/{ACCURACY}") is not None:
-                    keys = ("level", "weights_remaining", ACCURACY, "test_acc", "early_stop_step")
-                    metric = {k: step[f"{arm}/{k}"] for k in keys}
-                    rows.append({"arm": arm, "seed": cfg.seed, **metric, "level": int(metric["level"])})
+            rows += [Row.from_json(json.loads(step[f"{arm}/row"]), f"W&B run {run.name}") for arm in ARMS if step.get(f"{arm}/row") is not None]
     return rows
 
 
-def aggregate(rows: list[dict]) -> dict[tuple[str, int], Cell]:
+def aggregate(rows: list[Row]) -> dict[tuple[str, int], Cell]:
     """Seeds of the same (arm, level) pooled. Every run of a level shares its sparsity, up to rounding."""
-    groups: dict[tuple[str, int], list[dict]] = {}
+    groups: dict[tuple[str, int], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row["arm"], row["level"]), []).append(row)
+        groups.setdefault((row.arm, row.level), []).append(row)
     return {
         key: Cell(
-            statistics.fmean(r["weights_remaining"] for r in group),
-            Stat.of([r[ACCURACY] for r in group]),
-            Stat.of([r["test_acc"] for r in group]),
-            Stat.of([float(r["early_stop_step"]) for r in group]),
-            *(statistics.fmean(r[k] for r in group) if all(r.get(k) is not None for r in group) else None for k in ("macs", "parameters", "inference_speedup")),
+            statistics.fmean(r.weights_remaining for r in group),
+            Stat.of([r.test_acc_at_early_stop for r in group]),
+            Stat.of([r.test_acc for r in group]),
+            Stat.of([float(r.early_stop_step) for r in group]),
+            *(statistics.fmean(getattr(r, k) for r in group) if all(getattr(r, k) is not None for r in group) else None
+              for k in ("macs", "parameters", "inference_speedup")),
         )
         for key, group in sorted(groups.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1]))
     }
@@ -247,7 +242,8 @@ FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_st
 
 def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    sources = "\n".join(f"- `{d}`" for d in sources)
+    # A run directory as `name/run id`, relative to its out_dir: a report names no machine's paths.
+    sources = "\n".join(f"- `{d if isinstance(d, str) else '/'.join(Path(d).resolve().parts[-2:])}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
     atomic_write(out / "report.md", (
         f"# Lottery-ticket report\n\n{summary(cells)}\n\nRuns:\n{sources}\n\n"

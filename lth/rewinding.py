@@ -13,11 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lth.masks import Masks
-from lth.run_dir import RunDir
-
-# The name under which a level-0 member saves the rewind point (`lth.packing.MemberCheckpoints` maps it to
-# the member's `RunDir.rewind`).
-REWIND = "rewind.ckpt"
+from lth.run_dir import REWIND_CKPT, RunDir
 
 
 class RewindCapture(Callback):
@@ -29,7 +25,7 @@ class RewindCapture(Callback):
 
     def _maybe_save(self, trainer: L.Trainer) -> None:
         if trainer.global_step == self.step and not all(p.exists() for p in self.paths):
-            trainer.save_checkpoint(REWIND)
+            trainer.save_checkpoint(REWIND_CKPT)  # `lth.training.MemberCheckpoints` writes it to each member's rewind file
 
     def on_train_start(self, trainer, pl_module):
         self._maybe_save(trainer)

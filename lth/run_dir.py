@@ -15,7 +15,9 @@ same command after a kill or a requeue continues it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ import torch
 from lth import locks
 from lth.files import atomic_open, atomic_write
 
-START, LAST, FINAL = "start.ckpt", "last.ckpt", "final.ckpt"
+# The checkpoints of an arm's level (its start, its latest position, its end) and the dense run's training
+# state at the rewind step.
+START, LAST, FINAL, REWIND_CKPT = "start.ckpt", "last.ckpt", "final.ckpt", "rewind.ckpt"
 
 # The fields of a results line that measure the machine rather than the network: two runs of the same
 # computation agree in every other field, bit for bit.
@@ -36,17 +40,57 @@ class RunError(RuntimeError):
     """A problem with what is on disk: reported as one line, exit code 2, nothing deleted."""
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """The lines of a `results.jsonl`; a damaged line stops the reader with its file and line number."""
-    rows = []
+@dataclass(frozen=True)
+class Row:
+    """One finished (level, arm) of one run: a line of `results.jsonl`."""
+
+    level: int
+    arm: str
+    seed: int
+    init_seed: int  # the seed of its init: the run's, or the arm's own fresh one at this level
+    run_id: str
+    weights_remaining: float  # of the prunable weights
+    weights_remaining_per_layer: dict[str, float]
+    test_acc: float  # at the final weights
+    test_acc_at_early_stop: float  # at the evaluation of lowest validation loss (Frankle & Carbin 2019, §2)
+    best_val_acc: float
+    early_stop_step: int
+    early_stop_val_acc: float
+    steps_trained: int
+    rewind_step: int
+    rewind_optimizer: str
+    wall_seconds: float  # training time of the whole pack it trained in, over every process that trained it
+    mask_sha256: str
+    macs: int | None = None  # per example, as pruned (`lth.flops`); None in lines written before it was recorded
+    parameters: int | None = None  # as deployed
+    inference_speedup: float | None = None  # measured, under a channel method
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, line: Any, where: str) -> Row:
+        """A results line read back; `where` names it (file:line) in the one-line error for a line that is not one."""
+        if not isinstance(line, dict):
+            raise RunError(f"{where} is not a results line (a JSON object, got {type(line).__name__}); repair or move the file")
+        hints = typing.get_type_hints(cls)
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        if missing := [name for name in required if name not in line]:
+            raise RunError(f"{where} has no {missing[0]}: it was written by an older lth, or is not a results line; rerun it with this one")
+        return cls(**{k: v for k, v in line.items() if k in hints})
+
+
+def read_lines(path: Path) -> list[tuple[str, Any]]:
+    """The JSON lines of a ledger, each with where it stands (file:line); a damaged line stops the reader there."""
+    lines = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            lines.append((f"{path}:{number}", json.loads(line)))
         except json.JSONDecodeError:
             raise RunError(f"{path}:{number} is not valid JSON; repair or move the file") from None
-    return rows
+    return lines
 
 
 @dataclass(frozen=True)
@@ -63,7 +107,7 @@ class RunDir:
 
     @property
     def rewind(self) -> Path:
-        return self.root / "rewind.ckpt"
+        return self.root / REWIND_CKPT
 
     def level(self, level: int) -> Path:
         return self.root / f"level_{level:02d}"
@@ -84,21 +128,23 @@ class RunDir:
 
     # -- the results ledger -------------------------------------------------------------------------------
 
-    def rows(self) -> list[dict[str, Any]]:
-        return read_results(self.results) if self.results.exists() else []
+    def rows(self) -> list[Row]:
+        return [Row.from_json(line, where) for where, line in read_lines(self.results)] if self.results.exists() else []
 
-    def done(self, level: int, arm: str) -> dict[str, Any] | None:
-        return next((r for r in self.rows() if r["level"] == level and r["arm"] == arm), None)
+    def done(self, level: int, arm: str) -> Row | None:
+        return next((r for r in self.rows() if r.level == level and r.arm == arm), None)
 
-    def append(self, row: dict[str, Any], ledger: Path | None = None) -> list[dict[str, Any]]:
-        """Add one finished (level, arm) to `results.jsonl`, or a line to another ledger of the run
-        (`stability.jsonl`); other processes may record at the same time, hence the lock. Returns every row
-        now in the ledger."""
-        ledger = ledger or self.results
+    def append(self, row: Row) -> list[Row]:
+        """Add one finished (level, arm) to `results.jsonl`; returns every row now in it."""
+        return [Row.from_json(line, where) for where, line in self.append_line(self.results, row.to_json())]
+
+    def append_line(self, ledger: Path, line: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Add a line to one of the run's ledgers (`results.jsonl`, `stability.jsonl`); other processes may record
+        at the same time, hence the lock. Returns every line now in it."""
         with locks.held(self.lock(ledger.stem)):
-            rows = (read_results(ledger) if ledger.exists() else []) + [row]
-            atomic_write(ledger, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
-        return rows
+            lines = [line for _, line in read_lines(ledger)] if ledger.exists() else []
+            atomic_write(ledger, "".join(json.dumps(r, sort_keys=True) + "\n" for r in [*lines, line]).encode())
+        return read_lines(ledger)
 
     # -- stored tensors -----------------------------------------------------------------------------------
 

@@ -22,21 +22,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth import locks
+from lth import locks, pruning
 from lth import masks as M
 from lth.arms import ARMS
-from lth.config import ConfigError, Experiment, to_steps
+from lth.config import ConfigError, Experiment, steps, to_steps
 from lth.data import DATASETS, EVAL_BATCH, EvalBatches, load_split, seeded_generator
 from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
 from lth.models import MODELS
 from lth.module import MaskedModule
-from lth.packing import MemberCheckpoints, packs
 from lth.preemption import Interrupted, check, stop_on_sigusr1
 from lth.rewinding import RewindCapture, start_checkpoint
-from lth.run_dir import FINAL, LAST, START, read_results
+from lth.run_dir import FINAL, LAST, START, read_lines
 from lth.tracking import Tracker
-from lth.training import Member, train_pack, trainer
+from lth.training import Member, MemberCheckpoints, packs, train_pack, trainer
 
 COPIES = 2
 # Train error and batch-norm statistics are measured on a fixed subset of the training split (its first
@@ -95,23 +94,23 @@ class Study:
 
     def done(self) -> dict[tuple[str, int, int | None], dict[str, Any]]:
         """The lines measured so far, by (kind, level, rewind step)."""
-        rows = read_results(self.results) if self.results.exists() else []
+        rows = [line for _, line in read_lines(self.results)] if self.results.exists() else []
         return {(r["kind"], r["level"], r["rewind_step"]): r for r in rows}
 
     def state_at(self, step: int) -> Path:
         """The dense run's training state at `step`: its rewind checkpoint, or a replay of it to `step`, made once."""
         run = self.run
-        if step == run.schedule.rewind_step:
+        if step == run.steps.rewind_step:
             return run.dir.rewind
         path = self.root / f"rewind_{step}.ckpt"
         if not path.exists():
             module = run.build_module(run.cfg.seed)
-            module.schedule = replace(run.schedule, total_steps=max(step, 1))
+            module.steps = replace(run.steps, total_steps=max(step, 1))
             replay = self.root / f"replay_{step}"
             replay.mkdir(parents=True, exist_ok=True)
             resume = replay / LAST
-            member = Member(run, 0, ARMS["ticket"], module, module.masks(), resume if resume.exists() else None, 0, directory=replay, rewind=path)
-            fit = trainer(module.schedule, MemberCheckpoints([member]), [RewindCapture(step, [path])], run.cfg, run.progress)
+            member = run.as_member(0, ARMS["ticket"], module, module.masks(), resume if resume.exists() else None, 0, replay, path, run.cfg.seed)
+            fit = trainer(module.steps, MemberCheckpoints([member]), [RewindCapture(step, [path])], run.cfg.train, run.progress)
             fit.fit(module, datamodule=run.data([run.cfg.seed]), ckpt_path=None if member.resume is None else str(resume), weights_only=False)
         return path
 
@@ -127,14 +126,14 @@ class Study:
             start = start_checkpoint(directory / START, self.state_at(step), masks, run.cfg.prune.rewind_optimizer)
             resume = next(p for p in (directory / FINAL, directory / LAST, start) if p.exists())
             order = seeded_generator(run.cfg.seed, "stability", c).initial_seed() % 2**31
-            members.append(Member(run, level, ARMS["ticket"], module, masks, resume, step, directory=directory, rewind=start, data_seed=order))
+            members.append(run.as_member(level, ARMS["ticket"], module, masks, resume, step, directory, start, order))
         return members
 
     def curve(self, states: list[dict[str, torch.Tensor]]) -> dict[str, list[float]]:
         """Test and train error at each α between two trained networks (module state dicts) with the same masks."""
         run = self.run
         d = run.cfg.data
-        split = load_split(d.name, d.root, run.schedule.val_size)
+        split = load_split(d.name, d.root, run.steps.val_size)
         a = split.arrays
         batches = {
             "train": EvalBatches(a["x_train"][:TRAIN_SUBSET], a["y_train"][:TRAIN_SUBSET], EVAL_BATCH, split.normalise),
@@ -176,11 +175,11 @@ class Study:
             m.dir.mkdir(parents=True, exist_ok=True)
         todo = [m for m in members if not m.finished]
         if todo:
-            self.run.say(f"stability: level {level}, rewind step {step}: training {len(todo)} copies to step {self.run.schedule.total_steps}")
+            self.run.say(f"stability: level {level}, rewind step {step}: training {len(todo)} copies to step {self.run.steps.total_steps}")
             for group in packs(todo, self.run.pack):
-                train_pack(group)
+                train_pack(group, self.run.training(), [])
         curve = self.curve([self.run.dir.load(m.dir / FINAL)["state_dict"] for m in members])
-        return self._row("copies", level, step, members[0].masks, curve, data_order_seeds=[m.order for m in members])
+        return self._row("copies", level, step, members[0].masks, curve, data_order_seeds=[m.data_order for m in members])
 
 
 def arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -206,23 +205,21 @@ def arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 def points(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int) -> list[tuple[int, int]]:
     """(level, rewind step) pairs to measure, checked before any work: one line on a problem."""
-    from lth.config import Schedule
-
-    schedule = Schedule.of(cfg)
+    durations = steps(cfg)
     if alphas < 2:
         raise ConfigError(f"--alphas: the curve needs at least its two ends, got {alphas}")
-    steps = []
+    rewind_steps = []
     for text in rewinds:
-        step = to_steps(str(text), schedule.steps_per_epoch, "--rewind")
-        if not 0 <= step < schedule.total_steps:
-            raise ConfigError(f"--rewind: {text} ({step} steps) is not before the end of training ({schedule.total_steps} steps)")
-        steps.append(step)
+        step = to_steps(str(text), durations.steps_per_epoch, "--rewind")
+        if not 0 <= step < durations.total_steps:
+            raise ConfigError(f"--rewind: {text} ({step} steps) is not before the end of training ({durations.total_steps} steps)")
+        rewind_steps.append(step)
     for level in levels:
         if not 0 <= level <= cfg.prune.levels:
             raise ConfigError(f"--levels: the run has levels 0 to {cfg.prune.levels} (prune.levels), not {level}")
-    if cfg.prune.schedule == "gradual" and any(level > 0 for level in levels):
+    if pruning.schedule(cfg.prune).masks_from_training and any(level > 0 for level in levels):
         raise ConfigError("--levels: a gradually pruned ticket changes its masks as it trains; measure level 0")
-    return [(level, step) for level in levels for step in steps]
+    return [(level, step) for level in levels for step in rewind_steps]
 
 
 def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int, between_levels: bool = False, progress: bool = True) -> Path:
@@ -257,7 +254,7 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
                         continue
                     check(f"before the stability of level {level} at rewind step {step}")
                     row = study.measure(level, step) if kind == "copies" else study.between(level)
-                    run.dir.append(row, study.results)
+                    run.dir.append_line(study.results, row)
                 if run.tracker:
                     run.tracker.stability(row)
                 run.say(f"stability: {kind} of level {level} at rewind step {step}: test barrier {row['test_barrier']:+.4f}, "

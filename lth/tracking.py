@@ -11,12 +11,13 @@ W&B is a view of what is on disk, never the record: if it cannot be reached, tra
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from typing import Any
 
 from lth.config import Experiment
-from lth.run_dir import RunDir
+from lth.run_dir import Row, RunDir
 
 # The columns of the per-level table: one row per (level, arm, seed), so a dashboard chart can compare the
 # ticket with its controls without custom code.
@@ -72,25 +73,26 @@ class Tracker:
         metrics = {"val/acc": record["val_acc"], "val/loss": record["val_loss"], "trainer/global_step": record["step"], "level": level}
         self.logger.experiment.log(metrics | ({"train/loss": train_loss} if train_loss is not None else {}))
 
-    def level(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        """A finished (level, arm): its metrics against weights remaining, its summary, and the whole table
-        again (a W&B table is immutable, so it is re-logged complete from `results.jsonl`)."""
+    def level(self, row: Row, rows: list[Row]) -> None:
+        """A finished (level, arm): its metrics against weights remaining, its summary, the whole results line
+        (`ARM/row`, as JSON: what `lth report --wandb` reads back) and the whole table again (a W&B table is
+        immutable, so it is re-logged complete from `results.jsonl`)."""
         import wandb
 
         run = self.logger.experiment
-        arm = row["arm"]
+        arm = row.arm
         x = f"{arm}/weights_remaining"
         run.define_metric(x)
         for key in LEVEL_METRICS:
             run.define_metric(f"{arm}/{key}", step_metric=x)
-        mine = [r for r in rows if r["arm"] in self.cfg.arms]
-        table = wandb.Table(columns=list(TABLE_COLUMNS), data=[[r[c] for c in TABLE_COLUMNS] for r in mine])
+        mine = [r for r in rows if r.arm in self.cfg.arms]
+        table = wandb.Table(columns=list(TABLE_COLUMNS), data=[[getattr(r, c) for c in TABLE_COLUMNS] for r in mine])
         # The plain `weights_remaining` too: one dashboard chart can then plot every arm against it (`lth.dashboard`).
-        metrics = {x: row["weights_remaining"], "weights_remaining": row["weights_remaining"], **{f"{arm}/{k}": row[k] for k in LEVEL_METRICS}}
-        run.log(metrics | {"results": table})
-        run.summary.update({f"level_{row['level']:02d}/{arm}/{key}": row[key] for key in ("weights_remaining", *LEVEL_METRICS)})
+        metrics = {x: row.weights_remaining, "weights_remaining": row.weights_remaining, **{f"{arm}/{k}": getattr(row, k) for k in LEVEL_METRICS}}
+        run.log(metrics | {"results": table, f"{arm}/row": json.dumps(row.to_json(), sort_keys=True)})
+        run.summary.update({f"level_{row.level:02d}/{arm}/{key}": getattr(row, key) for key in ("weights_remaining", *LEVEL_METRICS)})
         if self.cfg.wandb.log_artifacts and arm == "ticket":
-            self._artifacts(row["level"])
+            self._artifacts(row.level)
 
     def stability(self, row: dict[str, Any]) -> None:
         """One measured point of `lth stability`: its barriers, against its level and rewind step, and its curve."""

@@ -1,66 +1,113 @@
 """Training one pack: K members of equal `pack_key` in lockstep as one packed network, under Lightning's loop,
-resuming from their own checkpoints, each writing its own checkpoints and results line."""
+resuming from their own checkpoints, each writing its own checkpoints. What to train and how comes from the
+driver (`lth.imp`, `lth.stability`) as values: the members and a `Training`."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from lth.arms.base import Arm
+from lth.config import TrainConfig
+from lth.data import DataModule
 from lth.masks import Masks
 from lth.module import MaskedModule
-from lth.packing import MemberCheckpoints, pack_modules
+from lth.packing import pack_checkpoint, pack_state, unpack_checkpoint
 from lth.preemption import StopOnSignal
-from lth.rewinding import REWIND, RewindCapture
-from lth.run_dir import FINAL, LAST
-from lth.schedules import layer_fractions, trains_the_mask
-from lth.schedules.gradual import GradualPruning
-
-if TYPE_CHECKING:
-    from lth.config import Experiment, Schedule
-    from lth.imp import Run
+from lth.run_dir import FINAL, LAST, REWIND_CKPT, RunDir
+from lth.steps import Steps
+from lth.tracking import Tracker
 
 
 @dataclass
 class Member:
-    """One (level, arm) of one run, ready to train: its freshly built module (weights and schedule set by
-    `Arm.start`), its masks, and the checkpoint it continues from (its own final.ckpt if it finished,
+    """One (level, arm) of one run, ready to train: its freshly built module (weights and schedule set from its
+    arm's `Start`), its masks, and the checkpoint it continues from (its own final.ckpt if it finished,
     last.ckpt if it was interrupted, start.ckpt, or None: the module at step 0)."""
 
-    run: Run
     level: int
     arm: Arm
     module: MaskedModule
     masks: Masks
     resume: Path | None
     start_step: int
+    dir: Path  # its checkpoints
+    rewind: Path  # the rewind point: where a dense member saves it
+    data_order: int  # the seed of its data order
+    shared: tuple  # what members of a pack must share besides schedule and optimizer: the run's model and data settings
+    optimizer_origin: str  # `Arm.optimizer_origin`
     narrow: bool = False  # trains the physically narrower network (`Arm.narrow`)
-    # Elsewhere than the run's own arm directory and rewind point, and on another data order than the run's
-    # seed gives (the copies of `lth.stability`).
-    directory: Path | None = None
-    rewind: Path | None = None
-    data_seed: int | None = None
-
-    @property
-    def dir(self) -> Path:
-        return self.directory or self.run.dir.arm(self.level, self.arm.name)
+    tracker: Tracker | None = None
 
     def file(self, name: str) -> Path:
-        return (self.rewind or self.run.dir.rewind) if name == REWIND else self.dir / name
-
-    @property
-    def order(self) -> int:
-        """The seed of its data order."""
-        return self.run.cfg.seed if self.data_seed is None else self.data_seed
+        return self.rewind if name == REWIND_CKPT else self.dir / name
 
     @property
     def finished(self) -> bool:
         return self.resume is not None and self.resume.name == FINAL
+
+
+@dataclass(frozen=True)
+class Training:
+    """How packs train, from the driver."""
+
+    build: Callable[[int], MaskedModule]  # a module of K packed runs (its state is then loaded)
+    data: Callable[[list[int]], DataModule]  # the data for K runs, one data order each
+    train: TrainConfig  # determinism and precision
+    progress: bool
+
+
+def pack_key(member: Member) -> tuple:
+    """Members with equal keys can train in lockstep as one pack: same network and data shapes, same schedule,
+    optimizer settings and training penalty, at the same step, with optimizer states of the same origin (they
+    share its scalars, such as Adam's step count)."""
+    step = 0 if member.resume is None else RunDir.load(member.resume)["global_step"]
+    module = member.module
+    alone = id(member) if member.narrow else None  # a narrow network's widths are its own masks': it trains alone
+    return (member.shared, module.steps, repr(module.train_cfg), repr(module.penalty), member.resume is None, step, member.optimizer_origin,
+            member.finished, alone)
+
+
+def packs(members: list[Member], size: int) -> list[list[Member]]:
+    groups: dict[tuple, list[Member]] = {}
+    for member in members:
+        groups.setdefault(pack_key(member), []).append(member)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def pack_modules(modules: list[MaskedModule], build: Callable[[int], MaskedModule]) -> MaskedModule:
+    """One module, built by `build(pack)`, training `modules` (equal schedules) from their weights and masks."""
+    packed = build(len(modules))
+    packed.steps, packed.train_cfg, packed.penalty = modules[0].steps, modules[0].train_cfg, modules[0].penalty
+    packed.load_state_dict(pack_state([m.state_dict() for m in modules]))
+    return packed
+
+
+class MemberCheckpoints(CheckpointIO):
+    """Lightning's checkpoint I/O for a pack: saving `name` writes each member's own single-run checkpoint
+    (`Member.file(name)`); loading packs the members' own checkpoints. On disk there are only single-run
+    checkpoints, so a run resumes whatever it is packed with next time."""
+
+    def __init__(self, members: list[Member]):
+        super().__init__()
+        self.members = members
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        for member, part in zip(self.members, unpack_checkpoint(checkpoint, len(self.members))):
+            RunDir.save(part, member.file(str(path)))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return pack_checkpoint([RunDir.load(m.resume) for m in self.members])
+
+    def remove_checkpoint(self, path) -> None:
+        raise NotImplementedError("lth never deletes checkpoints")
 
 
 class SaveLast(Callback):
@@ -82,25 +129,25 @@ class LogEvaluations(Callback):
         self.members = members
 
     def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking or not any(m.run.tracker for m in self.members):
+        if trainer.sanity_checking or not any(m.tracker for m in self.members):
             return
         losses = pl_module.last_loss.tolist() if pl_module.last_loss is not None else [None] * len(self.members)
         for k, member in enumerate(self.members):
-            if member.run.tracker:
-                member.run.tracker.evaluation(member.level, pl_module.val_history[k][-1], losses[k])
+            if member.tracker:
+                member.tracker.evaluation(member.level, pl_module.val_history[k][-1], losses[k])
 
 
-def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback], cfg: Experiment, progress: bool) -> L.Trainer:
+def trainer(steps: Steps, io: MemberCheckpoints, callbacks: list[Callback], train: TrainConfig, progress: bool) -> L.Trainer:
     return L.Trainer(
-        max_steps=schedule.total_steps,
+        max_steps=steps.total_steps,
         max_epochs=-1,
-        val_check_interval=schedule.eval_every,
+        val_check_interval=steps.eval_every,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
-        deterministic=cfg.train.deterministic,
-        precision=cfg.train.precision,
-        benchmark=not cfg.train.deterministic,  # cuDNN's autotuned algorithms are fast, but may differ run to run
-        callbacks=[SaveLast(schedule.checkpoint_every), StopOnSignal([m.file(LAST) for m in io.members]), *callbacks],
+        deterministic=train.deterministic,
+        precision=train.precision,
+        benchmark=not train.deterministic,  # cuDNN's autotuned algorithms are fast, but may differ run to run
+        callbacks=[SaveLast(steps.checkpoint_every), StopOnSignal([m.file(LAST) for m in io.members]), *callbacks],
         plugins=[io],
         logger=False,  # each member's metrics go to its own run's W&B run (LogEvaluations)
         enable_checkpointing=False,
@@ -109,22 +156,16 @@ def trainer(schedule: Schedule, io: MemberCheckpoints, callbacks: list[Callback]
     )
 
 
-def train_pack(members: list[Member]) -> list[dict[str, Any]]:
+def train_pack(members: list[Member], how: Training, callbacks: list[Callback]) -> MaskedModule:
     """Train K members (equal `pack_key`s) in lockstep as one packed network, resuming from their own
-    checkpoints; write each member's final.ckpt; return each member's results line."""
+    checkpoints; write each member's final.ckpt; return the trained packed module (member k is its k-th run)."""
     first = members[0]
-    run = first.run
-    module = first.module if first.narrow else pack_modules([m.module for m in members], lambda pack: run.build_module(0, pack))
+    module = first.module if first.narrow else pack_modules([m.module for m in members], how.build)
     for m in members:
         m.dir.mkdir(parents=True, exist_ok=True)
     io = MemberCheckpoints(members)
-    data = run.data([m.order for m in members])
-    callbacks: list[Callback] = [LogEvaluations(members)]
-    if first.level == 0:
-        callbacks.append(RewindCapture(run.schedule.rewind_step, [m.file(REWIND) for m in members]))
-    if trains_the_mask(run.cfg.prune, first.level, first.arm):
-        callbacks.append(GradualPruning(run.cfg.prune, layer_fractions(run.cfg.prune, module.model, module.prunable)))
-    fit = trainer(module.schedule, io, callbacks, run.cfg, run.progress)
+    data = how.data([m.data_order for m in members])
+    fit = trainer(module.steps, io, [LogEvaluations(members), *callbacks], how.train, how.progress)
     if first.finished:
         checkpoint = io.load_checkpoint(None)
         module.load_state_dict(checkpoint["state_dict"])
@@ -132,7 +173,7 @@ def train_pack(members: list[Member]) -> list[dict[str, Any]]:
     else:
         # Our own checkpoints, so weights_only=False is safe.
         fit.fit(module, datamodule=data, ckpt_path=None if first.resume is None else str(first.resume), weights_only=False)
-        if any(not h or h[-1]["step"] != module.schedule.total_steps for h in module.val_history):
+        if any(not h or h[-1]["step"] != module.steps.total_steps for h in module.val_history):
             fit.validate(module, datamodule=data, verbose=False)
         fit.save_checkpoint(FINAL)  # atomically, per member: other processes wait for these files
-    return [m.run.row(m, module, i) for i, m in enumerate(members)]
+    return module

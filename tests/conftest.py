@@ -37,9 +37,22 @@ def tiny(tmp_path):
 
 def result_rows(run_dir) -> list[dict]:
     """A run directory's results lines."""
-    return RunDir(Path(run_dir)).rows()
+    return [row.to_json() for row in RunDir(Path(run_dir)).rows()]
 
 
 def without_timing(lines: list[dict]) -> list[dict]:
     """Results lines without the fields that time the machine: what a rerun must reproduce exactly."""
     return [{k: v for k, v in line.items() if k not in TIMING_FIELDS} for line in lines]
+
+
+def prune(method: str, weights, masks, fractions, strategy: str = "global", params=None, structure=None):
+    """One level of `method`'s scores ranked by its unit, as the driver prunes (`lth.pruning.level_masks`), for
+    a network's weights alone: for criteria that read neither the rewind point, the network nor data."""
+    from lth.methods import METHODS
+    from lth.methods.base import Scoring
+
+    m = METHODS[method]
+    params = params if params is not None else (m.Params() if m.Params else None)
+    unit = m.unit(params, lambda: structure)
+    scoring = Scoring(weights, masks, fractions, strategy, unit.structure, rewound=lambda: weights, network=None, batch=None)
+    return unit.keep(m.scores(scoring, params), masks, fractions, strategy)

@@ -20,14 +20,14 @@ current = {"level": None}
 train, record, step = imp.train_pack, imp.Run.record, MaskedModule.optimizer_step
 
 
-def tracked_train(members):
+def tracked_train(members, *rest):
     current["level"] = members[0].level
-    return train(members)
+    return train(members, *rest)
 
 
 def killing_record(self, row):
     record(self, row)
-    if kill_at == "recorded" and row["level"] == int(kill_level):
+    if kill_at == "recorded" and row.level == int(kill_level):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

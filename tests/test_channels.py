@@ -6,13 +6,13 @@ import signal
 
 import pytest
 import torch
-from conftest import result_rows, without_timing
+from conftest import prune, result_rows, without_timing
 
 from lth import channels, cli, config, export, imp
 from lth import masks as M
 from lth.arms import ARMS
 from lth.flops import macs, parameters
-from lth.methods import channel, slimming
+from lth.methods import METHODS
 from lth.models import MODELS
 from lth.module import MaskedModule
 from lth.run_dir import FINAL, RunDir
@@ -35,7 +35,7 @@ def test_l1_channel_pruning_removes_whole_channels_and_leaves_residual_channels_
     assert sorted(structure) == sorted(f"blocks.{i}.conv1.weight" for i in range(9))
     weights = {n: w.detach() for n, w in module.weights().items()}
     fractions = {n: 0.5 for n in weights}
-    masks = channel.prune(weights, M.ones_like(weights), fractions, "layerwise", structure)
+    masks = prune("channel", weights, M.ones_like(weights), fractions, "layerwise", structure=structure)
     for name, mask in masks.items():
         if name in structure:
             rows = mask.flatten(1)
@@ -49,7 +49,7 @@ def test_l1_channel_pruning_removes_whole_channels_and_leaves_residual_channels_
         elif "conv2" not in name:
             assert mask.all(), f"{name} is not pruned"
     # Pruning again removes from what remains: 16 -> 8 -> 4 channels in the first stage.
-    again = channel.prune(weights, masks, fractions, "layerwise", structure)
+    again = prune("channel", weights, masks, fractions, "layerwise", structure=structure)
     assert int(M.channels_alive(again["blocks.0.conv1.weight"]).sum()) == 4
     assert all(not (again[n] & ~masks[n]).any() for n in masks)
 
@@ -59,7 +59,7 @@ def test_global_channel_pruning_ranks_norms_relative_to_their_layer_and_keeps_ev
     weights = {n: w.detach() for n, w in module.weights().items()}
     weights["features.0.weight"] = weights["features.0.weight"] * 100  # a layer of large norms is not spared
     fractions = {n: (0.0 if n == "fc.weight" else 0.9) for n in weights}
-    masks = channel.prune(weights, M.ones_like(weights), fractions, "global", structure)
+    masks = prune("channel", weights, M.ones_like(weights), fractions, "global", structure=structure)
     kept = {n: int(M.channels_alive(masks[n]).sum()) for n in structure}
     total = sum(len(M.channels_alive(masks[n])) for n in structure)
     assert sum(kept.values()) == total - round(0.9 * total)
@@ -81,7 +81,7 @@ def test_the_masked_wide_network_is_the_narrow_network(name, shape):
             if parameter.dim() == 1:  # biases and batch-norm scales and shifts: not 0 and 1, so they matter
                 parameter.uniform_(0.5, 1.5)
     weights = {n: w.detach() for n, w in module.weights().items()}
-    masks = channel.prune(weights, M.ones_like(weights), {n: 0.6 for n in weights}, "layerwise", structure)
+    masks = prune("channel", weights, M.ones_like(weights), {n: 0.6 for n in weights}, "layerwise", structure=structure)
     module.set_masks(masks)
     plain = MODELS[name](shape, 10)
     plain.load_state_dict({k: v for k, v in module.model.state_dict().items() if not k.endswith("_mask")})
@@ -94,13 +94,13 @@ def test_the_masked_wide_network_is_the_narrow_network(name, shape):
             reference = module(x)[:, 0]
             assert (narrow(x) - reference).abs().max() <= 1e-5 * max(1.0, float(reference.abs().max())), "within float rounding of a different sum order"
     assert macs(module.model, shape, masks) == macs(narrow, shape) < macs(plain, shape)
-    assert parameters(module, masks) == sum(p.numel() for p in narrow.parameters())
+    assert parameters(module.model, module.followers, masks) == sum(p.numel() for p in narrow.parameters())
 
 
 def test_random_channel_control_keeps_each_layers_channel_count_at_random():
     module, structure = _network("resnet20", CIFAR)
     weights = {n: w.detach() for n, w in module.weights().items()}
-    ticket = channel.prune(weights, M.ones_like(weights), {n: 0.5 for n in weights}, "layerwise", structure)
+    ticket = prune("channel", weights, M.ones_like(weights), {n: 0.5 for n in weights}, "layerwise", structure=structure)
     shuffled = channels.random_like(ticket, torch.Generator().manual_seed(1), structure)
     for name in structure:
         assert M.channels_alive(shuffled[name]).sum() == M.channels_alive(ticket[name]).sum()
@@ -118,7 +118,7 @@ def test_slimming_penalty_reaches_the_batch_norm_scales_and_the_threshold_is_glo
     optimizer = torch.optim.SGD(module.model.parameters(), lr=0.0)
     grads = {}
     for l1 in (0.0, 1e-2):
-        module.scale_l1 = l1
+        module.penalty = METHODS["slimming"].penalty(METHODS["slimming"].Params(l1=l1))
         module._step(optimizer, x, y)
         grads[l1] = {n: p.grad.clone() for n, p in module.model.named_parameters()}
     for name in grads[0.0]:
@@ -129,7 +129,7 @@ def test_slimming_penalty_reaches_the_batch_norm_scales_and_the_threshold_is_glo
     trained = dict(module.model.state_dict())
     trained["norms.0.weight"] = torch.linspace(0.01, 0.32, 32)
     trained["norms.1.weight"] = torch.linspace(1.0, 2.0, 32)
-    masks = slimming.prune(trained, M.ones_like(module.weights()), {n: 0.25 for n in module.prunable}, structure)
+    masks = prune("slimming", trained, M.ones_like(module.weights()), {n: 0.25 for n in module.prunable}, "global", structure=structure)
     # 64 channels in the two pruned layers (the last conv feeds the output layer and is pruned too: 96), a
     # quarter go, all from the layer of small scales.
     alive = {n: int(M.channels_alive(masks[n]).sum()) for n in structure}
@@ -191,7 +191,7 @@ def test_an_exported_narrow_resnet_computes_the_masked_networks_outputs(tiny):
 @pytest.mark.parametrize("extra, message", [
     (["--model=mnist1d_mlp", "--prune.method=slimming", "--prune.slimming_l1=1e-4"], "slimming ranks channels by batch-norm scales"),
     (["--model=mnist1d_cnn_bn", "--prune.method=slimming", "--prune.slimming_l1=1e-4", "--prune.strategy=layerwise"], "set prune.strategy: global"),
-    (["--model=mnist1d_cnn_bn", "--prune.method=slimming"], "prune.slimming_l1: slimming needs"),
+    (["--model=mnist1d_cnn_bn", "--prune.method=slimming", "--prune.slimming.l1=-1"], "prune.slimming.l1: the L1 penalty on batch-norm scales must be >= 0"),
     (["--prune.slimming_l1=1e-4"], "prune.slimming_l1: only the method slimming uses it"),
 ])
 def test_bad_channel_settings_stop_before_training(tiny, capsys, extra, message):
@@ -207,9 +207,9 @@ def test_a_narrow_scratch_run_stopped_mid_training_resumes_to_identical_results(
     expected = result_rows(config.load("experiments/quickstart.yaml", reference).run_dir())
     step, arm, train = MaskedModule.optimizer_step, {}, imp.train_pack
 
-    def tracked(members):
+    def tracked(members, *rest):
         arm["now"] = members[0].arm.name
-        return train(members)
+        return train(members, *rest)
 
     def signalling_step(self, *a, **k):
         step(self, *a, **k)

@@ -115,4 +115,4 @@ def test_every_shipped_experiment_is_valid():
     for path in paths:
         (cfg, *_) = config.load_seeds(path)
         assert path.read_text().startswith("#"), f"{path} must cite its source in a leading comment"
-        assert config.Schedule.of(cfg).total_steps > config.Schedule.of(cfg).rewind_step
+        assert config.steps(cfg).total_steps > config.steps(cfg).rewind_step

@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from conftest import prune
 
 from lth import masks as M
-from lth.methods import magnitude
 
 
 def _weights(*shapes, seed=0):
@@ -22,7 +22,7 @@ def test_remaining_follows_geometric_decay_within_the_rounding_bound(strategy, f
     for level in range(1, 9):
         # Fresh weights each level, as after retraining: pruning must only ever remove kept weights.
         trained = _weights((50, 40), (40, 10), (10,), seed=level)
-        new = magnitude.prune(trained, masks, fractions, strategy)
+        new = prune("magnitude", trained, masks, fractions, strategy)
         for name in masks:
             assert not (new[name] & ~masks[name]).any(), "a pruned weight came back"
         masks = new
@@ -38,11 +38,11 @@ def test_layerwise_prunes_each_layer_by_its_own_fraction_and_global_shares_a_thr
     masks = M.ones_like(weights)
     fractions = {"a.weight": 0.3, "b.weight": 0.3}
 
-    layerwise = magnitude.prune(weights, masks, fractions, "layerwise")
+    layerwise = prune("magnitude", weights, masks, fractions, "layerwise")
     assert int(layerwise["a.weight"].sum()) == 70 and int(layerwise["b.weight"].sum()) == 70
     assert not layerwise["a.weight"][:30].any() and layerwise["a.weight"][30:].all()
 
-    global_ = magnitude.prune(weights, masks, fractions, "global")
+    global_ = prune("magnitude", weights, masks, fractions, "global")
     assert int(global_["a.weight"].sum()) == 100  # the smallest 60 of the 200 all lie in b
     assert int(global_["b.weight"].sum()) == 40
 
@@ -53,7 +53,7 @@ def test_per_group_rates_and_dense_layers():
     assert fractions == {"fc1.weight": 0.25, "fc2.weight": 0.25, "fc3.weight": 0.1, "conv.weight": 0.0}
 
     weights = {n: torch.randn(1000) for n in names}
-    masks = magnitude.prune(weights, M.ones_like(weights), fractions, "global")
+    masks = prune("magnitude", weights, M.ones_like(weights), fractions, "global")
     # In global mode the two fc layers at 0.25 share one threshold, so only their sum is fixed.
     assert int(masks["fc1.weight"].sum() + masks["fc2.weight"].sum()) == 1500
     assert int(masks["fc3.weight"].sum()) == 900
@@ -62,23 +62,23 @@ def test_per_group_rates_and_dense_layers():
 
 def test_ties_are_broken_by_position_deterministically():
     weights = {"a.weight": torch.ones(10), "b.weight": torch.ones(10)}
-    masks = magnitude.prune(weights, M.ones_like(weights), {"a.weight": 0.5, "b.weight": 0.5}, "global")
+    masks = prune("magnitude", weights, M.ones_like(weights), {"a.weight": 0.5, "b.weight": 0.5}, "global")
     assert masks["a.weight"].tolist() == [False] * 10 and masks["b.weight"].all()
-    again = magnitude.prune(weights, M.ones_like(weights), {"a.weight": 0.5, "b.weight": 0.5}, "global")
+    again = prune("magnitude", weights, M.ones_like(weights), {"a.weight": 0.5, "b.weight": 0.5}, "global")
     assert M.sha256(masks) == M.sha256(again)
 
 
 def test_only_remaining_weights_count_towards_the_fraction():
     w = {"a.weight": torch.arange(1.0, 101.0)}
-    first = magnitude.prune(w, M.ones_like(w), {"a.weight": 0.2}, "layerwise")
-    second = magnitude.prune(w, first, {"a.weight": 0.2}, "layerwise")
+    first = prune("magnitude", w, M.ones_like(w), {"a.weight": 0.2}, "layerwise")
+    second = prune("magnitude", w, first, {"a.weight": 0.2}, "layerwise")
     assert int(first["a.weight"].sum()) == 80 and int(second["a.weight"].sum()) == 64
     assert second["a.weight"][36:].all() and not second["a.weight"][:36].any()
 
 
 def test_random_masks_keep_per_layer_counts_and_differ_from_magnitude():
     weights = _weights((30, 20), (20, 5))
-    masks = magnitude.prune(weights, M.ones_like(weights), {n: 0.6 for n in weights}, "layerwise")
+    masks = prune("magnitude", weights, M.ones_like(weights), {n: 0.6 for n in weights}, "layerwise")
     shuffled = M.random_like(masks, torch.Generator().manual_seed(1))
     for name in masks:
         assert int(shuffled[name].sum()) == int(masks[name].sum())

@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
+from conftest import prune
 
 from lth import config
 from lth import masks as M
 from lth.data import TrainBatches
 from lth.imp import Run, train_levels
-from lth.methods import magnitude
 from lth.models import MODELS
 from lth.run_dir import RunDir
 from lth.training import SaveLast
@@ -40,7 +40,7 @@ def test_test_accuracy_is_read_at_the_early_stopping_step_and_at_the_end(tiny, m
 
     monkeypatch.setattr(SaveLast, "on_validation_end", keep_every_evaluation)
     train_levels([run], pack=1)
-    (row,) = run.dir.rows()
+    (row,) = [r.to_json() for r in run.dir.rows()]
     assert sorted(states) == list(range(2, 37, 2))  # every 2 steps, and the last step (36)
     assert row["early_stop_step"] in states and row["early_stop_step"] < 36, "the dense run should overfit the tiny task"
     assert row["test_acc_at_early_stop"] == pytest.approx(_test_accuracy(run, states[row["early_stop_step"]]), abs=1e-6)
@@ -60,7 +60,7 @@ def test_checkpoints_follow_their_own_cadence_and_change_no_result(tiny, tmp_pat
     for every in ("5it", "15it"):
         run = _run(tiny, "--prune.levels=0", f"--train.checkpoint_every={every}", f"--out_dir={tmp_path / every}")
         train_levels([run], pack=1)
-        rows[every] = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in run.dir.rows()]
+        rows[every] = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in (row.to_json() for row in run.dir.rows())]
         assert run.cfg.run_id() == _run(tiny).cfg.run_id(), "checkpoint_every is not part of the run's identity"
     assert saved == [5, 10, 15, 20, 25, 30, 35] + [15, 30]
     assert rows["5it"] == rows["15it"]
@@ -75,12 +75,12 @@ def test_finetune_is_a_chain_of_its_own(tiny):
     own = run.trained_weights(1, "finetune")
     module = run.build_module(0)
     fractions = M.layer_fractions(module.prunable, 0.5, {}, [])
-    expected = magnitude.prune({n: own[n] for n in module.prunable}, {n: own[f"{n}_mask"] for n in module.prunable}, fractions, "layerwise")
+    expected = prune("magnitude", {n: own[n] for n in module.prunable}, {n: own[f"{n}_mask"] for n in module.prunable}, fractions, "layerwise")
     stored = run.dir.load(run.dir.mask(2, "finetune"))
     assert all(torch.equal(stored[n], expected[n]) for n in expected)
     ticket = run.dir.load(run.dir.mask(2))
     assert any(not torch.equal(stored[n], ticket[n]) for n in stored), "the chains should part at level 2"
-    rows = {(r["level"], r["arm"]): r for r in run.dir.rows()}
+    rows = {(r.level, r.arm): r.to_json() for r in run.dir.rows()}
     assert rows[2, "finetune"]["mask_sha256"] == M.sha256(stored) != rows[2, "ticket"]["mask_sha256"]
     assert rows[2, "finetune"]["weights_remaining_per_layer"] == rows[2, "ticket"]["weights_remaining_per_layer"]
     # Level 1 of every chain prunes the same dense network.

@@ -5,12 +5,11 @@ import signal
 
 import pytest
 import torch
-from conftest import result_rows, without_timing
+from conftest import prune, result_rows, without_timing
 
 from lth import cli, config, imp
 from lth import masks as M
 from lth.imp import Run, train_levels
-from lth.methods import nm
 from lth.module import MaskedModule
 from lth.schedules import gradual
 
@@ -21,7 +20,7 @@ def test_nm_keeps_exactly_n_of_every_m_along_the_input_dimension():
     g = torch.Generator().manual_seed(0)
     weights = {"fc.weight": torch.randn(6, 16, generator=g), "conv.weight": torch.randn(5, 8, 3, 3, generator=g), "out.weight": torch.randn(3, 6, generator=g)}
     fractions = {"fc.weight": 0.5, "conv.weight": 0.5, "out.weight": 0.0}
-    masks = nm.prune(weights, M.ones_like(weights), fractions, 2, 4)
+    masks = prune("nm", weights, M.ones_like(weights), fractions)
     assert masks["fc.weight"].view(6, 4, 4).sum(-1).eq(2).all()
     per_group = masks["conv.weight"].permute(0, 2, 3, 1).reshape(5, 3, 3, 2, 4).sum(-1)  # input channels in fours
     assert per_group.eq(2).all()
@@ -34,7 +33,7 @@ def test_nm_keeps_exactly_n_of_every_m_along_the_input_dimension():
     previous = dict(masks)
     previous["fc.weight"] = masks["fc.weight"].clone()
     previous["fc.weight"][0, :4] = torch.tensor([True, False, False, False])
-    again = nm.prune(weights, previous, fractions, 2, 4)
+    again = prune("nm", weights, previous, fractions)
     assert all(not (again[n] & ~previous[n]).any() for n in again) and again["fc.weight"][0, :4].sum() == 1
 
 
@@ -68,20 +67,21 @@ def test_every_arm_trains_on_a_2_4_mask(tiny):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--prune.method=nm", "--prune.nm=[2,4]", "--model=resnet20"], "prune.nm: conv.weight has input dimension 3, not a multiple of M = 4"),
-        (["--prune.method=nm"], "prune.nm: the method nm needs [N, M] with 0 < N < M"),
-        (["--prune.method=nm", "--prune.nm=[4,2]"], "prune.nm: the method nm needs [N, M] with 0 < N < M"),
+        (["--prune.method=nm", "--prune.nm=[2,4]", "--model=resnet20"], "prune.nm: conv.weight has input dimension 3, not a multiple of m = 4"),
+        (["--prune.method=nm", "--prune.nm.n=0"], "prune.nm: the method nm needs 0 < n < m"),
+        (["--prune.method=nm", "--prune.nm={n: 4, m: 2}"], "prune.nm: the method nm needs 0 < n < m"),
+        (["--prune.method=nm", "--prune.nm=[2,4,8]"], "prune.nm: expected a mapping of n, m, or a list of at most 2"),
         (["--prune.nm=[2,4]"], "prune.nm: only the method nm uses it"),
-        (["--prune.schedule=oneshot", "--prune.levels=1", "--prune.target=1.0"], "prune.target: the oneshot schedule needs the fraction of weights"),
+        (["--prune.schedule=oneshot", "--prune.levels=1", "--prune.target=1.0"], "prune.oneshot.target: the oneshot schedule needs the fraction of weights"),
         (["--prune.schedule=oneshot", "--prune.levels=1", "--prune.target=0"], "in (0, 1), got 0.0"),
         (["--prune.schedule=oneshot", "--prune.target=0.2"], "prune.levels: the oneshot schedule has one pruned level"),
-        (["--prune.target=0.2"], "prune.target: only the oneshot schedule prunes to a target"),
-        (GRADUAL[:-1], "prune.begin_step, prune.end_step, prune.frequency: the gradual schedule needs all three"),
+        (["--prune.target=0.2"], "prune.target: only the schedule oneshot or gradual uses it, not iterative"),
+        (GRADUAL[:-1], "prune.gradual.begin_step, end_step, frequency: the gradual schedule needs all three"),
         ([*GRADUAL[:3], "--prune.begin_step=3", "--prune.end_step=30", "--prune.frequency=5"], "need rewind step (7) <= begin (3)"),
         ([*GRADUAL[:4], "--prune.end_step=99", "--prune.frequency=5"], "<= the end of training (36)"),
-        ([*GRADUAL[:5], "--prune.frequency=0"], "prune.frequency: must lie in [1, end_step - begin_step = 20], got 0"),
+        ([*GRADUAL[:5], "--prune.frequency=0"], "prune.gradual.frequency: must lie in [1, end_step - begin_step = 20], got 0"),
         ([*GRADUAL, "--prune.method=nm", "--prune.nm=[2,4]"], "prune.method: the gradual schedule prunes by magnitude, not nm"),
-        (["--prune.frequency=5"], "prune.begin_step, prune.end_step, prune.frequency: only the gradual schedule uses them"),
+        (["--prune.frequency=5"], "prune.frequency: only the schedule gradual uses it, not iterative"),
     ],
 )
 def test_bad_combinations_stop_before_any_training(tiny, tmp_path, capsys, extra, message):
@@ -135,9 +135,9 @@ def test_a_run_stopped_mid_gradual_pruning_resumes_to_identical_results(tiny, tm
     step, level = MaskedModule.optimizer_step, {}
     train = imp.train_pack
 
-    def tracked(members):
+    def tracked(members, *rest):
         level["now"] = members[0].level
-        return train(members)
+        return train(members, *rest)
 
     def signalling_step(self, *a, **k):
         step(self, *a, **k)

@@ -4,15 +4,14 @@
 import lightning as L
 import pytest
 import torch
+from conftest import prune
 
 from lth import config
 from lth import masks as M
 from lth.arms import ARMS
 from lth.imp import Run, train_levels
-from lth.methods import magnitude
 from lth.module import MaskedModule
-from lth.packing import MemberCheckpoints
-from lth.training import Member, trainer
+from lth.training import MemberCheckpoints, trainer
 
 
 def _run(tiny, *extra):
@@ -26,7 +25,7 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
     run = _run(tiny, optimizer, "--train.weight_decay=0.01", "--train.duration=60it")
     module = run.build_module(seed=0)
     weights = {n: w.detach() for n, w in module.weights().items()}
-    masks = magnitude.prune(weights, M.ones_like(weights), {n: 0.7 for n in weights}, "layerwise")
+    masks = prune("magnitude", weights, M.ones_like(weights), {n: 0.7 for n in weights}, "layerwise")
     module.set_masks(masks)
     kept_at_start = {n: w.detach().clone() for n, w in module.weights().items()}
 
@@ -38,9 +37,9 @@ def test_pruned_weights_stay_exactly_zero_after_every_step(tiny, optimizer):
             for name, w in pl_module.weights().items():
                 assert torch.all(w[~masks[name]] == 0), f"{name} revived at step {trainer.global_step}"
 
-    member = Member(run, 0, ARMS["ticket"], module, masks, None, 0)
+    member = run.as_member(0, ARMS["ticket"], module, masks, None, 0, run.dir.arm(0, "ticket"), run.dir.rewind, run.cfg.seed)
     member.dir.mkdir(parents=True)
-    fit = trainer(run.schedule, MemberCheckpoints([member]), [Watch()], run.cfg, progress=False)
+    fit = trainer(run.steps, MemberCheckpoints([member]), [Watch()], run.cfg.train, progress=False)
     fit.fit(module, datamodule=run.data([0]))
     assert Watch.steps == 60
     for name, w in module.weights().items():
@@ -57,7 +56,7 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     its optimizer state, LR position and global step; and trains on the batches the dense run saw from that step."""
     run = _run(tiny, "--prune.levels=1", "--train.milestones=[10it]", "--prune.rewind_optimizer=restore")
     train_levels([run], pack=1)
-    rows = run.dir.rows()
+    rows = [r.to_json() for r in run.dir.rows()]
     rewind = run.dir.load(run.dir.rewind)
     start = run.dir.load(run.dir.arm(1, "ticket") / "start.ckpt")
     masks = run.dir.load(run.dir.mask(1))
@@ -68,7 +67,7 @@ def test_level_starts_from_the_exact_rewind_state(tiny):
     momentum = [s["momentum_buffer"] for s in start["optimizer_states"][0]["state"].values()]
     assert momentum and all(torch.count_nonzero(m) > 0 for m in momentum), "optimizer state is restored"
     assert start["lr_schedulers"][0]["last_epoch"] == 7
-    assert rows[1]["steps_trained"] == run.schedule.total_steps - 7
+    assert rows[1]["steps_trained"] == run.steps.total_steps - 7
 
     # The level-1 stream from step 7 is the dense stream with its first 7 batches dropped.
     dense = run.data([0]).train_dataloader()
@@ -111,4 +110,4 @@ def test_one_optimizer_policy_for_every_arm_that_starts_at_the_rewind_step(tiny,
         assert step == 7 and lr == pytest.approx(0.005)
         assert state == ([] if policy == "fresh" else [1] * len(state)) and (policy == "fresh" or state)
     assert len(seen) == 1 + len(arms)
-    assert {r["rewind_optimizer"] for r in run.dir.rows()} == {policy}
+    assert {r.rewind_optimizer for r in run.dir.rows()} == {policy}

@@ -53,14 +53,14 @@ def test_packed_runs_train_as_separate_runs(tiny, tmp_path, float64, capsys):
     assert err.count("(a pack of 3)") == 1 and err.count("(a pack of 9)") == 1
     for separate, packed in zip(runs[1], runs[9]):
         assert separate.dir.root.name == packed.dir.root.name
-        rows = {(r["level"], r["arm"]): r for r in separate.dir.rows()}
-        for row in packed.dir.rows():
+        rows = {(r.level, r.arm): r.to_json() for r in separate.dir.rows()}
+        for row in (r.to_json() for r in packed.dir.rows()):
             theirs = rows[(row["level"], row["arm"])]
             assert row["mask_sha256"] == theirs["mask_sha256"]
             assert row["test_acc"] == pytest.approx(theirs["test_acc"], abs=0.01)
             a = separate.dir.load(separate.dir.arm(row["level"], row["arm"]) / "final.ckpt")
             b = packed.dir.load(packed.dir.arm(row["level"], row["arm"]) / "final.ckpt")
-            assert a["global_step"] == b["global_step"] == separate.schedule.total_steps
+            assert a["global_step"] == b["global_step"] == separate.steps.total_steps
             for key, value in a["state_dict"].items():
                 if value.is_floating_point():
                     torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-9, atol=1e-9, msg=key)

@@ -38,9 +38,9 @@ def test_a_bf16_run_stopped_mid_level_resumes_bit_for_bit(tiny, tmp_path, monkey
     assert cli.main(["run", "experiments/quickstart.yaml", *reference]) == 0
     step, level, train = MaskedModule.optimizer_step, {}, imp.train_pack
 
-    def tracked(members):
+    def tracked(members, *rest):
         level["now"] = members[0].level
-        return train(members)
+        return train(members, *rest)
 
     def signalling_step(self, *a, **k):
         step(self, *a, **k)

@@ -23,9 +23,9 @@ def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uni
     step, level = MaskedModule.optimizer_step, {}
     train = imp.train_pack
 
-    def tracked_train(members):
+    def tracked_train(members, *rest):
         level["now"] = members[0].level
-        return train(members)
+        return train(members, *rest)
 
     monkeypatch.setattr(imp, "train_pack", tracked_train)
     # Between evaluations (every 5 steps) of level 0, and mid-level 1 after the rewind (step 7).

@@ -28,5 +28,5 @@ def test_the_quickstart_shows_the_lottery_ticket_effect(tmp_path):
     # (c) at the sparsest level the ticket stops early sooner than reinit; (d) the dense run stops before its end
     sparsest = cfg.prune.levels
     assert cells["ticket", sparsest].early_stop_step.mean < cells["reinit", sparsest].early_stop_step.mean
-    total = config.Schedule.of(cfg).total_steps
+    total = config.steps(cfg).total_steps
     assert statistics.fmean(dense.early_stop_step.values) < total

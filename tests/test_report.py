@@ -10,6 +10,10 @@ from scipy import stats
 
 from lth import cli, config, report
 
+# The fields of a results line that the report does not read.
+OTHER_FIELDS = {"init_seed": 0, "run_id": "r", "weights_remaining_per_layer": {}, "best_val_acc": 0.5, "early_stop_val_acc": 0.5, "steps_trained": 1,
+                "rewind_step": 0, "rewind_optimizer": "fresh", "wall_seconds": 1.0, "mask_sha256": "0"}
+
 
 def _fake_run(path, seed, accs, overrides=()):
     """A run directory as `lth run` writes it: its config and results over two arms and two levels."""
@@ -18,7 +22,7 @@ def _fake_run(path, seed, accs, overrides=()):
     rows = []
     for (arm, level), acc in accs.items():
         row = {"level": level, "arm": arm, "seed": seed, "weights_remaining": 0.8**level, "test_acc": acc - 0.01, "test_acc_at_early_stop": acc}
-        rows.append(row | {"early_stop_step": 100 * (level + seed)})
+        rows.append(row | {"early_stop_step": 100 * (level + seed)} | OTHER_FIELDS)
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -134,4 +138,14 @@ def test_results_without_early_stop_accuracy_are_refused_in_one_line(tmp_path, c
     results.write_text(results.read_text().replace('"test_acc_at_early_stop": 0.9, ', ""))
     assert cli.main(["report", str(tmp_path / "old"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "did not record test_acc_at_early_stop; rerun it with this one" in err and err.count("\n") == 1
+    assert "results.jsonl:1 has no test_acc_at_early_stop: it was written by an older lth" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", '"text"', "3"])
+def test_a_results_line_that_is_not_an_object_is_named_in_one_line(tmp_path, capsys, line):
+    _fake_run(tmp_path / "odd", 0, {("ticket", 0): 0.9})
+    results = tmp_path / "odd" / "results.jsonl"
+    results.write_text(results.read_text() + line + "\n")
+    assert cli.main(["report", str(tmp_path / "odd"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "results.jsonl:2 is not a results line (a JSON object" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()

@@ -1,6 +1,7 @@
 """The shape of the code that newcomers rely on: no import cycles, and every registry name is a config value."""
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ from lth.methods import METHODS
 from lth.schedules import SCHEDULES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lth"
+# What each plugin needs besides its name to be a valid tiny experiment (the nested and the flat spellings both).
+NEEDS = {
+    "nm": ["--prune.nm=[2,4]"],
+    "slimming": ["--model=mnist1d_cnn_bn", "--prune.strategy=global", "--prune.slimming.l1=1e-4"],
+    "oneshot": ["--prune.oneshot.target=0.5", "--prune.levels=1"],
+    "gradual": ["--prune.target=0.5", "--prune.levels=1", "--prune.begin_step=7", "--prune.end_step=30", "--prune.frequency=5"],
+}
 
 
 def _module_name(path: Path) -> str:
@@ -19,13 +27,11 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(path: Path) -> set[str]:
-    """The lth modules a file imports anywhere (inside functions too), except under `if TYPE_CHECKING:`."""
+    """The lth modules a file imports anywhere: inside functions and under `if TYPE_CHECKING:` too, since a
+    circle of type-only imports is a circle of dependencies all the same."""
     tree = ast.parse(path.read_text())
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
     found = set()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("lth")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lth"):
@@ -56,19 +62,19 @@ def test_lth_has_no_import_cycles():
 def test_the_config_accepts_exactly_the_registered_names(tiny):
     for arm in ARMS:
         assert config.load(None, tiny + [f"--arms=[{arm}]"]).arms == [arm]
-    needs = {
-        "nm": ["--prune.nm=[2,4]"],
-        "slimming": ["--model=mnist1d_cnn_bn", "--prune.strategy=global", "--prune.slimming_l1=1e-4"],
-        "oneshot": ["--prune.target=0.5", "--prune.levels=1"],
-        "gradual": ["--prune.target=0.5", "--prune.levels=1", "--prune.begin_step=7", "--prune.end_step=30", "--prune.frequency=5"],
-    }
     for key, registry in (("method", METHODS), ("schedule", SCHEDULES)):
         for name in registry:
-            assert getattr(config.load(None, tiny + [f"--prune.{key}={name}", *needs.get(name, [])]).prune, key) == name
+            assert getattr(config.load(None, tiny + [f"--prune.{key}={name}", *NEEDS.get(name, [])]).prune, key) == name
         with pytest.raises(config.ConfigError, match=f"prune.{key}: unknown {key} 'nonesuch' \\(known: "):
             config.load(None, tiny + [f"--prune.{key}=nonesuch"])
     with pytest.raises(config.ConfigError, match="arms: unknown arm fintune"):
         config.load(None, tiny + ["--arms=[ticket,fintune]"])
+
+
+def test_type_only_imports_count_as_imports(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lth.imp import Run\n")
+    assert _imports(module) == {"lth.imp"}
 
 
 def test_settings_added_later_keep_earlier_run_directories(tiny):
@@ -78,3 +84,26 @@ def test_settings_added_later_keep_earlier_run_directories(tiny):
     assert "method" not in cfg.identity()["prune"] and "schedule" not in cfg.identity()["prune"]
     cfg.prune.method = "other"
     assert cfg.identity()["prune"]["method"] == "other" and cfg.run_id() != config.load(None, tiny).run_id()
+
+
+def _every_run_id(tiny) -> dict[str, str]:
+    """The run ids of every shipped experiment and of the tiny one under every method and schedule."""
+    ids = {str(p): config.load_seeds(p)[0].run_id() for p in sorted(Path("experiments").glob("*.yaml"))}
+    for key, registry in (("method", METHODS), ("schedule", SCHEDULES)):
+        for name in registry:
+            ids[name] = config.load(None, tiny + [f"--prune.{key}={name}", *NEEDS.get(name, [])]).run_id()
+    return ids
+
+
+def test_a_new_setting_at_its_default_renames_no_run_directory(tiny, monkeypatch):
+    """Adding a setting, to a section of the experiment or to a plugin's own settings, leaves every existing run
+    id as it was while the setting is at its default; a run that sets it is another run."""
+    before = _every_run_id(tiny)
+    added = dataclasses.make_dataclass("TrainConfig", [("warmup", int, dataclasses.field(default=0))], bases=(config.TrainConfig,))
+    monkeypatch.setattr(config, "TrainConfig", added)
+    nm_params = dataclasses.make_dataclass("Params", [("permute", bool, dataclasses.field(default=False))], bases=(METHODS["nm"].Params,))
+    monkeypatch.setattr(type(METHODS["nm"]), "Params", nm_params)
+    assert config.load(None, tiny).train.warmup == 0
+    assert _every_run_id(tiny) == before
+    assert config.load(None, tiny + ["--train.warmup=100"]).run_id() != before["iterative"]
+    assert config.load(None, tiny + ["--prune.method=nm", "--prune.nm.permute=true"]).run_id() != before["nm"]

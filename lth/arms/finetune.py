@@ -13,7 +13,7 @@ class Finetune(Arm):
     own_chain = True
     from_rewind_point = False
 
-    def schedule(self, run, module, masks):
-        s, train = run.schedule, run.cfg.train
-        final_lr = train.lr * train.gamma ** len(s.milestone_steps)
-        return replace(s, total_steps=s.total_steps - s.rewind_step, milestone_steps=(), rewind_step=0), replace(train, lr=final_lr)
+    def own_steps(self, ctx):
+        s = ctx.steps
+        final_lr = ctx.lr * ctx.gamma ** len(s.milestone_steps)
+        return replace(s, total_steps=s.total_steps - s.rewind_step, milestone_steps=(), rewind_step=0), final_lr

@@ -1,8 +1,5 @@
-from lth import channels
-from lth.arms.base import REWIND, Arm
+from lth.arms.base import REWOUND, Arm
 from lth.data import seeded_generator
-from lth.masks import Masks, random_like
-from lth.methods import METHODS
 
 
 class RandomPrune(Arm):
@@ -11,10 +8,7 @@ class RandomPrune(Arm):
     trained on the ticket's schedule."""
 
     name = "random_prune"
-    weights = REWIND
+    weights = REWOUND
 
-    def masks(self, run, ticket: Masks, level: int) -> Masks:
-        generator = seeded_generator(run.cfg.seed, self.name, level)
-        if METHODS[run.cfg.prune.method].STRUCTURED:
-            return channels.random_like(ticket, generator, run.structure)
-        return random_like(ticket, generator)
+    def masks(self, ctx):
+        return ctx.unit.random_like(ctx.masks, seeded_generator(ctx.seed, self.name, ctx.level))

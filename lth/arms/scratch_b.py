@@ -1,8 +1,14 @@
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from lth.arms.base import INIT, Arm
-from lth.data import DATASETS
-from lth.flops import macs
+
+
+@dataclass
+class Params:
+    # Scratch-B trains for the dense run's compute: epochs × dense MACs / pruned MACs, at most `max_factor`
+    # times as long (Liu et al. 2019 cap it at 2 in their ImageNet code; null removes the cap, as in their
+    # CIFAR code).
+    max_factor: float | None = 2.0
 
 
 class ScratchB(Arm):
@@ -13,12 +19,16 @@ class ScratchB(Arm):
     name = "scratch_b"
     weights = INIT
     from_rewind_point = False
+    Params = Params
 
-    def schedule(self, run, module, masks):
-        shape = DATASETS[run.cfg.data.name].input_shape
-        factor = macs(module.model, shape) / macs(module.model, shape, masks)
-        if run.cfg.scratch_b.max_factor is not None:
-            factor = min(factor, run.cfg.scratch_b.max_factor)
-        s = run.schedule
-        steps = replace(s, total_steps=round(s.total_steps * factor), milestone_steps=tuple(round(m * factor) for m in s.milestone_steps))
-        return steps, run.cfg.train
+    def own_steps(self, ctx):
+        factor = ctx.macs(None) / ctx.macs(ctx.masks)
+        if ctx.params.max_factor is not None:
+            factor = min(factor, ctx.params.max_factor)
+        s = ctx.steps
+        return replace(s, total_steps=round(s.total_steps * factor), milestone_steps=tuple(round(m * factor) for m in s.milestone_steps)), None
+
+    def check(self, params) -> str | None:
+        if params.max_factor is not None and params.max_factor < 1:
+            return f"scratch_b.max_factor: must be at least 1 or null, got {params.max_factor}"
+        return None

@@ -1,4 +1,4 @@
-from lth.arms.base import REWIND, Arm
+from lth.arms.base import REWOUND, Arm
 
 
 class Ticket(Arm):
@@ -6,5 +6,5 @@ class Ticket(Arm):
     the weights rewound to the rewind point, trained from the rewind step to the end."""
 
     name = "ticket"
-    weights = REWIND
-    dense = True
+    weights = REWOUND
+    is_ticket = True

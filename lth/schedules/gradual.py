@@ -1,18 +1,25 @@
 """Gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune", eq. 1; TF-MOT's `PolynomialDecay`, power 3):
-while the ticket trains level 1 from the rewind point, its masks shrink from dense to `prune.target` of the
-weights, s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n·Δt))³ with s_i = 0, at t = t0, t0 + Δt, ..., t0 + n·Δt
-(`begin_step`, `frequency`, `end_step`), each time removing the smallest-magnitude remaining weights. The
-other arms then train on its final mask (`MASKS_FROM_TRAINING`)."""
+while the ticket trains level 1 from the rewind point, its masks shrink from dense to `target` of the weights,
+s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n·Δt))³ with s_i = 0, at t = t0, t0 + Δt, ..., t0 + n·Δt (`begin_step`,
+`frequency`, `end_step`), each time removing the smallest-magnitude remaining weights. The other arms then
+train on its final mask."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from lightning.pytorch.callbacks import Callback
 
-from lth.methods import magnitude
 from lth.packing import pack_state, unpack_state
+from lth.schedules.base import Schedule
 
-# Level 1's masks come out of the ticket's own training, so the other arms of level 1 train after it.
-MASKS_FROM_TRAINING = True
+
+@dataclass
+class Params:
+    target: float | None = None  # the fraction of weights to keep, in (0, 1)
+    begin_step: int | None = None
+    end_step: int | None = None
+    frequency: int | None = None
 
 
 def sparsity(step: int, begin: int, end: int, frequency: int, final: float) -> float | None:
@@ -22,37 +29,47 @@ def sparsity(step: int, begin: int, end: int, frequency: int, final: float) -> f
     return final + (0.0 - final) * (1 - (step - begin) / (end - begin)) ** 3
 
 
-def fraction(config) -> float:
-    return 1.0 - config.target
+class Gradual(Schedule):
+    name = "gradual"
+    Params = Params
+    masks_from_training = True
 
+    def fraction(self, params, fraction):
+        return 1.0 - params.target
 
-def check(config, steps) -> str | None:
-    if config.target is None or not 0.0 < config.target < 1.0:
-        return f"prune.target: the gradual schedule needs the fraction of weights to keep, in (0, 1), got {config.target}"
-    if config.levels != 1:
-        return f"prune.levels: the gradual schedule has one pruned level; set prune.levels: 1 (got {config.levels})"
-    if config.method != "magnitude":
-        return f"prune.method: the gradual schedule prunes by magnitude, not {config.method}"
-    begin, end, every = config.begin_step, config.end_step, config.frequency
-    if None in (begin, end, every):
-        return "prune.begin_step, prune.end_step, prune.frequency: the gradual schedule needs all three (in steps)"
-    if not steps.rewind_step <= begin < end <= steps.total_steps:
-        return (f"prune.begin_step, prune.end_step: need rewind step ({steps.rewind_step}) <= begin ({begin}) < end ({end}) "
-                f"<= the end of training ({steps.total_steps})")
-    if not 1 <= every <= end - begin:
-        return f"prune.frequency: must lie in [1, end_step - begin_step = {end - begin}], got {every}"
-    return None
+    def check(self, params, prune, steps):
+        if params.target is None or not 0.0 < params.target < 1.0:
+            return f"prune.gradual.target: the gradual schedule needs the fraction of weights to keep, in (0, 1), got {params.target}"
+        if prune.levels != 1:
+            return f"prune.levels: the gradual schedule has one pruned level; set prune.levels: 1 (got {prune.levels})"
+        if prune.method != "magnitude":
+            return f"prune.method: the gradual schedule prunes by magnitude, not {prune.method}"
+        begin, end, every = params.begin_step, params.end_step, params.frequency
+        if None in (begin, end, every):
+            return "prune.gradual.begin_step, end_step, frequency: the gradual schedule needs all three (in steps)"
+        if not steps.rewind_step <= begin < end <= steps.total_steps:
+            return (f"prune.gradual.begin_step, end_step: need rewind step ({steps.rewind_step}) <= begin ({begin}) < end ({end}) "
+                    f"<= the end of training ({steps.total_steps})")
+        if not 1 <= every <= end - begin:
+            return f"prune.gradual.frequency: must lie in [1, end_step - begin_step = {end - begin}], got {every}"
+        return None
+
+    def hooks(self, params, fractions, prune):
+        return [GradualPruning(params, fractions, prune)]
+
+    def settled_at(self, params):
+        return params.end_step
 
 
 class GradualPruning(Callback):
     """Prunes every member of a pack of tickets to s_t at each pruning step, after its optimizer step."""
 
-    def __init__(self, config, fractions: dict[str, float]):
-        self.config, self.fractions = config, fractions
+    def __init__(self, params: Params, fractions: dict[str, float], prune):
+        self.params, self.fractions, self.prune = params, fractions, prune
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        c = self.config
-        target = sparsity(trainer.global_step, c.begin_step, c.end_step, c.frequency, 1.0 - c.target)
+        p = self.params
+        target = sparsity(trainer.global_step, p.begin_step, p.end_step, p.frequency, 1.0 - p.target)
         if target is None:
             return
         pruned = [n for n, f in self.fractions.items() if f > 0]
@@ -62,5 +79,5 @@ class GradualPruning(Callback):
             kept = sum(int(m[n].sum()) for n in pruned)
             goal = round((1.0 - target) * sum(m[n].numel() for n in pruned))
             remove = max(kept - goal, 0) / kept
-            new.append(magnitude.prune(w, m, {n: (remove if n in pruned else 0.0) for n in m}, c.strategy))
+            new.append(self.prune(w, m, {n: (remove if n in pruned else 0.0) for n in m}))
         pl_module.set_masks(pack_state(new))

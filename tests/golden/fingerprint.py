@@ -59,7 +59,7 @@ def fingerprint(run_dir: Path) -> dict:
             if path.suffix == ".ckpt":
                 obj = {"global_step": obj["global_step"], "state_dict": obj["state_dict"], "optimizer_states": obj["optimizer_states"]}
             files[str(path.relative_to(run_dir))] = _digest(obj)
-    return {"rows": [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows], "files": files}
+    return {"rows": [{k: v for k, v in r.to_json().items() if k not in TIMING_FIELDS} for r in rows], "files": files}
 
 
 def run(out_dir: Path) -> Path:

@@ -1,0 +1,58 @@
+"""What a pruning method is: a score for each weight (or group, or channel) of a level, and the unit that the
+one shared ranking (`lth.ranking`) removes by those scores. A method that acts while its chain trains declares
+a penalty; a method with settings declares a `Params` dataclass, read from `prune.<name>` and validated by its
+`check`. Only the driver (`lth.imp`) builds networks and trains them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from lth import channels, ranking
+from lth.masks import Masks
+
+State = dict[str, torch.Tensor]  # a network's state, keyed as the network names it (weights, buffers, masks)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What a criterion may read to score one level: read-only, from the driver."""
+
+    trained: State  # the network the level is pruned from, trained (or, mid-training, as it is now)
+    masks: Masks  # the masks it is pruned from
+    fractions: dict[str, float]  # each prunable layer's fraction to remove (0: it stays as it is)
+    strategy: str  # `prune.strategy`
+    structure: dict[str, channels.Removable]  # the layers whose channels the unit removes (empty for weights)
+    rewound: Callable[[], State]  # the weights the level's arms start from: what a criterion at initialisation scores
+    network: Callable[[State], nn.Module]  # a fresh unpacked network holding a state, in train mode
+    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # the first training batch of the run's data order (inputs, labels)
+
+
+class Method:
+    name: ClassVar[str]
+    Params: ClassVar[type | None] = None  # its settings under `prune.<name>`; None: it has none
+
+    def unit(self, params: Any, removable: Callable[[], dict[str, channels.Removable]]) -> ranking.Weights | ranking.Channels:
+        """What it removes; `removable()` traces the network for the layers whose channels can go alone."""
+        return ranking.Weights()
+
+    def scores(self, scoring: Scoring, params: Any) -> dict[str, torch.Tensor]:
+        """Higher is kept; one score per weight (per channel for a channel unit) of the layers it ranks."""
+        raise NotImplementedError
+
+    def rounds(self, params: Any) -> int:
+        """Rescorings per level: the level's fraction is removed in this many equal compounding steps, each
+        scored on the masks the previous one left (SynFlow's iterative pruning, Tanaka et al. 2020, §6)."""
+        return 1
+
+    def check(self, params: Any, strategy: str, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float], unit) -> str | None:
+        """What is wrong with its settings for these layers (one line), before any training."""
+        return None
+
+    def penalty(self, params: Any) -> Callable[[nn.Module], torch.Tensor] | None:
+        """A term added to the training loss of the networks its chain prunes next (Network Slimming's)."""
+        return None

@@ -1,0 +1,99 @@
+"""The one ranking that turns a pruning method's scores into masks, per unit of what is removed.
+
+A method (`lth.methods`) says how much each weight, group or channel matters; a `Unit` removes the lowest
+scored, under `prune.strategy`, `prune.layer_fractions` and the dense layers (fraction 0), and draws the
+random-pruning control with the same counts per layer (Frankle & Carbin 2019, §2). As Torch-Pruning keeps
+its `Importance` apart from its pruner, so scores here never rank themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from lth import channels
+from lth import masks as M
+
+
+class Weights:
+    """Unstructured: single weights, ranked by their scores."""
+
+    removes_channels: ClassVar[bool] = False
+    structure: ClassVar[dict[str, channels.Removable]] = {}  # the layers whose channels it removes: none
+
+    def keep(self, scores: dict[str, torch.Tensor], masks: M.Masks, fractions: dict[str, float], strategy: str) -> M.Masks:
+        """Remove the lowest-scored remaining weights: a group of layers with R remaining weights and fraction p
+        loses round(p × R) of them (Python's round, half to even), so after k levels it keeps (1-p)^k of its
+        weights to within 0.5/p weights.
+
+        Layers are ranked in groups. `layerwise` (Frankle & Carbin 2019, §2) makes each layer its own group;
+        `global` (Frankle et al. 2020, §4 for ResNet-20 and VGG-16) ranks all layers that share a fraction
+        together under one threshold. Ties are broken by position: the weight that comes first in the group
+        (layers in the order given, then row-major) is removed first.
+        """
+        groups: dict[object, list[str]] = {}
+        for name, fraction in fractions.items():
+            groups.setdefault(fraction if strategy == "global" else name, []).append(name)
+        pruned = dict(masks)
+        for names in groups.values():
+            fraction = fractions[names[0]]
+            if fraction == 0.0:
+                continue
+            ranked = torch.cat([scores[n].detach().float().masked_fill(~masks[n], -torch.inf).flatten() for n in names])
+            remaining = int(torch.cat([masks[n].flatten() for n in names]).sum())
+            n_dropped = ranked.numel() - remaining + round(fraction * remaining)
+            keep = torch.ones_like(ranked, dtype=torch.bool)
+            keep[torch.sort(ranked, stable=True).indices[:n_dropped]] = False
+            for name, part in zip(names, keep.split([masks[n].numel() for n in names])):
+                pruned[name] = part.view_as(masks[name])
+        return pruned
+
+    def random_like(self, masks: M.Masks, generator: torch.Generator) -> M.Masks:
+        return M.random_like(masks, generator)
+
+
+def groups_of(t: torch.Tensor, m: int) -> torch.Tensor:
+    """[..., M] groups along the input dimension: dim 1 of a Linear [out, in] or Conv [out, in, *kernel] weight,
+    moved last so that consecutive input channels at one kernel position form a group (NVIDIA's ASP layout)."""
+    return t.movedim(1, -1).reshape(-1, m)
+
+
+@dataclass(frozen=True)
+class NMGroups(Weights):
+    """N:M fine-grained sparsity: in every group of M consecutive weights along the input dimension, the N of
+    highest score stay. Its random control is unstructured with the same per-layer counts."""
+
+    n: int
+    m: int
+
+    def keep(self, scores, masks, fractions, strategy):
+        """Layers with fraction 0 (`dense_layers`) stay as they are; in the others, each group of M keeps its N
+        highest-scored remaining weights (fewer where fewer remain). Ties go to the earlier position."""
+        pruned = dict(masks)
+        for name, fraction in fractions.items():
+            if fraction == 0.0:
+                continue
+            mask = masks[name]
+            ranked = groups_of(scores[name].detach().float().masked_fill(~mask, -torch.inf), self.m)
+            order = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, : self.n]
+            keep = torch.zeros_like(ranked, dtype=torch.bool).scatter_(1, order, True) & groups_of(mask, self.m)
+            pruned[name] = keep.view(mask.movedim(1, -1).shape).movedim(-1, 1).contiguous()
+        return pruned
+
+
+@dataclass(frozen=True, eq=False)
+class Channels:
+    """Whole output channels of the layers whose channels can be removed alone (`lth.channels.removable`);
+    scores are per channel. Its random control draws channels, and the arms that train from scratch train the
+    physically narrower network (`lth.arms.base.Arm.narrow`)."""
+
+    structure: dict[str, channels.Removable]
+    removes_channels: ClassVar[bool] = True
+
+    def keep(self, scores, masks, fractions, strategy):
+        return channels.drop(scores, masks, fractions, strategy, self.structure)
+
+    def random_like(self, masks, generator):
+        return channels.random_like(masks, generator, self.structure)

@@ -1,0 +1,41 @@
+"""What a pruning schedule is: how much of its remaining weights a chain loses per pruned level, what is wrong
+with the experiment's settings for it, and whether level 1's masks come out of the ticket's own training
+(gradual pruning), with the training hooks that make them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lth.masks import Masks
+from lth.steps import Steps
+
+# prune(weights, masks, fractions) -> masks: the experiment's method and ranking, for hooks that prune as training goes
+Prune = Callable[[dict[str, torch.Tensor], Masks, dict[str, float]], Masks]
+
+
+class Schedule:
+    name: ClassVar[str]
+    Params: ClassVar[type | None] = None  # its settings under `prune.<name>`
+    # Level 1's masks come out of the ticket's own training (`hooks`), so the other arms of level 1 train after it.
+    masks_from_training: ClassVar[bool] = False
+
+    def fraction(self, params: Any, fraction: float) -> float:
+        """The fraction of its remaining weights a chain loses at each pruned level (`prune.fraction` given)."""
+        return fraction
+
+    def check(self, params: Any, prune: Any, steps: Steps) -> str | None:
+        """What is wrong with the experiment's `prune` settings for this schedule (one line)."""
+        return None
+
+    def hooks(self, params: Any, fractions: dict[str, float], prune: Prune) -> list[Callback]:
+        """Callbacks for the ticket's training at level 1, under a schedule whose masks come out of training."""
+        return []
+
+    def settled_at(self, params: Any) -> int:
+        """The step from which the ticket of level 1 is the network its results line describes: early stopping
+        chooses only among evaluations from there on."""
+        return 0
