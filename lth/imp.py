@@ -145,7 +145,8 @@ class Run:
         return level - 1, arm.source(level)
 
     def scoring(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> Scoring:
-        return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.unit.structure, self.rewound_weights, self.network, self.first_batch)
+        return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.unit.structure, self.rewound_weights, self.network, self.first_batch,
+                       tuple(self.spec.input_shape))
 
     def prune(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> M.Masks:
         """The experiment's method and ranking applied to a network's state (`lth.pruning.level_masks`)."""

@@ -54,5 +54,26 @@ def prune(method: str, weights, masks, fractions, strategy: str = "global", para
     m = METHODS[method]
     params = params if params is not None else (m.Params() if m.Params else None)
     unit = m.unit(params, lambda: structure)
-    scoring = Scoring(weights, masks, fractions, strategy, unit.structure, rewound=lambda: weights, network=None, batch=None)
+    scoring = Scoring(weights, masks, fractions, strategy, unit.structure, rewound=lambda: weights, network=None, batch=None, input_shape=None)
     return unit.keep(m.scores(scoring, params), masks, fractions, strategy)
+
+
+EVERY_ARM = "--arms=[ticket,reinit,random_prune,scratch_b,finetune,lr_rewind]"
+
+
+def prune_at_initialisation(tiny, method: str, *extra: str):
+    """A tiny run that prunes once at initialisation (`rewind: 0`, one-shot to 10%) with `method`, under every
+    arm; its run and its level-1 rows by arm, each checked to train on the same masks as the ticket's controls do."""
+    from lth import config
+    from lth.imp import Run, run_experiments
+
+    args = tiny + [f"--prune.method={method}", "--prune.schedule=oneshot", "--prune.oneshot.target=0.1", "--prune.levels=1", "--prune.rewind=0",
+                   EVERY_ARM, *extra]
+    (run,) = run_experiments([config.load(None, args)], progress=False)
+    rows = {r.arm: r for r in run.dir.rows() if r.level == 1}
+    assert len(rows) == 6
+    for arm in ("reinit", "scratch_b", "finetune", "lr_rewind"):
+        assert rows[arm].mask_sha256 == rows["ticket"].mask_sha256, arm
+    assert rows["random_prune"].weights_remaining_per_layer == rows["ticket"].weights_remaining_per_layer
+    assert rows["random_prune"].mask_sha256 != rows["ticket"].mask_sha256
+    return Run.open(run.cfg, progress=False), rows

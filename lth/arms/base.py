@@ -60,6 +60,7 @@ class Arm:
     name: ClassVar[str]
     weights: ClassVar[str]
     Params: ClassVar[type | None] = None  # its settings, under its name at the top of the YAML
+    order: ClassVar[int] = 100  # where it stands among the arms: the order they train in and the report shows
     # True: continue the dense run's schedule from the rewind step (its LR and data position); False: train
     # the arm's own `steps` from step 0.
     from_rewind_point: ClassVar[bool] = True

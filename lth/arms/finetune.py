@@ -9,6 +9,7 @@ class Finetune(Arm):
     the ticket trains."""
 
     name = "finetune"
+    order = 5
     weights = PRUNED
     own_chain = True
     from_rewind_point = False

@@ -7,5 +7,6 @@ class LrRewind(Arm):
     rewind step."""
 
     name = "lr_rewind"
+    order = 6
     weights = PRUNED
     own_chain = True

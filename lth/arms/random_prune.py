@@ -8,6 +8,7 @@ class RandomPrune(Arm):
     trained on the ticket's schedule."""
 
     name = "random_prune"
+    order = 2
     weights = REWOUND
 
     def masks(self, ctx):

@@ -7,4 +7,5 @@ class Reinit(Arm):
     Liu et al.'s (2019) Scratch-E (`scratch_e`), which under a channel method trains the narrow network instead."""
 
     name = "reinit"
+    order = 1
     weights = INIT

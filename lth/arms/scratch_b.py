@@ -17,6 +17,7 @@ class ScratchB(Arm):
     milestones scaled alike."""
 
     name = "scratch_b"
+    order = 4
     weights = INIT
     from_rewind_point = False
     Params = Params

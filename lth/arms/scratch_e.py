@@ -7,5 +7,6 @@ class ScratchE(Arm):
     (`Arm.narrow`); on weight masks it equals `reinit` with `rewind: 0`."""
 
     name = "scratch_e"
+    order = 3
     weights = INIT
     from_rewind_point = False

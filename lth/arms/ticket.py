@@ -6,5 +6,6 @@ class Ticket(Arm):
     the weights rewound to the rewind point, trained from the rewind step to the end."""
 
     name = "ticket"
+    order = 0
     weights = REWOUND
     is_ticket = True

@@ -28,13 +28,15 @@ class Scoring:
     strategy: str  # `prune.strategy`
     structure: dict[str, channels.Removable]  # the layers whose channels the unit removes (empty for weights)
     rewound: Callable[[], State]  # the weights the level's arms start from: what a criterion at initialisation scores
-    network: Callable[[State], nn.Module]  # a fresh unpacked network holding a state, in train mode
+    network: Callable[[State], nn.Module]  # a fresh unpacked network holding a state (its weights times its masks), in train mode
     batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # the first training batch of the run's data order (inputs, labels)
+    input_shape: tuple[int, ...]  # of one example
 
 
 class Method:
     name: ClassVar[str]
     Params: ClassVar[type | None] = None  # its settings under `prune.<name>`; None: it has none
+    order: ClassVar[int] = 100  # where it stands in the listing of methods
 
     def unit(self, params: Any, removable: Callable[[], dict[str, channels.Removable]]) -> ranking.Weights | ranking.Channels:
         """What it removes; `removable()` traces the network for the layers whose channels can go alone."""

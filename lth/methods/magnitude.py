@@ -6,6 +6,7 @@ from lth.methods.base import Method
 
 class Magnitude(Method):
     name = "magnitude"
+    order = 0
 
     def scores(self, scoring, params):
         return {n: scoring.trained[n].abs() for n in scoring.masks}

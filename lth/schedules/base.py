@@ -20,6 +20,7 @@ Prune = Callable[[dict[str, torch.Tensor], Masks, dict[str, float]], Masks]
 class Schedule:
     name: ClassVar[str]
     Params: ClassVar[type | None] = None  # its settings under `prune.<name>`
+    order: ClassVar[int] = 100  # where it stands in the listing of schedules
     # Level 1's masks come out of the ticket's own training (`hooks`), so the other arms of level 1 train after it.
     masks_from_training: ClassVar[bool] = False
 

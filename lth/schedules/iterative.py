@@ -6,3 +6,4 @@ from lth.schedules.base import Schedule
 
 class Iterative(Schedule):
     name = "iterative"
+    order = 0
