@@ -1,13 +1,17 @@
 """`lth export`: a trained ticket as a plain network that computes what the masked one does."""
 
+import pytest
 import torch
+from conftest import prune
 
-from lth import cli, config
+from lth import cli, config, export
+from lth import masks as M
 from lth.data import DATASETS
 from lth.models import MODELS
 from lth.module import MaskedModule
 
 
+@pytest.mark.slow
 def test_an_exported_ticket_computes_the_masked_networks_outputs_with_the_masks_counts(tiny, tmp_path, capsys):
     args = tiny + ["--model=resnet20"]
     assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
@@ -49,3 +53,24 @@ def test_export_of_a_level_not_trained_or_a_2_4_mask_on_a_cpu(tiny, tmp_path, ca
     if not torch.cuda.is_available():
         assert "CSR copy instead of a 2:4 semi-structured one (no CUDA device)" in capsys.readouterr().err
     assert (tmp_path / "nm.pt").exists()
+
+
+def test_the_2_4_layout_handed_to_the_kernel_holds_two_of_every_four_along_the_input():
+    """NVIDIA ASP's permutation: the nm masks' groups run along input channels at a fixed kernel position, so the
+    kernel's matrix must list input channels innermost; flattening [out, in, kh, kw] as stored would not."""
+    g = torch.Generator().manual_seed(0)
+    weights = {"conv.weight": torch.randn(32, 16, 3, 3, generator=g), "fc.weight": torch.randn(32, 64, generator=g)}
+    masks = prune("nm", weights, M.ones_like(weights), {n: 0.5 for n in weights})
+    for name, w in weights.items():
+        pruned = w * masks[name]
+        groups = (export.semi_structured_layout(pruned) != 0).view(32, -1, 4).sum(-1)
+        assert groups.max() <= 2 and groups.float().mean() == 2, name
+        torch.testing.assert_close(export.semi_structured_layout(pruned).view(pruned.movedim(1, -1).shape).movedim(-1, 1), pruned)
+    stored_order = (weights["conv.weight"] * masks["conv.weight"] != 0).flatten(1).view(32, -1, 4).sum(-1)
+    assert (stored_order > 2).any(), "the stored order mixes kernel positions within a group"
+
+
+def test_shapes_the_2_4_kernels_reject_are_named_not_raised():
+    assert export.semi_structured_problem((32, 64)) is None
+    assert export.semi_structured_problem((300, 784)) == "its 2:4 matrix is 300×784, and the kernels need multiples of 32×64"
+    assert "100×40" in export.semi_structured_problem((100, 40))

@@ -1,6 +1,7 @@
 """What a results line measures, as Frankle & Carbin (2019) and Renda et al. (2020) measure it."""
 
 import copy
+import time
 
 import pytest
 import torch
@@ -125,3 +126,17 @@ def test_paper_configs_state_their_choices():
     assert MODELS["vgg16"]((3, 32, 32), 10).dense_layers == ("fc.weight",)
     lenet = config.load("experiments/lenet300_mnist.yaml")
     assert lenet.train.eval_every == "100it" and lenet.train.duration == "50000it"
+
+
+def test_wall_seconds_is_the_packs_training_time(tiny):
+    """Each line's `wall_seconds` is the training time of the pack it trained in: positive in an uninterrupted run,
+    the same for the members of one pack, and no more than the whole invocation took."""
+    run = _run(tiny, "--prune.levels=1", "--arms=[ticket,reinit,random_prune]", "--pack=3")
+    started = time.perf_counter()
+    train_levels([run], pack=3)
+    elapsed = time.perf_counter() - started
+    rows = run.dir.rows()
+    assert all(0 < r.wall_seconds < elapsed for r in rows)
+    level_1 = {r.wall_seconds for r in rows if r.level == 1}
+    assert len(level_1) == 1, "the three arms of level 1 trained as one pack"
+    assert sum(r.wall_seconds for r in rows if r.level == 0) + level_1.pop() <= elapsed

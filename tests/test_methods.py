@@ -128,6 +128,7 @@ def test_gradual_pruning_follows_the_formula_and_every_arm_trains_on_its_final_m
     assert rows[1, "random_prune"]["weights_remaining_per_layer"] == ticket["weights_remaining_per_layer"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_mid_gradual_pruning_resumes_to_identical_results(tiny, tmp_path, monkeypatch, capsys):
     args = ["run", "experiments/quickstart.yaml", *tiny, *GRADUAL]
     assert cli.main(args[:-len(GRADUAL) - 2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny", *GRADUAL]) == 0

@@ -4,6 +4,7 @@ pruned weights exactly 0."""
 import os
 import signal
 
+import pytest
 import torch
 from conftest import result_rows, without_timing
 
@@ -33,6 +34,7 @@ def test_bf16_changes_the_arithmetic_and_keeps_weights_masks_and_zeros_exact(tin
             assert not ours[name[: -len("_mask")]][~mask].any(), f"a pruned weight of {name} moved"
 
 
+@pytest.mark.slow
 def test_a_bf16_run_stopped_mid_level_resumes_bit_for_bit(tiny, tmp_path, monkeypatch):
     reference = [*tiny[:-2], f"--out_dir={tmp_path / 'reference'}", "--name=tiny", *BF16]
     assert cli.main(["run", "experiments/quickstart.yaml", *reference]) == 0

@@ -14,6 +14,7 @@ from lth import cli, config, imp, locks
 from lth.module import MaskedModule
 
 
+@pytest.mark.slow
 def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, capsys):
     args = ["run", "experiments/quickstart.yaml", *tiny]
     assert cli.main(args[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]) == 0

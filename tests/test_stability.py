@@ -50,6 +50,7 @@ def _study(tiny, *extra):
     return ["stability", "experiments/quickstart.yaml", *tiny, "--prune.levels=1", "--alphas=3", *extra]
 
 
+@pytest.mark.slow
 def test_two_copies_start_alike_under_the_masks_and_see_different_data(tiny):
     assert cli.main(_study(tiny, "--levels=[0,1]", "--rewind=[7it]")) == 0
     cfg = config.load("experiments/quickstart.yaml", [*tiny, "--prune.levels=1"])
@@ -107,6 +108,7 @@ def test_a_replayed_rewind_state_is_the_dense_runs_own(tiny, tmp_path):
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
+@pytest.mark.slow
 def test_a_study_killed_mid_copy_resumes_to_the_same_lines(tiny, tmp_path, monkeypatch):
     reference = [*tiny[:-2], f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]
     assert cli.main(_study(reference, "--rewind=[0,7it]")) == 0

@@ -36,6 +36,7 @@ def test_every_sweep_is_a_valid_grid_whose_points_are_valid_experiments(path):
         assert cfg.seed == point["seed"]["value"]
 
 
+@pytest.mark.slow
 def test_grid_points_run_as_the_agent_launches_them(tiny, tmp_path, capsys):
     spec = sweep.load("sweeps/quickstart.yaml")
     small = [a for a in tiny if not a.startswith(("--arms=", "--seed="))] + ["--prune.levels=1"]  # the point's own

@@ -65,6 +65,7 @@ def _read_offline(run_dir):
 
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_holds_the_level_metrics_table_and_summary_and_resumes_by_id(tiny, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = ["run", "experiments/quickstart.yaml", *tiny, "--arms=[ticket,reinit]", "--wandb.project=lth-test", "--wandb.log_artifacts=true"]
