@@ -1,0 +1,125 @@
+"""Record or recheck the committed evidence of `docs/results`, by hand (not in CI: each takes 20 s to 15 min).
+
+    python docs/results/reproduce.py NAME --record   # run it into runs/evidence, commit its ledgers and report here
+    python docs/results/reproduce.py NAME            # run it again and compare with the committed ledgers
+
+Each piece of evidence is one command (`EVIDENCE`). What is committed under `docs/results/NAME/runs/` is every
+run directory's `config.yaml` and its ledger (`results.jsonl`, or `stability.jsonl`), named relative to
+`out_dir` (`NAME/RUN_ID`), so that `lth report docs/results/NAME/runs/*/*` rebuilds the report from them.
+
+What a recheck can promise (README, Reproducibility): on the machine and build that recorded it (same CPU
+kernels, same torch), the same lines bit for bit; elsewhere float rounding differs and training amplifies it,
+so the claims are statistical: every (arm, level) mean over seeds of the rerun must lie within the committed
+95% interval of that mean (Student's t over the committed seeds), and what no rounding changes (the
+levels, arms, weights remaining) must be equal. It prints one line per cell and exits 1 if any is outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scipy import stats
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+MNIST = ["--data.root=../shared/data"]
+LENET = ["experiments/lenet300_mnist.yaml", *MNIST, "--train.duration=2500it", "--train.checkpoint_every=2500it"]
+# name: (lth command and arguments, the ledger it writes). The README of docs/results shows each.
+EVIDENCE = {
+    "quickstart": (["run", "experiments/quickstart.yaml"], "results.jsonl"),
+    "nm24_mnist1d": (["run", "experiments/nm24_mnist1d.yaml", "--pack=1"], "results.jsonl"),
+    "gradual_mnist1d": (["run", "experiments/gradual_mnist1d.yaml", "--pack=1"], "results.jsonl"),
+    "channel_mnist1d": (["run", "experiments/channel_mnist1d.yaml", "--pack=1"], "results.jsonl"),
+    "at_init_snip_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--name=at_init_snip_mnist1d"], "results.jsonl"),
+    "at_init_synflow_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=synflow", "--name=at_init_synflow_mnist1d"], "results.jsonl"),
+    "lenet300_mnist": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]"], "results.jsonl"),
+    "stability_lenet300": (["stability", *LENET, "--seed=0", "--prune.levels=7", "--rewind=[0,100it,500it]", "--levels=[0,7]", "--alphas=11",
+                            "--between_levels=true", "--name=stability_lenet300"], "stability.jsonl"),
+    "stability_mnist1d_cnn": (["stability", "experiments/quickstart.yaml", "--model=mnist1d_cnn", "--name=stability_mnist1d_cnn", "--seed=[0,1,2]",
+                               "--prune.levels=3", "--rewind=[0,25it,100it,250it]", "--levels=[0,3]", "--alphas=11", "--pack=1"], "stability.jsonl"),
+}
+# The value compared per cell, by ledger: test accuracy at early stop, or the test barrier of a point.
+VALUE = {"results.jsonl": "test_acc_at_early_stop", "stability.jsonl": "test_barrier"}
+TIMING = ("wall_seconds", "inference_speedup")
+
+
+def run(name: str, out_dir: Path) -> list[Path]:
+    """The evidence's command, into `out_dir`; its run directories."""
+    command, ledger = EVIDENCE[name]
+    subprocess.run([sys.executable, "-m", "lth.cli", *command, f"--out_dir={out_dir}"], cwd=REPO, check=True)
+    return sorted(p.parent for p in out_dir.glob(f"*/*/{ledger}"))
+
+
+def lines(run_dirs: list[Path], ledger: str) -> list[dict]:
+    return [json.loads(line) for d in run_dirs for line in (d / ledger).read_text().splitlines() if line.strip()]
+
+
+def cells(rows: list[dict], ledger: str) -> dict[tuple, list[float]]:
+    out: dict[tuple, list[float]] = {}
+    for r in rows:
+        key = (r["arm"], r["level"], round(r["weights_remaining"], 6)) if ledger == "results.jsonl" else (r["kind"], r["level"], r["rewind_step"])
+        out.setdefault(key, []).append(r[VALUE[ledger]])
+    return out
+
+
+def record(name: str) -> None:
+    out_dir = REPO / "runs" / "evidence"
+    run_dirs = run(name, out_dir)
+    committed = HERE / name / "runs"
+    shutil.rmtree(committed, ignore_errors=True)
+    for d in run_dirs:
+        target = committed / d.parent.name / d.name
+        target.mkdir(parents=True)
+        for file in ("config.yaml", EVIDENCE[name][1]):
+            shutil.copy(d / file, target / file)
+    report = ["report", *map(str, run_dirs), "--out", str(HERE / name)] if EVIDENCE[name][1] == "results.jsonl" else None
+    if report:
+        subprocess.run([sys.executable, "-m", "lth.cli", *report], cwd=REPO, check=True)
+    else:  # `lth stability` wrote its report over the seeds beside the run directories
+        for file in run_dirs[0].parent.glob("stability_report/*"):
+            shutil.copy(file, HERE / name / file.name)
+    print(f"recorded {len(run_dirs)} run directories of {name} in {committed.relative_to(REPO)}")
+
+
+def check(name: str) -> int:
+    ledger = EVIDENCE[name][1]
+    committed = lines(sorted((HERE / name / "runs").glob("*/*")), ledger)
+    with tempfile.TemporaryDirectory() as tmp:
+        rerun = lines(run(name, Path(tmp)), ledger)
+    strip = lambda rows: sorted(json.dumps({k: v for k, v in r.items() if k not in TIMING}, sort_keys=True) for r in rows)  # noqa: E731
+    if strip(rerun) == strip(committed):
+        print(f"{name}: every line equal to the committed ones, bit for bit (timings aside)")
+        return 0
+    before, after = cells(committed, ledger), cells(rerun, ledger)
+    failures = 0
+    if set(before) != set(after):
+        print(f"{name}: the cells differ: {sorted(set(before) ^ set(after))[:5]}")
+        return 1
+    for key, values in sorted(before.items()):
+        mean, now = statistics.fmean(values), statistics.fmean(after[key])
+        n = len(values)
+        half = stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else 0.0
+        inside = abs(now - mean) <= half
+        failures += not inside
+        print(f"{'ok ' if inside else 'OUT'} {key}: rerun {now:.4f}, committed {mean:.4f} ± {half:.4f} (95%, n={n})")
+    print(f"{name}: {failures} of {len(before)} cells outside the committed intervals")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(EVIDENCE))
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    if args.record:
+        record(args.name)
+    else:
+        sys.exit(check(args.name))
