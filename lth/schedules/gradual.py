@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from lightning.pytorch.callbacks import Callback
 
 from lth.packing import pack_state, unpack_state
-from lth.schedules.base import Schedule
+from lth.schedules import oneshot
 
 
 @dataclass
-class Params:
-    target: float | None = None  # the fraction of weights to keep, in (0, 1)
+class Params(oneshot.Params):  # `target`: the fraction of weights to keep, in (0, 1), reached by `end_step`
     begin_step: int | None = None
     end_step: int | None = None
     frequency: int | None = None
@@ -29,19 +28,16 @@ def sparsity(step: int, begin: int, end: int, frequency: int, final: float) -> f
     return final + (0.0 - final) * (1 - (step - begin) / (end - begin)) ** 3
 
 
-class Gradual(Schedule):
+class Gradual(oneshot.Oneshot):
+    """One level pruned to a target, as one-shot, but while the ticket trains rather than after."""
+
     name = "gradual"
     Params = Params
     masks_from_training = True
 
-    def fraction(self, params, fraction):
-        return 1.0 - params.target
-
     def check(self, params, prune, steps):
-        if params.target is None or not 0.0 < params.target < 1.0:
-            return f"prune.gradual.target: the gradual schedule needs the fraction of weights to keep, in (0, 1), got {params.target}"
-        if prune.levels != 1:
-            return f"prune.levels: the gradual schedule has one pruned level; set prune.levels: 1 (got {prune.levels})"
+        if problem := super().check(params, prune, steps):
+            return problem
         if prune.method != "magnitude":
             return f"prune.method: the gradual schedule prunes by magnitude, not {prune.method}"
         begin, end, every = params.begin_step, params.end_step, params.frequency

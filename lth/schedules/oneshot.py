@@ -21,7 +21,7 @@ class Oneshot(Schedule):
 
     def check(self, params, prune, steps):
         if params.target is None or not 0.0 < params.target < 1.0:
-            return f"prune.oneshot.target: the oneshot schedule needs the fraction of weights to keep, in (0, 1), got {params.target}"
+            return f"prune.{self.name}.target: the {self.name} schedule needs the fraction of weights to keep, in (0, 1), got {params.target}"
         if prune.levels != 1:
-            return f"prune.levels: the oneshot schedule has one pruned level; set prune.levels: 1 (got {prune.levels})"
+            return f"prune.levels: the {self.name} schedule has one pruned level; set prune.levels: 1 (got {prune.levels})"
         return None
