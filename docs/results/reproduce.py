@@ -1,6 +1,6 @@
 """Record or recheck the committed evidence of `docs/results`, by hand (not in CI: each takes 20 s to 15 min).
 
-    python docs/results/reproduce.py NAME --record   # run it into runs/evidence, commit its ledgers and report here
+    python docs/results/reproduce.py NAME --record   # run it into runs/evidence/NAME, copy its ledgers and report here
     python docs/results/reproduce.py NAME            # run it again and compare with the committed ledgers
 
 Each piece of evidence is one command (`EVIDENCE`). What is committed under `docs/results/NAME/runs/` is every
@@ -71,7 +71,7 @@ def cells(rows: list[dict], ledger: str) -> dict[tuple, list[float]]:
 
 
 def record(name: str) -> None:
-    out_dir = REPO / "runs" / "evidence"
+    out_dir = REPO / "runs" / "evidence" / name
     run_dirs = run(name, out_dir)
     committed = HERE / name / "runs"
     shutil.rmtree(committed, ignore_errors=True)
