@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -18,8 +20,6 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
-# The exit code after SIGUSR1: checkpointed, not failed (the SLURM scripts requeue on it).
-INTERRUPTED = 3
 
 
 def _fail(message: str) -> int:
@@ -56,7 +56,8 @@ def _run(rest: list[str]) -> int:
     runs, code = _training(lambda: run_experiments(cfgs))
     if code is not None:
         return code
-    # The training is done and recorded: a late SIGUSR1 must not kill the process while it writes the report.
+    # The training is done and recorded: a late SIGUSR1 (SLURM's warning) must not kill the process while it
+    # writes the report; SIGTERM and SIGINT still stop it, as they should.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
     run_dirs = [run.dir.root for run in runs]
@@ -72,8 +73,8 @@ def _run(rest: list[str]) -> int:
 
 def _training(work):
     """`work()` (training), with the outcomes every training command shares: (its result, None), or (None, the
-    exit code): 2 for a bad config or run directory, 0 when another process holds the work, INTERRUPTED after
-    SIGUSR1."""
+    exit code): 2 for a bad config or run directory, 0 when another process holds the work, and after a stopping
+    signal 3 (SIGUSR1, requeue), 143 (SIGTERM) or 130 (SIGINT) (`lth.preemption`)."""
     from lth.config import ConfigError
     from lth.locks import Busy
     from lth.preemption import Interrupted
@@ -90,7 +91,13 @@ def _training(work):
         return None, 0
     except Interrupted as err:
         print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
-        return None, INTERRUPTED
+        return None, err.exit_code
+    except OSError as err:  # a full disk, a quota, a folder made read-only mid-run: nothing written so far is damaged
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        print(f"lth: error: {err.filename or 'writing'}: {err.strerror}; every file written before is whole (all are written atomically), "
+              "so rerunning the same command once this is fixed resumes", file=sys.stderr)
+        return None, 1
 
 
 def _report(argv: list[str]) -> int:
@@ -110,6 +117,8 @@ def _report(argv: list[str]) -> int:
         else:
             rows, sources = report.read_rows(args.run_dirs), args.run_dirs
         paths = report.write(report.aggregate(rows), sources, args.out)
+    except OSError as err:
+        return _fail(f"{err.filename}: {err.strerror}" if err.filename else str(err).splitlines()[0])
     except Exception as err:  # noqa: BLE001 - files, configs or the W&B API: one line either way
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     print("\n".join(f"wrote {p}" for p in paths))
@@ -216,6 +225,8 @@ def _sweep(argv: list[str]) -> int:
         print(f"{len(points)} grid points: sbatch --array=0-{len(points) - 1} slurm/array.sbatch {args.file}")
         return 0
     argv = sweep.command(spec, points[args.index]) + extra
+    if shutil.which(argv[0]) is None:
+        return _fail(f"{args.file}: its command runs {argv[0]!r}, which is not a program on this PATH")
     print(f"[lth] grid point {args.index}/{len(points) - 1}: {' '.join(argv)}", file=sys.stderr, flush=True)
     os.execvpe(argv[0], argv, sweep.environment(spec))  # the run replaces this process: signals reach it directly
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -321,6 +323,20 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (which it would read as the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                where = key_node.start_mark
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice (line {where.line + 1})", where)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | Path | None, overrides: list[str] = ()) -> Experiment:
     """Read one experiment, apply overrides, and validate everything that can be checked without data."""
     experiments = load_seeds(path, overrides)
@@ -337,7 +353,9 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); save it as UTF-8") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         if not isinstance(values, dict):
@@ -416,6 +434,11 @@ def validate(cfg: Experiment) -> None:
     bad_arms = [a for a in cfg.arms if a not in ARMS]
     if bad_arms or not cfg.arms:
         raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
+    if twice := sorted({a for a in cfg.arms if cfg.arms.count(a) > 1}):
+        raise ConfigError(f"arms: {twice[0]} is listed twice")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"seed: must lie in [0, 2**63), got {cfg.seed}")
+    _writable(Path(cfg.out_dir))
     p = cfg.prune
     if not 0.0 < p.fraction < 1.0:
         raise ConfigError(f"prune.fraction: must lie in (0, 1), got {p.fraction}")
@@ -428,8 +451,12 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"pack: must be at least 1 or null, got {cfg.pack}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"data.batch_size: must be at least 1, got {cfg.data.batch_size}")
-    if cfg.train.lr <= 0:
-        raise ConfigError(f"train.lr: must be positive, got {cfg.train.lr}")
+    for key in ("lr", "gamma"):
+        if getattr(cfg.train, key) <= 0:
+            raise ConfigError(f"train.{key}: must be positive, got {getattr(cfg.train, key)}")
+    for key in ("momentum", "weight_decay"):
+        if getattr(cfg.train, key) < 0:
+            raise ConfigError(f"train.{key}: must be 0 or more, got {getattr(cfg.train, key)}")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision: one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     for name, params in cfg.arm_params.items():
@@ -442,9 +469,24 @@ def validate(cfg: Experiment) -> None:
         model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
     names = prunable_names(model)
     shapes = {n: tuple(model.get_parameter(n).shape) for n in names}
+    for key, globs in (("layer_fractions", list(p.layer_fractions)), ("dense_layers", p.dense_layers or [])):
+        if unmatched := [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]:
+            raise ConfigError(f"prune.{key}: {unmatched[0]!r} matches no prunable layer of {cfg.model.name} ({', '.join(names)})")
+    fractions = pruning.layer_fractions(p, model, names)
+    if not any(fractions.values()):
+        raise ConfigError(f"prune: every prunable layer of {cfg.model.name} is left dense (prune.dense_layers, prune.layer_fractions); nothing would be pruned")
     unit = pruning.unit(p, cfg.model.name, spec)
-    if problem := pruning.method(p).check(p.method_params, p.strategy, shapes, pruning.layer_fractions(p, model, names), unit):
+    if problem := pruning.method(p).check(p.method_params, p.strategy, shapes, fractions, unit):
         raise ConfigError(problem)
+
+
+def _writable(out_dir: Path) -> None:
+    """An out_dir, or the nearest of its parents that exists, is a directory this process may write in."""
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        raise ConfigError(f"out_dir: {existing} is a file, not a directory" + (f" (out_dir is {out_dir})" if existing != out_dir else ""))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir: {existing} is not writable by this user")
 
 
 def steps(cfg: Experiment) -> Steps:

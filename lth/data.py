@@ -18,7 +18,9 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -55,11 +57,14 @@ def _need(path: Path, name: str) -> Path:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+        dims = raw[3]
+        shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    except (OSError, EOFError, zlib.error, ValueError, IndexError) as err:  # truncated, not gzip, or not an IDX file
+        raise MissingDataError(f"{path} is damaged ({type(err).__name__}); fetch it again with: lth data download mnist --root {path.parent.parent}") from None
 
 
 def load_mnist(root: Path) -> Arrays:
@@ -150,6 +155,7 @@ def download(name: str, root: Path) -> None:
     spec = DATASETS[name]
     if not spec.files:
         raise ValueError(f"dataset {name} is generated locally and needs no download")
+    made = [p for p in (root, *{(root / relative).parent for _, _, relative in spec.files}) if not p.exists()]
     for url, md5, relative in spec.files:
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -157,10 +163,16 @@ def download(name: str, root: Path) -> None:
             partial = Path(tmp.name)
             try:
                 print(f"fetching {url}", file=sys.stderr)
-                with urllib.request.urlopen(url) as response:
+                with urllib.request.urlopen(url, timeout=60) as response:
                     shutil.copyfileobj(response, tmp)
-            except BaseException:
+            except BaseException as err:
                 partial.unlink()
+                for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):  # leave no empty folder behind
+                    if folder.exists() and not any(folder.iterdir()):
+                        folder.rmdir()
+                if isinstance(err, (urllib.error.URLError, TimeoutError)):
+                    raise OSError(f"cannot fetch {url} ({getattr(err, 'reason', err)}): is there a network here? Fetch the files where there is "
+                                  f"one (a login node) with this command, or copy them into {target.parent}") from None
                 raise
         digest = hashlib.md5(partial.read_bytes()).hexdigest()
         if digest != md5:

@@ -14,6 +14,7 @@ every layer elsewhere, get the CSR copy, and a message says why).
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     final = directory.arm(level, arm) / FINAL
     if not final.is_file():
         raise RunError(f"{final} does not exist: level {level} of {arm} has not finished training")
+    if out.is_dir():
+        raise RunError(f"--out {out} is a directory; name the file to write")
+    if not os.access(next(p for p in (out.parent, *out.parents) if p.exists()), os.W_OK):
+        raise RunError(f"--out {out}: its folder is not writable by this user")
     cfg = config.load(directory.config)
     spec = DATASETS[cfg.data.name]
     run = Run(cfg, directory, config.steps(cfg), progress=False)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+# A temporary file's name says who writes it, `.NAME~HOST~PID~RANDOM`, so that one left by a killed writer can be
+# told from one being written (`remove_orphans`).
+_SEP = "~"
+
+
+def _writer() -> str:
+    return f"{socket.gethostname()}{_SEP}{os.getpid()}{_SEP}"
 
 
 @contextmanager
@@ -15,7 +24,7 @@ def atomic_open(path: Path) -> Iterator[IO[bytes]]:
     """A file that appears at `path` whole, or not at all: written to a temporary file beside it, synced, then
     moved into place. On an error the temporary file is removed and `path` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as tmp:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}{_SEP}{_writer()}") as tmp:
         try:
             yield tmp
             tmp.flush()
@@ -26,8 +35,35 @@ def atomic_open(path: Path) -> Iterator[IO[bytes]]:
     # Temporary files are created 0600, which would hide results from colleagues on a shared cluster.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)
-    os.replace(tmp.name, path)
+    try:
+        os.chmod(tmp.name, 0o666 & ~umask)
+        os.replace(tmp.name, path)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+
+
+def remove_orphans(root: Path) -> list[Path]:
+    """Remove the temporary files under `root` that a writer on this host left when it was killed mid-write (its
+    process is gone); those of live processes and of other hosts stay. Returns what was removed."""
+    host = socket.gethostname()
+    removed = []
+    for path in root.rglob(f".*{_SEP}*{_SEP}*{_SEP}*"):
+        _, writer_host, pid, _ = path.name.rsplit(_SEP, 3)
+        if writer_host == host and pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -25,13 +25,13 @@ from lth.arms import ARMS, Arm
 from lth.arms.base import Level, Start
 from lth.config import ConfigError, Experiment, steps
 from lth.data import DATASETS, DataModule, MissingDataError, TrainBatches, load_split
-from lth.files import atomic_write
+from lth.files import atomic_write, remove_orphans
 from lth.flops import macs, parameters, speedup
 from lth.methods.base import Scoring, State
 from lth.models import MODELS, init_batch_norm
 from lth.module import MaskedModule
 from lth.packing import auto_pack, unpack_state
-from lth.preemption import Interrupted, check, stop_on_sigusr1
+from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import RewindCapture, start_checkpoint
 from lth.run_dir import FINAL, LAST, START, Row, RunDir, RunError
 from lth.steps import Steps
@@ -164,7 +164,11 @@ class Run:
         trained = self.trained_weights(*self.mask_source(level, arm))
         masks = {n: trained[f"{n}_mask"] for n in module.prunable}
         if not pruning.schedule(self.cfg.prune).masks_from_training:
-            masks = self.prune(trained, masks, pruning.layer_fractions(self.cfg.prune, module.model, module.prunable))
+            fractions = pruning.layer_fractions(self.cfg.prune, module.model, module.prunable)
+            masks = self.prune(trained, masks, fractions)
+            if emptied := [n for n in masks if fractions[n] > 0 and not masks[n].any()]:
+                raise RunError(f"level {level} would leave {emptied[0]} with no weights: the levels before it are recorded; lower prune.levels to "
+                               f"{level - 1} or prune that layer more slowly (prune.layer_fractions)")
         self.dir.save(masks, path)
         return masks
 
@@ -374,7 +378,7 @@ def train_levels(runs: list[Run], pack: int) -> None:
 
 def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
     """Check every run (stored files, data, that no other process trains its arms) before training any,
-    then train them level by level, packed. SIGUSR1 checkpoints and raises `Interrupted`."""
+    then train them level by level, packed. A stopping signal checkpoints and raises `Interrupted`."""
     runs = []
     for cfg in cfgs:
         run = Run.open(cfg, progress)
@@ -384,13 +388,20 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
         runs.append(run)
-    with stop_on_sigusr1(), ExitStack() as held:
+    with stop_on_signals(), ExitStack() as held:
         for run in runs:
+            mine, busy = [], []
             for arm in run.cfg.arms:
                 try:
                     held.enter_context(locks.claim(run.dir.lock(arm)))
+                    mine.append(arm)
                 except locks.Busy as holder:
-                    raise locks.Busy(f"{arm} of {run.dir.root} is being trained by another process ({holder}); nothing to do here") from None
+                    busy.append(f"{arm} of {run.dir.root} is being trained by another process ({holder})")
+            if not mine:
+                raise locks.Busy(f"{busy[0]}; nothing to do here")
+            if busy:  # train the rest, following the other process where they build on its arms (`Run.wait_for`)
+                run.say(f"{'; '.join(busy)}: this process trains {', '.join(mine)}")
+                run.cfg = replace(run.cfg, arms=mine)
         _train(runs)
     return runs
 
@@ -399,6 +410,8 @@ def _train(runs: list[Run]) -> None:
     started = time.perf_counter()
     for run in runs:
         run.dir.root.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphans(run.dir.root):
+            run.say(f"removed {orphan.relative_to(run.dir.root)}, a temporary file a killed process left")
         resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
         if not run.dir.config.exists() or run.dir.config.read_bytes() != resolved:
             atomic_write(run.dir.config, resolved)
@@ -406,10 +419,9 @@ def _train(runs: list[Run]) -> None:
     trackers = [run.tracker for run in runs if run.tracker]
     try:
         train_levels(runs, runs[0].pack)
-    except Interrupted:
+    except Interrupted as stop:
         for tracker in trackers:
-            tracker.preempting()
-            tracker.finish(exit_code=3)
+            tracker.interrupted(stop.exit_code)
         raise
     for tracker in trackers:
         tracker.finish()

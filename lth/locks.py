@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from lth.preemption import STOP, Interrupted
+from lth.preemption import STOP, interrupted
 
 # How often a process waiting for another's result looks again.
 WAIT_SECONDS = 2.0
@@ -67,7 +67,7 @@ def held(path: Path) -> Iterator[None]:
 
 def wait_while_held(path: Path, lock: Path, waiting: Callable[[], None], what: str) -> bool:
     """Wait for `path` while another process holds `lock` (it is making `path`): True once `path` exists, False
-    if it does not and nobody is making it. `waiting()` is called once, when the wait begins; SIGUSR1 ends it."""
+    if it does not and nobody is making it. `waiting()` is called once, when the wait begins; a stopping signal ends it."""
     said = False
     while not path.exists():
         if not held_elsewhere(lock):
@@ -76,5 +76,5 @@ def wait_while_held(path: Path, lock: Path, waiting: Callable[[], None], what: s
             waiting()
             said = True
         if STOP.wait(WAIT_SECONDS):
-            raise Interrupted(f"stopped by SIGUSR1 while {what}")
+            raise interrupted(f"while {what}")
     return True

@@ -1,5 +1,9 @@
-"""Stopping on SIGUSR1: SLURM sends it before a time limit or preemption (`--signal=B:USR1@...`). The run
-checkpoints its exact training position and exits 3; rerunning the same command resumes it."""
+"""Stopping on a signal: checkpoint the exact training position, say so in one line, exit non-zero; rerunning
+the same command resumes. SIGUSR1 is SLURM's warning before a time limit or preemption
+(`--signal=B:USR1@...`, the scripts requeue on its exit code 3). SIGTERM is what SLURM sends at the time limit
+itself and on `scancel`, and what most process managers send: exit 143 (128 + 15, the shell's convention for
+a death by SIGTERM), so that a wrapper or a job dependency never sees success with a level unfinished.
+SIGINT (Ctrl-C) exits 130 likewise; a second Ctrl-C stops at once, without a checkpoint."""
 
 from __future__ import annotations
 
@@ -11,31 +15,52 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-# Set by SIGUSR1; checked after every training batch and between pieces of work.
+# Set by a stopping signal; checked after every training batch and between pieces of work.
 STOP = threading.Event()
+RECEIVED: list[int] = []  # the signal that set STOP
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+REQUEUE = 3  # the exit code after SIGUSR1: checkpointed, not failed
 
 
 class Interrupted(RuntimeError):
-    """SIGUSR1 asked the run to stop; the training state is checkpointed."""
+    """A signal asked the run to stop; the training state is checkpointed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = REQUEUE if signum == signal.SIGUSR1 else 128 + signum
+
+
+def _received(signum, frame) -> None:
+    if signum == signal.SIGINT and STOP.is_set():
+        raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the checkpoint
+    RECEIVED[:] = [signum]
+    STOP.set()
 
 
 @contextmanager
-def stop_on_sigusr1() -> Iterator[None]:
+def stop_on_signals() -> Iterator[None]:
     STOP.clear()
-    previous = signal.signal(signal.SIGUSR1, lambda *_: STOP.set())
+    RECEIVED.clear()
+    previous = {s: signal.signal(s, _received) for s in SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGUSR1, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def interrupted(where: str) -> Interrupted:
+    signum = RECEIVED[0]
+    return Interrupted(f"stopped by {signal.Signals(signum).name} {where}", signum)
 
 
 def check(where: str) -> None:
     if STOP.is_set():
-        raise Interrupted(f"stopped by SIGUSR1 {where}")
+        raise interrupted(where)
 
 
 class StopOnSignal(Callback):
-    """Checkpoints the exact training position and stops when SIGUSR1 has arrived."""
+    """Checkpoints the exact training position and stops when a stopping signal has arrived."""
 
     def __init__(self, saved: list[Path]):
         self.saved = saved
@@ -43,5 +68,4 @@ class StopOnSignal(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if STOP.is_set():
             trainer.save_checkpoint("last.ckpt")
-            saved = ", ".join(map(str, self.saved))
-            raise Interrupted(f"stopped by SIGUSR1 at step {trainer.global_step}; checkpointed to {saved}")
+            raise interrupted(f"at step {trainer.global_step}; checkpointed to {', '.join(map(str, self.saved))}")

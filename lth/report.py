@@ -95,7 +95,10 @@ def read_rows(run_dirs: list[Path]) -> list[Row]:
         if not run_dir.results.is_file():
             raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
         _one_study(studies, config.load(run_dir.config).study_id(), path)
-        rows += run_dir.rows()
+        lines = run_dir.rows()
+        if not lines:
+            raise ValueError(f"{run_dir.results} holds no results line yet: nothing to report")
+        rows += lines
     return rows
 
 

@@ -31,7 +31,7 @@ from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
 from lth.models import MODELS
 from lth.module import MaskedModule
-from lth.preemption import Interrupted, check, stop_on_sigusr1
+from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import RewindCapture, start_checkpoint
 from lth.run_dir import FINAL, LAST, START, read_lines
 from lth.tracking import Tracker
@@ -198,6 +198,9 @@ def arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
         own[key] = value if key in ("alphas", "between_levels") or isinstance(value, list) else [value]
     if not isinstance(own["alphas"], int) or not all(isinstance(level, int) for level in own["levels"]):
         raise ConfigError("--alphas and --levels take integers")
+    for key in ("levels", "rewind"):
+        if own[key] == []:
+            raise ConfigError(f"--{key}: give at least one, or leave it out for the default")
     if not isinstance(own["between_levels"], bool):
         raise ConfigError(f"--between_levels: expected true or false, got {own['between_levels']!r}")
     return own, overrides
@@ -240,7 +243,7 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
         norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in MODELS[cfg.model.name](spec.input_shape, spec.num_classes).modules())
     recomputed = f" (batch-norm statistics recomputed on {TRAIN_SUBSET:,} training examples at each of {alphas} points)" if norms else ""
     run.tracker = Tracker.open(replace(cfg, arms=["stability"]), run.dir)  # its own W&B run, job_type "stability"
-    with stop_on_sigusr1():
+    with stop_on_signals():
         try:
             for point in todo:
                 kind, level, step = point
@@ -259,10 +262,9 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
                     run.tracker.stability(row)
                 run.say(f"stability: {kind} of level {level} at rewind step {step}: test barrier {row['test_barrier']:+.4f}, "
                         f"train barrier {row['train_barrier']:+.4f}{recomputed}")
-        except Interrupted:
+        except Interrupted as stop:
             if run.tracker:
-                run.tracker.preempting()
-                run.tracker.finish(exit_code=3)
+                run.tracker.interrupted(stop.exit_code)
             raise
     if run.tracker:
         run.tracker.finish()

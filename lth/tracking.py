@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from lth.config import Experiment
+from lth.preemption import REQUEUE
 from lth.run_dir import Row, RunDir
 
 # The columns of the per-level table: one row per (level, arm, seed), so a dashboard chart can compare the
@@ -115,9 +116,12 @@ class Tracker:
                 artifact.add_file(str(path))
                 self.logger.experiment.log_artifact(artifact, aliases=[f"level_{level:02d}", "latest"])
 
-    def preempting(self) -> None:
-        """Tell a sweep that this run stopped to be requeued, not because it failed."""
-        self.logger.experiment.mark_preempting()
+    def interrupted(self, exit_code: int) -> None:
+        """End the W&B run of a run stopped by a signal; after SIGUSR1, tell a sweep that it stopped to be
+        requeued, not because it failed."""
+        if exit_code == REQUEUE:
+            self.logger.experiment.mark_preempting()
+        self.finish(exit_code=exit_code)
 
     def finish(self, exit_code: int = 0) -> None:
         self.logger.experiment.finish(exit_code=exit_code)

@@ -176,4 +176,6 @@ def train_pack(members: list[Member], how: Training, callbacks: list[Callback]) 
         if any(not h or h[-1]["step"] != module.steps.total_steps for h in module.val_history):
             fit.validate(module, datamodule=data, verbose=False)
         fit.save_checkpoint(FINAL)  # atomically, per member: other processes wait for these files
+    for m in members:  # a finished level resumes from final.ckpt: its last position is of no more use
+        (m.dir / LAST).unlink(missing_ok=True)
     return module

@@ -15,6 +15,7 @@ from lth.flops import macs, parameters
 from lth.methods import METHODS
 from lth.models import MODELS
 from lth.module import MaskedModule
+from lth.preemption import REQUEUE
 from lth.run_dir import FINAL, RunDir
 
 CIFAR = (3, 8, 8)  # the networks' structure, at a size a test can run
@@ -230,7 +231,7 @@ def test_a_narrow_scratch_run_stopped_mid_training_resumes_to_identical_results(
     monkeypatch.setattr(imp, "train_pack", tracked)
     monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
     args = ["run", "experiments/quickstart.yaml", *tiny, *method]
-    assert cli.main(args) == cli.INTERRUPTED
+    assert cli.main(args) == REQUEUE
     monkeypatch.setattr(MaskedModule, "optimizer_step", step)
     assert cli.main(args) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -11,6 +11,7 @@ from lth import cli, config, imp
 from lth import masks as M
 from lth.imp import Run, train_levels
 from lth.module import MaskedModule
+from lth.preemption import REQUEUE
 from lth.schedules import gradual
 
 GRADUAL = ["--prune.schedule=gradual", "--prune.target=0.2", "--prune.levels=1", "--prune.begin_step=10", "--prune.end_step=30", "--prune.frequency=5"]
@@ -147,7 +148,7 @@ def test_a_run_stopped_mid_gradual_pruning_resumes_to_identical_results(tiny, tm
 
     monkeypatch.setattr(imp, "train_pack", tracked)
     monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
-    assert cli.main(args) == cli.INTERRUPTED
+    assert cli.main(args) == REQUEUE
     monkeypatch.setattr(MaskedModule, "optimizer_step", step)
     assert cli.main(args) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -10,6 +10,7 @@ from conftest import result_rows, without_timing
 
 from lth import cli, config, imp
 from lth.module import MaskedModule
+from lth.preemption import REQUEUE
 from lth.run_dir import FINAL, RunDir
 
 BF16 = ["--train.precision=bf16-mixed", "--prune.levels=1"]
@@ -51,7 +52,7 @@ def test_a_bf16_run_stopped_mid_level_resumes_bit_for_bit(tiny, tmp_path, monkey
 
     monkeypatch.setattr(imp, "train_pack", tracked)
     monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
-    assert cli.main(["run", "experiments/quickstart.yaml", *tiny, *BF16]) == cli.INTERRUPTED
+    assert cli.main(["run", "experiments/quickstart.yaml", *tiny, *BF16]) == REQUEUE
     monkeypatch.setattr(MaskedModule, "optimizer_step", step)
     assert cli.main(["run", "experiments/quickstart.yaml", *tiny, *BF16]) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -15,7 +15,10 @@ from lth.module import MaskedModule
 
 
 @pytest.mark.slow
-def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stop, code", [(signal.SIGUSR1, 3), (signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGUSR1", "SIGTERM", "SIGINT"])
+def test_a_signal_checkpoints_the_exact_step_exits_non_zero_and_the_rerun_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, capsys, stop, code):
+    """SIGUSR1 (SLURM's warning, requeued on 3), SIGTERM (its time limit and scancel: 143) and SIGINT (130) each
+    checkpoint, say so in one line and exit non-zero; the rerun ends as an uninterrupted run."""
     args = ["run", "experiments/quickstart.yaml", *tiny]
     assert cli.main(args[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]) == 0
     expected = result_rows(config.load(None, tiny[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]).run_dir())
@@ -35,11 +38,12 @@ def test_sigusr1_checkpoints_the_exact_step_exits_3_and_the_rerun_matches_an_uni
         def signalling_step(self, *a, signal_level=signal_level, signal_step=signal_step, **k):
             step(self, *a, **k)
             if level["now"] == signal_level and self.global_step == signal_step:
-                os.kill(os.getpid(), signal.SIGUSR1)
+                os.kill(os.getpid(), stop)
 
         monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
-        assert cli.main(args) == cli.INTERRUPTED
-        assert "rerun the same command to resume" in capsys.readouterr().err
+        assert cli.main(args) == code
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[lth]")]  # its own progress lines aside
+        assert len(err) == 1 and f"stopped by {stop.name} at step {signal_step + 1}; checkpointed to" in err[0] and "rerun the same command to resume" in err[0]
         last = torch.load(run_dir / f"level_{signal_level:02d}" / "ticket" / "last.ckpt", weights_only=False)
         # Right after the step the signal came in (inside the hook, global_step does not count it yet), not at
         # the last evaluation (every 5 steps).

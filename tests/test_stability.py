@@ -12,6 +12,7 @@ from conftest import result_rows
 from lth import cli, config, imp, stability
 from lth.models import MODELS
 from lth.module import MaskedModule
+from lth.preemption import REQUEUE
 from lth.run_dir import FINAL, START, RunDir
 
 
@@ -128,7 +129,7 @@ def test_a_study_killed_mid_copy_resumes_to_the_same_lines(tiny, tmp_path, monke
     monkeypatch.setattr(stability, "train_pack", tracked)
     monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
     # One copy per training call (no packing), so that the signal lands in a known copy.
-    assert cli.main(_study(tiny, "--rewind=[0,7it]", "--pack=1")) == cli.INTERRUPTED
+    assert cli.main(_study(tiny, "--rewind=[0,7it]", "--pack=1")) == REQUEUE
     monkeypatch.setattr(MaskedModule, "optimizer_step", step)
     assert cli.main(_study(tiny, "--rewind=[0,7it]")) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)

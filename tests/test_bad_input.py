@@ -1,0 +1,114 @@
+"""Bad input: one clear line on stderr, exit code 2, before any work, and nothing on disk changed. The cases are
+one table (`CASES`): a new one is one line."""
+
+import gzip
+import hashlib
+import os
+import urllib.error
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+from lth import cli, config, data
+
+
+def _config(tmp: Path, text: bytes) -> str:
+    path = tmp / "bad.yaml"
+    path.write_bytes(text)
+    return str(path)
+
+
+def _file(tmp: Path) -> Path:
+    path = tmp / "a_file"
+    path.write_text("not a directory")
+    return path
+
+
+def _mnist(tmp: Path) -> Path:
+    """An MNIST folder whose training images are truncated and whose other files are not gzip at all."""
+    folder = tmp / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (folder / f"{stem}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 64)[:30] if stem.startswith("train-images") else b"plain")
+    return tmp / "data"
+
+
+def _results(run: Path, text: str) -> str:
+    (run / "results.jsonl").write_text(text)
+    return str(run)
+
+
+RUN = ["run", "experiments/quickstart.yaml"]
+SWEEP = b"program: x\nmethod: grid\ncommand: [no-such-program, run]\nparameters: {seed: {values: [0]}}\n"
+# (id, the command given the test's folder and a finished tiny run in it, what the one line says)
+CASES = [
+    ("non-UTF-8 config", lambda tmp, run: ["run", _config(tmp, b"name: caf\xe9\n")], "not UTF-8 text (byte 9 is 0xe9)"),
+    ("a key given twice", lambda tmp, run: ["run", _config(tmp, b"seed: 0\nname: a\nseed: 1\n")], "the key 'seed' is given twice (line 3)"),
+    ("negative momentum", lambda tmp, run: [*RUN, "--train.momentum=-0.9"], "train.momentum: must be 0 or more, got -0.9"),
+    ("negative weight decay", lambda tmp, run: [*RUN, "--train.weight_decay=-1e-4"], "train.weight_decay: must be 0 or more"),
+    ("negative gamma", lambda tmp, run: [*RUN, "--train.gamma=-0.1"], "train.gamma: must be positive, got -0.1"),
+    ("a seed beyond 64 bits", lambda tmp, run: [*RUN, f"--seed={2**64}"], "seed: must lie in [0, 2**63)"),
+    ("an arm listed twice", lambda tmp, run: [*RUN, "--arms=[ticket,ticket]"], "arms: ticket is listed twice"),
+    ("a layer_fractions glob of no layer", lambda tmp, run: [*RUN, "--prune.layer_fractions={'fc*': 0.1}"], "prune.layer_fractions: 'fc*' matches no"),
+    ("a dense_layers glob of no layer", lambda tmp, run: [*RUN, "--prune.dense_layers=[out.weight]"], "prune.dense_layers: 'out.weight' matches no"),
+    ("every layer dense", lambda tmp, run: [*RUN, "--prune.dense_layers=['*']"], "every prunable layer of mnist1d_mlp is left dense"),
+    ("out_dir is a file", lambda tmp, run: [*RUN, f"--out_dir={_file(tmp)}"], "is a file, not a directory"),
+    ("out_dir below a file", lambda tmp, run: [*RUN, f"--out_dir={_file(tmp) / 'runs'}"], "is a file, not a directory (out_dir is"),
+    ("a damaged MNIST file", lambda tmp, run: [*RUN, "--data.name=mnist", f"--data.root={_mnist(tmp)}", "--model=lenet_300_100"],
+     "train-images-idx3-ubyte.gz is damaged ("),
+    ("a results line not an object", lambda tmp, run: ["report", _results(run, "[1, 2]\n"), "--out", str(tmp / "report")], ":1 is not a results line"),
+    ("an empty results file", lambda tmp, run: ["report", _results(run, ""), "--out", str(tmp / "report")], "holds no results line yet: nothing to report"),
+    ("export to a directory", lambda tmp, run: ["export", str(run), "--level=0", f"--out={tmp}"], "is a directory; name the file to write"),
+    ("stability with no level", lambda tmp, run: ["stability", "experiments/quickstart.yaml", *TINY, "--levels=[]"], "--levels: give at least one"),
+    ("a sweep of a missing program", lambda tmp, run: ["sweep", _config(tmp, SWEEP), "--index=0"], "'no-such-program', which is not a program on this PATH"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run (one level), shared by the cases: none may change it."""
+    out = tmp_path_factory.mktemp("finished")
+    args = [*TINY, "--prune.levels=0", f"--out_dir={out}", "--name=tiny"]
+    assert cli.main([*RUN, *args]) == 0
+    return config.load(None, args).run_dir()
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("command, message", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, finished, capsys, command, message):
+    results = finished / "results.jsonl"
+    kept = results.read_bytes()
+    argv = command(tmp_path, finished)
+    if argv[0] == "run" and not any(a.startswith("--out_dir") for a in argv):
+        argv.append(f"--out_dir={tmp_path / 'runs'}")
+    before = _hashes(tmp_path)
+    try:
+        assert cli.main(argv) == 2
+    finally:
+        results.write_bytes(kept)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lth: error: ") and message in err[0], err
+    assert _hashes(tmp_path) == before, "nothing on disk changed"
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "report").exists()
+
+
+def test_an_unwritable_out_dir_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """As root every folder is writable, so the refusal is checked through what the system would answer."""
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "ro")
+    assert cli.main([*RUN, *TINY, f"--out_dir={tmp_path / 'ro'}"]) == 2
+    assert "out_dir: " in capsys.readouterr().err and not any((tmp_path / "ro").iterdir())
+
+
+def test_a_download_without_network_says_so_and_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    def offline(url, timeout):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    assert cli.main(["data", "download", "mnist", "--root", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "is there a network here?" in err[-1] and err[-1].startswith("lth: error: ") and not (tmp_path / "data").exists()
