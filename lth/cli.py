@@ -22,6 +22,10 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
 
 
 
+# The exit code of a run that trained all it could but some (level, arm) diverged (`lth.module.DIVERGED`).
+DIVERGED = 4
+
+
 def _fail(message: str) -> int:
     print(f"lth: error: {message}", file=sys.stderr)
     return 2
@@ -60,15 +64,19 @@ def _run(rest: list[str]) -> int:
     # writes the report; SIGTERM and SIGINT still stop it, as they should.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
-    run_dirs = [run.dir.root for run in runs]
-    cells = report.aggregate(report.read_rows(run_dirs))
-    paths = report.write(cells, run_dirs, runs[0].dir.root.parent / "report")
-    print(report.summary(cells))
-    print("\nTest accuracy at the early-stopping step, mean ± std over seeds:")
-    print(report.markdown(cells, report.ACCURACY, 4))
-    print("results: " + " ".join(str(run.dir.results) for run in runs))
-    print(f"report: {paths[0]}\nfigure: {paths[1]}")
-    return 0
+    diverged = [line for run in runs for line in run.diverged]
+    run_dirs = [run.dir.root for run in runs if run.dir.rows()]
+    if run_dirs:
+        cells = report.aggregate(report.read_rows(run_dirs))
+        paths = report.write(cells, run_dirs, runs[0].dir.root.parent / "report", report.divergences(run_dirs))
+        print(report.summary(cells))
+        print("\nTest accuracy at the early-stopping step, mean ± std over seeds:")
+        print(report.markdown(cells, report.ACCURACY, 4))
+        print("results: " + " ".join(str(run.dir.results) for run in runs))
+        print(f"report: {paths[0]}\nfigure: {paths[1]}")
+    for line in diverged:
+        print(f"lth: {line}", file=sys.stderr)
+    return DIVERGED if diverged else 0
 
 
 def _training(work):
@@ -116,7 +124,7 @@ def _report(argv: list[str]) -> int:
             rows, sources = report.rows_from_wandb(args.wandb, args.group), [f"{args.wandb} group {args.group}"]
         else:
             rows, sources = report.read_rows(args.run_dirs), args.run_dirs
-        paths = report.write(report.aggregate(rows), sources, args.out)
+        paths = report.write(report.aggregate(rows), sources, args.out, report.divergences(args.run_dirs))
     except OSError as err:
         return _fail(f"{err.filename}: {err.strerror}" if err.filename else str(err).splitlines()[0])
     except Exception as err:  # noqa: BLE001 - files, configs or the W&B API: one line either way

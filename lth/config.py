@@ -438,7 +438,7 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"arms: {twice[0]} is listed twice")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed: must lie in [0, 2**63), got {cfg.seed}")
-    _writable(Path(cfg.out_dir))
+    _writable(cfg.run_dir())  # a new run, or one to extend or repeat
     p = cfg.prune
     if not 0.0 < p.fraction < 1.0:
         raise ConfigError(f"prune.fraction: must lie in (0, 1), got {p.fraction}")
@@ -480,11 +480,11 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(problem)
 
 
-def _writable(out_dir: Path) -> None:
-    """An out_dir, or the nearest of its parents that exists, is a directory this process may write in."""
-    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists() or p == Path(p.anchor or "."))
+def _writable(run_dir: Path) -> None:
+    """A run directory, or the nearest of its parents that exists, is a directory this process may write in."""
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == Path(p.anchor or "."))
     if not existing.is_dir():
-        raise ConfigError(f"out_dir: {existing} is a file, not a directory" + (f" (out_dir is {out_dir})" if existing != out_dir else ""))
+        raise ConfigError(f"out_dir: {existing} is a file, not a directory (the run would be {run_dir})")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"out_dir: {existing} is not writable by this user")
 

@@ -9,10 +9,11 @@ is resumable: finished levels are read back, never retrained.
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -29,7 +30,7 @@ from lth.files import atomic_write, remove_orphans
 from lth.flops import macs, parameters, speedup
 from lth.methods.base import Scoring, State
 from lth.models import MODELS, init_batch_norm
-from lth.module import MaskedModule
+from lth.module import Diverged, MaskedModule
 from lth.packing import auto_pack, unpack_state
 from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import RewindCapture, start_checkpoint
@@ -46,6 +47,7 @@ class Run:
     steps: Steps
     progress: bool = True
     tracker: Tracker | None = None
+    diverged: list[str] = field(default_factory=list)  # what of this run diverged, or was not trained because its source did
 
     @classmethod
     def open(cls, cfg: Experiment, progress: bool = True) -> Run:
@@ -230,6 +232,13 @@ class Run:
             if row := self.dir.done(level, arm.name):
                 self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {row.weights_remaining:.2%} remaining, test acc {row.test_acc:.4f}")
                 continue
+            if self.dir.diverged(level, arm.name).exists():
+                note = json.loads(self.dir.diverged(level, arm.name).read_text())
+                self.diverged.append(f"seed {self.cfg.seed} {arm.name} at level {level} diverged at step {note['step']} ({note['why']}), earlier")
+                continue
+            if source is not None and self.dir.diverged(*source).exists():
+                self.diverged.append(f"seed {self.cfg.seed} {arm.name} at level {level}: not trained, as the {source[1]}'s level {source[0]} diverged")
+                continue
             check(f"before level {level} {arm.name}")
             if source is not None:
                 self.wait_for(level, arm.name, *source)
@@ -365,7 +374,7 @@ def train_levels(runs: list[Run], pack: int) -> None:
             names = ", ".join(f"seed {owner[id(m)].cfg.seed} {m.arm.name}" for m in group)
             together = f" (a pack of {len(group)})" if len(group) > 1 else ""
             first.say(f"level {level}: training {names} with {M.weights_remaining(group[0].masks)[0]:.2%} of weights remaining{together}")
-            module = train_pack(group, first.training(), first.callbacks(group))
+            group, module = _train_pack(group, owner, first)
             for k, member in enumerate(group):
                 run = owner[id(member)]
                 row = run.row(member, module, k)
@@ -374,6 +383,26 @@ def train_levels(runs: list[Run], pack: int) -> None:
                     f"level {level}/{run.cfg.prune.levels} seed {row.seed} {member.arm.name}: {row.weights_remaining:.2%} remaining, "
                     f"test acc {row.test_acc:.4f}, best val acc {row.best_val_acc:.4f} (early stop at step {row.early_stop_step})"
                 )
+
+
+def _train_pack(group: list[Member], owner: dict[int, Run], first: Run) -> tuple[list[Member], MaskedModule]:
+    """Train a pack; a member that diverges leaves a note instead of a results line (`MaskedModule.diverged`), and
+    the others go on from their last checkpoint. Returns the members that finished and their trained module."""
+    while True:
+        try:
+            return group, train_pack(group, first.training(), first.callbacks(group))
+        except Diverged as stop:
+            for k, why in stop.members.items():
+                member, run = group[k], owner[id(group[k])]
+                note = {"level": member.level, "arm": member.arm.name, "seed": run.cfg.seed, "step": stop.step, "why": why}
+                atomic_write(run.dir.diverged(member.level, member.arm.name), json.dumps(note).encode())
+                run.diverged.append(f"seed {run.cfg.seed} {member.arm.name} at level {member.level} diverged at step {stop.step} ({why}); no result recorded")
+                run.say(run.diverged[-1])
+            group = [m for k, m in enumerate(group) if k not in stop.members]
+            for m in group:
+                m.resume = next((p for p in (m.dir / FINAL, m.dir / LAST) if p.exists()), m.resume)
+            if not group:
+                return group, None
 
 
 def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -27,6 +28,20 @@ EAGER_STEPS_BEFORE_CAPTURE = 3
 
 
 EVALUATION = ("val_loss", "val_acc", "test_acc")
+
+# A run has diverged when an evaluation finds a weight that is not finite, or a validation loss that is not
+# finite or above DIVERGED times that of a uniform guess (ln of the class count): SGD at a learning rate far too
+# high turns weights to NaN, Adam drives the loss to ~1e18 at chance accuracy. Neither is a result. A network
+# that merely overfits stays far below (the quickstart's worst validation loss is under 3 × ln 10).
+DIVERGED = 100
+
+
+class Diverged(RuntimeError):
+    """Members of a pack (by index) whose training diverged, each with why, at `step`."""
+
+    def __init__(self, members: dict[int, str], step: int):
+        super().__init__(f"diverged at step {step}")
+        self.members, self.step = members, step
 
 
 class PerRunMean(torchmetrics.Metric):
@@ -244,6 +259,23 @@ class MaskedModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             for k, history in enumerate(self.val_history):
                 history.append({"step": self.global_step, **{key: v[k] for key, v in zip(EVALUATION, values)}})
+            if diverged := self.diverged(values[0]):
+                raise Diverged(diverged, self.global_step)
+
+    @torch.no_grad()
+    def diverged(self, val_losses: list[float]) -> dict[int, str]:
+        """The members whose weights or validation loss say they diverged (`DIVERGED`), with why."""
+        finite = torch.ones(self.pack, dtype=torch.bool, device=self.device)
+        for parameter in self.model.parameters():  # a packed parameter is its members' stacked along dim 0
+            finite &= torch.isfinite(parameter).view(self.pack, -1).all(1)
+        limit = DIVERGED * math.log(self.num_classes)
+        out = {}
+        for k, (ok, loss) in enumerate(zip(finite.tolist(), val_losses)):
+            if not ok:
+                out[k] = "a weight is not finite"
+            elif not math.isfinite(loss) or loss > limit:
+                out[k] = f"validation loss {loss:.3g}, above {limit:.3g} ({DIVERGED} × a uniform guess's)"
+        return out
 
     # -- state that checkpoints carry besides weights and masks ---------------------------------------------
 

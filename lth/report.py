@@ -102,6 +102,11 @@ def read_rows(run_dirs: list[Path]) -> list[Row]:
     return rows
 
 
+def divergences(run_dirs: list[Path]) -> list[dict]:
+    """The (level, arm)s of these runs that diverged: no results line, a note instead (`lth.imp`)."""
+    return [note for path in run_dirs for note in RunDir(Path(path)).divergences()]
+
+
 def _one_study(studies: dict[str, object], study: str, source: object) -> None:
     studies.setdefault(study, source)
     if len(studies) > 1:
@@ -243,13 +248,21 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
 FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"))
 
 
-def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path) -> list[Path]:
+def _diverged(notes: list[dict]) -> str:
+    """Training that diverged is no result: its cells are absent from every table and figure, and listed here."""
+    if not notes:
+        return ""
+    lines = [f"- seed {n['seed']} {n['arm']} at level {n['level']}: step {n['step']}, {n['why']}" for n in notes]
+    return "Diverged, so absent from the tables and figures (no result was recorded):\n\n" + "\n".join(lines) + "\n\n"
+
+
+def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged: list[dict] = ()) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     # A run directory as `name/run id`, relative to its out_dir: a report names no machine's paths.
     sources = "\n".join(f"- `{d if isinstance(d, str) else '/'.join(Path(d).resolve().parts[-2:])}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
     atomic_write(out / "report.md", (
-        f"# Lottery-ticket report\n\n{summary(cells)}\n\nRuns:\n{sources}\n\n"
+        f"# Lottery-ticket report\n\n{summary(cells)}\n\n{_diverged(diverged)}Runs:\n{sources}\n\n"
         "## Test accuracy at the early-stopping step (mean ± std over seeds)\n\n"
         "The test accuracy of each run at its step of lowest validation loss (Frankle & Carbin 2019, §2).\n\n"
         f"{markdown(cells, ACCURACY, 4)}\n\n"

@@ -123,6 +123,13 @@ class RunDir:
         """An arm's lock (held while a process trains it) or the results ledger's."""
         return self.root / "locks" / f"{name}.lock"
 
+    def diverged(self, level: int, arm: str) -> Path:
+        """The note a (level, arm) whose training diverged leaves instead of a results line."""
+        return self.arm(level, arm) / "diverged.json"
+
+    def divergences(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.root.glob("level_*/*/diverged.json"))]
+
     def masks_stored(self) -> list[Path]:
         return sorted([*self.root.glob("level_*/mask.pt"), *self.root.glob("level_*/*/mask.pt")])
 

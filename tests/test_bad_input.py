@@ -54,7 +54,7 @@ CASES = [
     ("a dense_layers glob of no layer", lambda tmp, run: [*RUN, "--prune.dense_layers=[out.weight]"], "prune.dense_layers: 'out.weight' matches no"),
     ("every layer dense", lambda tmp, run: [*RUN, "--prune.dense_layers=['*']"], "every prunable layer of mnist1d_mlp is left dense"),
     ("out_dir is a file", lambda tmp, run: [*RUN, f"--out_dir={_file(tmp)}"], "is a file, not a directory"),
-    ("out_dir below a file", lambda tmp, run: [*RUN, f"--out_dir={_file(tmp) / 'runs'}"], "is a file, not a directory (out_dir is"),
+    ("out_dir below a file", lambda tmp, run: [*RUN, f"--out_dir={_file(tmp) / 'runs'}"], "a_file is a file, not a directory (the run would be"),
     ("a damaged MNIST file", lambda tmp, run: [*RUN, "--data.name=mnist", f"--data.root={_mnist(tmp)}", "--model=lenet_300_100"],
      "train-images-idx3-ubyte.gz is damaged ("),
     ("a results line not an object", lambda tmp, run: ["report", _results(run, "[1, 2]\n"), "--out", str(tmp / "report")], ":1 is not a results line"),
@@ -85,23 +85,30 @@ def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, finished, capsys
     argv = command(tmp_path, finished)
     if argv[0] == "run" and not any(a.startswith("--out_dir") for a in argv):
         argv.append(f"--out_dir={tmp_path / 'runs'}")
-    before = _hashes(tmp_path)
+    before = _hashes(tmp_path), _hashes(finished)
     try:
         assert cli.main(argv) == 2
+        after = _hashes(tmp_path), _hashes(finished)
     finally:
-        results.write_bytes(kept)
+        results.write_bytes(kept)  # the finished run as the next case expects it
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lth: error: ") and message in err[0], err
-    assert _hashes(tmp_path) == before, "nothing on disk changed"
+    assert after == before, "nothing on disk changed"
     assert not (tmp_path / "runs").exists() and not (tmp_path / "report").exists()
 
 
-def test_an_unwritable_out_dir_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("existing", ["out_dir", "run"], ids=["a new run", "a run to extend or repeat"])
+def test_an_unwritable_out_dir_is_refused_before_any_work(tmp_path, finished, capsys, monkeypatch, existing):
     """As root every folder is writable, so the refusal is checked through what the system would answer."""
     (tmp_path / "ro").mkdir()
-    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "ro")
-    assert cli.main([*RUN, *TINY, f"--out_dir={tmp_path / 'ro'}"]) == 2
-    assert "out_dir: " in capsys.readouterr().err and not any((tmp_path / "ro").iterdir())
+    target = tmp_path / "ro" if existing == "out_dir" else finished
+    out_dir = tmp_path / "ro" if existing == "out_dir" else finished.parents[1]
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != target)
+    before = _hashes(tmp_path), _hashes(finished)
+    assert cli.main([*RUN, *TINY, "--name=tiny", f"--out_dir={out_dir}"] + (["--prune.levels=0"] if existing == "run" else [])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"out_dir: {target} is not writable by this user" in err[0]
+    assert (_hashes(tmp_path), _hashes(finished)) == before
 
 
 def test_a_download_without_network_says_so_and_leaves_no_folder(tmp_path, capsys, monkeypatch):
