@@ -30,8 +30,10 @@ reference measured in the same process; `--json FILE` writes every figure printe
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import sys
@@ -49,7 +51,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lth import config, pruning  # noqa: E402
+from lth import config, pruning, threads  # noqa: E402
 from lth import masks as M  # noqa: E402
 from lth.arms import ARMS  # noqa: E402
 from lth.data import DATASETS, DatasetSpec, load_split  # noqa: E402
@@ -335,7 +337,15 @@ def peak_memory_mb(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
 
 
-def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int], workers: int, deterministic: bool, device: str, tmp: Path) -> dict:
+def spin(seconds: float) -> None:
+    """The competing load of `--busy`: one process keeping one core busy, for at most `seconds`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int], workers: int, deterministic: bool, device: str, tmp: Path,
+            busy: bool = False) -> dict:
     study = Study.of(model)
     cfg0 = study.cfgs[0]
     synthetic_name = f"synthetic_{cfg0.data.name}"
@@ -365,25 +375,29 @@ def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int
         })
         print(f"  {name:<18} {rate:>12,.0f} images/s", flush=True)
 
-    def timed(name: str, k: int, timed_evaluations: bool, train, *args) -> None:
+    def timed(name: str, k: int, timed_evaluations: bool, count: int, train, *args) -> None:
+        """`count` threads: lth's policy for lth and the plain loop doing its work, torch's default (every CPU) for the reference."""
+        torch.set_num_threads(count)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         row(name, k, train(*args), timed_evaluations)
+        rows[-1]["threads"] = count
 
-    timed("reference", 1, False, reference, runs(1, "reference")[0], steps, warmup, workers, device)
-    timed("plain", 1, True, plain, runs(1, "plain")[0], steps, warmup, device)
-    timed("lth", 1, True, lth_path, runs(1, "lth"), warmup, True)
+    policy = lambda run: threads.choose(run.step_macs, threads.cpus(), workers=0).count  # noqa: E731
+    timed("reference", 1, False, os.cpu_count() or 1, reference, runs(1, "reference")[0], steps, warmup, workers, device)
+    timed("plain", 1, True, policy(runs(1, "plain")[0]), plain, runs(1, "plain")[0], steps, warmup, device)
+    timed("lth", 1, True, policy(runs(1, "lth")[0]), lth_path, runs(1, "lth"), warmup, True)
     for k in packs:
-        timed(f"lth-pack{k}", k, True, lth_path, runs(k, f"pack{k}"), warmup, True)
+        timed(f"lth-pack{k}", k, True, policy(runs(k, f"pack{k}")[0]), lth_path, runs(k, f"pack{k}"), warmup, True)
     if packs:
         k = packs[-1]
-        timed(f"lth-pack{k}-nomask", k, True, lth_path, runs(k, f"pack{k}-nomask"), warmup, False)
+        timed(f"lth-pack{k}-nomask", k, True, policy(runs(k, f"pack{k}-nomask")[0]), lth_path, runs(k, f"pack{k}-nomask"), warmup, False)
     base = rows[0]["images_per_s"]
     for r in rows:
         r["ratio"] = r["images_per_s"] / base
     by = {r["config"]: r for r in rows}
     result = {
-        "model": model, "device": device, "precision": precision, "steps": steps, "warmup": warmup, "eval_every": eval_every,
+        "model": model, "device": device, "precision": precision, "busy": busy, "steps": steps, "warmup": warmup, "eval_every": eval_every,
         "batch_size": cfg0.data.batch_size, "study": study.describe(), "rows": rows,
         "overhead": by["plain"]["images_per_s"] / by["lth"]["images_per_s"],
     }
@@ -396,19 +410,33 @@ def render(result: dict) -> str:
     s = result["study"]
     lines = [
         f"\n{result['model']}, precision {result['precision']}, batch {result['batch_size']}, {result['steps']:,} steps per run "
-        f"({result['warmup']} untimed), evaluation every {result['eval_every']} steps",
+        f"({result['warmup']} untimed), evaluation every {result['eval_every']} steps" + (", beside one competing busy process" if result["busy"] else ""),
         f"study: {s['experiment']}, {s['seeds']} seeds × {s['arms']} arms × {s['levels']} levels: {s['steps']:,} steps, {s['images']:,} images",
         f"| configuration | runs | images/s (all runs) | × reference | study hours on this {'GPU' if result['device'] == 'cuda' else 'CPU'} "
-        "| time in training steps | peak device memory (MB) |",
-        "|---|---|---|---|---|---|---|",
+        "| time in training steps | peak device memory (MB) | threads |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         share = "" if r["train_share"] is None else f"{r['train_share']:.1%}"
         memory = "" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:,.0f}"
-        lines.append(f"| {r['config']} | {r['runs']} | {r['images_per_s']:,.0f} | {r['ratio']:.2f} | {r['study_hours']:,.3g} | {share} | {memory} |")
+        lines.append(f"| {r['config']} | {r['runs']} | {r['images_per_s']:,.0f} | {r['ratio']:.2f} | {r['study_hours']:,.3g} | {share} | {memory} "
+                     f"| {r['threads']} |")
     lines.append(f"lth takes {result['overhead']:.2f}× the plain loop's time for the same steps, masking and evaluations (1 run)")
     if "mask_cost" in result:
         lines.append(f"masks cost {result['mask_cost']:.1%} of the largest pack's throughput")
+    return "\n".join(lines)
+
+
+def slowdowns(results: list[dict]) -> str:
+    """Per configuration, its time beside the competing process over its quiet time."""
+    quiet = {(r["precision"], row["config"]): row for r in results if not r["busy"] for row in r["rows"]}
+    lines = ["\n| precision | configuration | threads | images/s quiet | images/s busy | time busy ÷ quiet |", "|---|---|---|---|---|---|"]
+    for r in (r for r in results if r["busy"]):
+        for row in r["rows"]:
+            q = quiet[r["precision"], row["config"]]
+            row["slowdown"] = q["images_per_s"] / row["images_per_s"]
+            lines.append(f"| {r['precision']} | {row['config']} | {row['threads']} | {q['images_per_s']:,.0f} | {row['images_per_s']:,.0f} "
+                         f"| {row['slowdown']:.2f} |")
     return "\n".join(lines)
 
 
@@ -423,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="the reference's DataLoader workers")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps at the start of each configuration (default: 20 on CUDA, 3 on a CPU)")
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True, help="lth's train.deterministic")
+    parser.add_argument("--busy", action="store_true", help="measure every configuration again beside one competing busy process it starts")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
     on_cuda = args.device == "cuda"
@@ -446,10 +475,20 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name() if on_cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"{args.model}: torch {torch.__version__}, {device}", flush=True)
     results = []
-    for precision in precisions:
-        with tempfile.TemporaryDirectory() as tmp:  # the runs' checkpoints
-            results.append(measure(args.model, precision, steps, warmup, packs, args.workers, args.deterministic, args.device, Path(tmp)))
+    for precision, busy in itertools.product(precisions, (False, True) if args.busy else (False,)):
+        competitor = multiprocessing.get_context("spawn").Process(target=spin, args=(3600,)) if busy else None
+        if competitor:
+            competitor.start()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:  # the runs' checkpoints
+                results.append(measure(args.model, precision, steps, warmup, packs, args.workers, args.deterministic, args.device, Path(tmp), busy))
+        finally:
+            if competitor:
+                competitor.terminate()
+                competitor.join()
         print(render(results[-1]), flush=True)
+    if args.busy:
+        print(slowdowns(results), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "deterministic": args.deterministic, "results": results}, indent=2))
     return 0

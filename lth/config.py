@@ -88,6 +88,8 @@ class TrainConfig:
     # Lightning's precision: "32" (the papers' numbers were fp32), or "bf16-mixed": matmuls and convolutions in
     # bfloat16 under autocast, weights, optimizer state and masks in fp32 (pruned weights stay exactly 0).
     precision: str = "32"
+    # torch's threads for training; None: `lth.threads` chooses (1 for short steps, else this process's CPUs).
+    threads: int | None = None
 
 
 @dataclass
@@ -186,8 +188,8 @@ class Experiment:
 
 
 # Never part of a run's identity: where it is written, logged and packed, which arms and how many levels this
-# invocation trains, and how often it checkpoints.
-NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "prune.levels", "data.root", "train.checkpoint_every")
+# invocation trains, how often it checkpoints and on how many threads.
+NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "prune.levels", "data.root", "train.checkpoint_every", "train.threads")
 # The settings that made up every run's identity before settings at their default were left out of it: they
 # stay in at any value, so that run directories made before keep their names. Nothing is ever added here.
 ALWAYS_IN_IDENTITY = frozenset((
@@ -447,6 +449,8 @@ def validate(cfg: Experiment) -> None:
             raise ConfigError(f"prune.layer_fractions.{pattern}: must lie in [0, 1), got {fraction}")
     if p.levels < 0:
         raise ConfigError(f"prune.levels: must be 0 or more, got {p.levels}")
+    if cfg.train.threads is not None and cfg.train.threads < 1:
+        raise ConfigError(f"train.threads: must be at least 1 or null, got {cfg.train.threads}")
     if cfg.pack is not None and cfg.pack < 1:
         raise ConfigError(f"pack: must be at least 1 or null, got {cfg.pack}")
     if cfg.data.batch_size < 1:

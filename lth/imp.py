@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -20,7 +21,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from lth import channels, locks, pruning
+from lth import channels, locks, pruning, threads
 from lth import masks as M
 from lth.arms import ARMS, Arm
 from lth.arms.base import Level, Start
@@ -75,12 +76,20 @@ class Run:
         return pruning.unit(self.cfg.prune, self.cfg.model.name, self.spec)
 
     @property
+    def example_macs(self) -> int:
+        """The dense network's multiply-accumulates per example."""
+        with torch.device("meta"):  # shapes alone: no memory, no init drawn from the global generator
+            return macs(MODELS[self.cfg.model.name](self.spec.input_shape, self.spec.num_classes), self.spec.input_shape)
+
+    @property
     def pack(self) -> int:
         """How many runs train as one packed network (`pack`, or `auto_pack` for the dense network's size)."""
-        if self.cfg.pack:
-            return self.cfg.pack
-        with torch.device("meta"):  # shapes alone: no memory, no init drawn from the global generator
-            return auto_pack(macs(MODELS[self.cfg.model.name](self.spec.input_shape, self.spec.num_classes), self.spec.input_shape))
+        return self.cfg.pack or auto_pack(self.example_macs)
+
+    @property
+    def step_macs(self) -> int:
+        """Multiply-accumulates of a training step's forward pass at most: per example × batch × runs in a pack."""
+        return self.example_macs * self.cfg.data.batch_size * self.pack
 
     def build_module(self, seed: int, pack: int = 1, narrow: M.Masks | None = None) -> MaskedModule:
         """The network at its init for `seed`; `narrow`: with the channels those masks remove taken out
@@ -417,6 +426,9 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
         runs.append(run)
+    chosen = threads.choose(runs[0].step_macs, threads.cpus(), cfgs[0].train.threads, os.environ.get("OMP_NUM_THREADS"))
+    threads.apply(chosen)
+    runs[0].say(f"threads: {chosen.count} ({chosen.why})")
     with stop_on_signals(), ExitStack() as held:
         for run in runs:
             mine, busy = [], []

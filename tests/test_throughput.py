@@ -2,6 +2,7 @@
 
 import json
 import math
+import multiprocessing
 import re
 import sys
 from pathlib import Path
@@ -74,3 +75,21 @@ def test_bad_arguments_stop_before_any_work(args, message, capsys):
     with pytest.raises(SystemExit) as stop:
         throughput.main(["--device=cpu", *args])
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_busy_mode_measures_each_configuration_beside_a_competing_process_and_stops_it(tmp_path, capsys):
+    out = tmp_path / "busy.json"
+    args = ["--model=mnist1d_mlp", "--device=cpu", "--steps=12", "--warmup=2", "--packs=", "--workers=0", "--busy", f"--json={out}"]
+    before = {p.pid for p in multiprocessing.active_children()}
+    assert throughput.main(args) == 0
+    assert {p.pid for p in multiprocessing.active_children()} <= before, "the competing process is stopped"
+    printed = capsys.readouterr().out.splitlines()[1:]
+    quiet, busy = json.loads(out.read_text())["results"]
+    assert (quiet["busy"], busy["busy"]) == (False, True)
+    assert [r["config"] for r in busy["rows"]] == [r["config"] for r in quiet["rows"]] == ["reference", "plain", "lth"]
+    for q, b in zip(quiet["rows"], busy["rows"]):
+        assert b["slowdown"] == pytest.approx(q["images_per_s"] / b["images_per_s"]) and b["threads"] == q["threads"]
+    assert [r["threads"] for r in quiet["rows"]][1:] == [1, 1], "lth's policy: one thread for the quickstart's MLP"
+    leaves = list(_leaves(json.loads(out.read_text())))
+    missing = [token for line in printed for token in NUMBER.findall(line) if not _carried(token, leaves)]
+    assert not missing, f"printed but not in the JSON: {missing}"
