@@ -267,7 +267,7 @@ class MaskedModule(L.LightningModule):
         """The members whose weights or validation loss say they diverged (`DIVERGED`), with why."""
         finite = torch.ones(self.pack, dtype=torch.bool, device=self.device)
         for parameter in self.model.parameters():  # a packed parameter is its members' stacked along dim 0
-            finite &= torch.isfinite(parameter).view(self.pack, -1).all(1)
+            finite &= torch.isfinite(parameter).reshape(self.pack, -1).all(1)  # channels-last conv weights do not view
         limit = DIVERGED * math.log(self.num_classes)
         out = {}
         for k, (ok, loss) in enumerate(zip(finite.tolist(), val_losses)):
