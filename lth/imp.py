@@ -429,6 +429,8 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
     chosen = threads.choose(runs[0].step_macs, threads.cpus(), cfgs[0].train.threads, os.environ.get("OMP_NUM_THREADS"))
     threads.apply(chosen)
     runs[0].say(f"threads: {chosen.count} ({chosen.why})")
+    for run in runs:  # recorded in config.yaml; not part of the identity (`lth.config.NOT_IN_IDENTITY`)
+        run.cfg = replace(run.cfg, train=replace(run.cfg.train, threads=chosen.count))
     with stop_on_signals(), ExitStack() as held:
         for run in runs:
             mine, busy = [], []

@@ -40,6 +40,8 @@ def test_a_run_says_its_choice_and_threads_stay_out_of_its_identity(tiny, capsys
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert cli.main(["run", "experiments/quickstart.yaml", *tiny, "--prune.levels=0"]) == 0
     assert "[lth] threads: 1 (a training step of" in capsys.readouterr().err
+    recorded = config.load(config.load(None, tiny).run_dir() / "config.yaml")
+    assert recorded.train.threads == 1 and recorded.run_id() == config.load(None, tiny).run_id()
     assert config.load(None, tiny + ["--train.threads=2"]).run_id() == config.load(None, tiny).run_id()
     with pytest.raises(config.ConfigError, match="train.threads: must be at least 1"):
         config.load(None, tiny + ["--train.threads=0"])
