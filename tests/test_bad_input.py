@@ -59,6 +59,7 @@ CASES = [
      "train-images-idx3-ubyte.gz is damaged ("),
     ("a results line not an object", lambda tmp, run: ["report", _results(run, "[1, 2]\n"), "--out", str(tmp / "report")], ":1 is not a results line"),
     ("an empty results file", lambda tmp, run: ["report", _results(run, ""), "--out", str(tmp / "report")], "holds no results line yet: nothing to report"),
+    ("a report into a path below a file", lambda tmp, run: ["report", str(run), "--out", str(_file(tmp) / "report")], "a_file/report: Not a directory"),
     ("export to a directory", lambda tmp, run: ["export", str(run), "--level=0", f"--out={tmp}"], "is a directory; name the file to write"),
     ("stability with no level", lambda tmp, run: ["stability", "experiments/quickstart.yaml", *TINY, "--levels=[]"], "--levels: give at least one"),
     ("a sweep of a missing program", lambda tmp, run: ["sweep", _config(tmp, SWEEP), "--index=0"], "'no-such-program', which is not a program on this PATH"),
