@@ -7,8 +7,9 @@ shorter than a scheduler slice, another process on the same cores makes every st
 1.2× on 1). So a step
 below `ONE_THREAD_BELOW` multiply-accumulates runs on one thread, and a larger one on every CPU this process
 may use, shared with its DataLoader workers and the other ranks of its node. An explicit `train.threads` or
-`OMP_NUM_THREADS` wins. The thread count changes no result here (the golden run with 1 and 2 threads is the
-same to the bit), so it is not part of the run's identity.
+`OMP_NUM_THREADS` wins. Like packing, the thread count changes only float rounding (a matmul split over two
+threads may sum in another order), so it is not part of the run's identity: a run resumes on a node with other
+CPUs; for bit-for-bit reruns, `config.yaml` records it.
 """
 
 from __future__ import annotations
