@@ -107,7 +107,7 @@ def measure(path: Path, repeats: int) -> dict:
         masks = exported["masks"]
         macs_kept = macs(pruned, shape)
     result = {
-        "export": str(path), "model": exported["model"], "kind": kind,
+        "export": path.name, "model": exported["model"], "kind": kind,
         "weights_kept": sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()),
         "macs_dense": macs(dense, shape), "macs_kept": macs_kept, "max_output_difference": difference,
         "latency_ms_dense": latency_ms(dense, batch[:1], repeats), "latency_ms_pruned": latency_ms(pruned, batch[:1], repeats),

@@ -25,6 +25,7 @@ def test_the_benchmark_checks_outputs_and_its_json_carries_every_figure(tiny, tm
     (result,) = json.loads((tmp_path / "out.json").read_text())["results"]
     assert result["weights_kept"] == pytest.approx(0.5, abs=0.001) and result["macs_kept"] < result["macs_dense"]
     assert result["max_output_difference"] <= 1e-5
+    assert result["export"] == "sparse.pt", "the JSON names the file, never this machine's path"
     r = result
     assert printed == [
         "sparse.pt", "csr", f"{r['weights_kept']:.2%}", f"{r['macs_kept'] / r['macs_dense']:.2%}",
