@@ -404,9 +404,8 @@ def from_dict(values: dict[str, Any]) -> Experiment:
                 raise ConfigError(f"prune.{given[0]}: only the {kind} {name} uses it, not {chosen}")
             if plugin.Params is None:
                 raise ConfigError(f"prune.{name}: the {kind} {name} has no settings")
-            section = prune.pop(name, {})
-            section = _coerce(section, plugin.Params, f"prune.{name}")
-            for key in given[1:] if given[0] == name else given:
+            section = _coerce(prune.pop(name, {}), plugin.Params, f"prune.{name}")
+            for key in (k for k in given if k != name):  # flat spellings, over the section's values
                 setattr(section, flat[key], _coerce(prune.pop(key), typing.get_type_hints(plugin.Params)[flat[key]], f"prune.{key}"))
             params[kind] = section
         params.setdefault(kind, registry[chosen].Params() if registry[chosen].Params else None)

@@ -38,7 +38,7 @@ from lth.rewinding import RewindCapture, start_checkpoint
 from lth.run_dir import FINAL, LAST, START, Row, RunDir, RunError
 from lth.steps import Steps
 from lth.tracking import Tracker
-from lth.training import Member, Training, packs, train_pack
+from lth.training import Member, Training, packs, resume_from, train_pack
 
 
 @dataclass
@@ -214,8 +214,8 @@ class Run:
         module.steps, module.train_cfg = steps, train
         if arm.chain() == arm.name:  # the networks that are pruned next train with the method's penalty
             module.penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params)
-        resume = next((p for p in (arm_dir / FINAL, arm_dir / LAST) if p.exists()), first)
-        return self.as_member(level, arm, module, start.masks, resume, start_step, arm_dir, self.dir.rewind, self.cfg.seed, start.narrow)
+        return self.as_member(level, arm, module, start.masks, resume_from(arm_dir, first), start_step, arm_dir, self.dir.rewind, self.cfg.seed,
+                              start.narrow)
 
     def as_member(self, level: int, arm: Arm, module: MaskedModule, masks: M.Masks, resume, start_step: int, directory, rewind,
                   data_order: int, narrow: bool = False) -> Member:
@@ -241,8 +241,8 @@ class Run:
             if row := self.dir.done(level, arm.name):
                 self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {row.weights_remaining:.2%} remaining, test acc {row.test_acc:.4f}")
                 continue
-            if self.dir.diverged(level, arm.name).exists():
-                note = json.loads(self.dir.diverged(level, arm.name).read_text())
+            if (noted := self.dir.diverged(level, arm.name)).exists():
+                note = json.loads(noted.read_text())
                 self.diverged.append(f"seed {self.cfg.seed} {arm.name} at level {level} diverged at step {note['step']} ({note['why']}), earlier")
                 continue
             if source is not None and self.dir.diverged(*source).exists():
@@ -409,7 +409,7 @@ def _train_pack(group: list[Member], owner: dict[int, Run], first: Run) -> tuple
                 run.say(run.diverged[-1])
             group = [m for k, m in enumerate(group) if k not in stop.members]
             for m in group:
-                m.resume = next((p for p in (m.dir / FINAL, m.dir / LAST) if p.exists()), m.resume)
+                m.resume = resume_from(m.dir, m.resume)
             if not group:
                 return group, None
 

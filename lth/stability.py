@@ -35,7 +35,7 @@ from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import RewindCapture, start_checkpoint
 from lth.run_dir import FINAL, LAST, START, read_lines
 from lth.tracking import Tracker
-from lth.training import Member, MemberCheckpoints, packs, train_pack, trainer
+from lth.training import Member, MemberCheckpoints, packs, resume_from, train_pack, trainer
 
 COPIES = 2
 # Train error and batch-norm statistics are measured on a fixed subset of the training split (its first
@@ -124,7 +124,7 @@ class Study:
             masks = masks if masks is not None else M.ones_like(module.weights())
             module.set_masks(masks)
             start = start_checkpoint(directory / START, self.state_at(step), masks, run.cfg.prune.rewind_optimizer)
-            resume = next(p for p in (directory / FINAL, directory / LAST, start) if p.exists())
+            resume = resume_from(directory, start)
             order = seeded_generator(run.cfg.seed, "stability", c).initial_seed() % 2**31
             members.append(run.as_member(level, ARMS["ticket"], module, masks, resume, step, directory, start, order))
         return members

@@ -64,6 +64,12 @@ class Training:
     progress: bool
 
 
+def resume_from(directory: Path, start: Path | None) -> Path | None:
+    """Where a member in `directory` continues: its final.ckpt if it finished, its last.ckpt if it was stopped,
+    else `start` (its start.ckpt, or None: its module at step 0)."""
+    return next((p for p in (directory / FINAL, directory / LAST) if p.exists()), start)
+
+
 def pack_key(member: Member) -> tuple:
     """Members with equal keys can train in lockstep as one pack: same network and data shapes, same schedule,
     optimizer settings and training penalty, at the same step, with optimizer states of the same origin (they
