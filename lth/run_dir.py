@@ -149,9 +149,10 @@ class RunDir:
         """Add a line to one of the run's ledgers (`results.jsonl`, `stability.jsonl`); other processes may record
         at the same time, hence the lock. Returns every line now in it."""
         with locks.held(self.lock(ledger.stem)):
-            lines = [line for _, line in read_lines(ledger)] if ledger.exists() else []
-            atomic_write(ledger, "".join(json.dumps(r, sort_keys=True) + "\n" for r in [*lines, line]).encode())
-        return read_lines(ledger)
+            lines = [r for _, r in read_lines(ledger)] if ledger.exists() else []
+            lines.append(line)
+            atomic_write(ledger, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines).encode())
+        return [(f"{ledger}:{number}", r) for number, r in enumerate(lines, 1)]  # as written: no second read
 
     # -- stored tensors -----------------------------------------------------------------------------------
 
