@@ -228,6 +228,63 @@ for _depth in (20, 32, 56):
     register(f"resnet{_depth}")(lambda input_shape, num_classes, pack=1, depth=_depth: ResNet(input_shape, num_classes, depth, pack))
 
 
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 block ("v1.5": the stride on the 3×3 conv, not the first 1×1 as in He et al.'s
+    Caffe model): 1×1 to `width`, 3×3, 1×1 to 4 × `width`, a 1×1 projection where the shape changes."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int, pack: int):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = conv2d(cin, width, 1, 1, 0, pack, bias=False)
+        self.bn1 = nn.BatchNorm2d(width * pack)
+        self.conv2 = conv2d(width, width, 3, stride, 1, pack, bias=False)
+        self.bn2 = nn.BatchNorm2d(width * pack)
+        self.conv3 = conv2d(width, cout, 1, 1, 0, pack, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout * pack)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(conv2d(cin, cout, 1, stride, 0, pack, bias=False), nn.BatchNorm2d(cout * pack))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ImageNetResNet(Network):
+    """He et al. (2016), Table 1, as torchvision builds ResNet-18 (11,689,512 parameters) and ResNet-50
+    (25,557,032): a 7×7 stride-2 stem and 3×3 stride-2 max-pooling, four stages of 64-512 filters, global
+    average pooling, one linear layer. He-normal (fan-in) weights and zero biases, OpenLTH's `kaiming_normal`
+    for its ImageNet ResNets (Frankle et al. 2020), where torchvision draws fan-out."""
+
+    initialise = kaiming_init
+
+    def __init__(self, input_shape, num_classes, block: type[nn.Module], depths: list[int], pack: int = 1):
+        super().__init__()
+        self.conv = conv2d(input_shape[0], 64, 7, 2, 3, pack, bias=False)
+        self.bn = nn.BatchNorm2d(64 * pack)
+        expansion = getattr(block, "expansion", 1)
+        blocks, cin = [], 64
+        for stage, (width, depth) in enumerate(zip([64, 128, 256, 512], depths)):
+            for i in range(depth):
+                blocks.append(block(cin, width, 2 if stage > 0 and i == 0 else 1, pack))
+                cin = width * expansion
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = Linear(cin, num_classes, pack)
+        self.initialise()
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 3, 2, 1)
+        return self.fc(self.blocks(x).mean((2, 3)))
+
+
+register("resnet18")(lambda input_shape, num_classes, pack=1: ImageNetResNet(input_shape, num_classes, Block, [2, 2, 2, 2], pack))
+register("resnet50")(lambda input_shape, num_classes, pack=1: ImageNetResNet(input_shape, num_classes, Bottleneck, [3, 4, 6, 3], pack))
+
+
 class VGG(Network):
     """The CIFAR VGG-16 of Frankle et al. (2020), Table 1 (OpenLTH's cifar_vgg_16): 13 3×3 convs with batch
     norm, max-pooling after the 2nd, 4th, 7th and 10th, global average pooling, one linear layer."""

@@ -36,3 +36,44 @@ def test_every_model_maps_a_batch_to_class_logits(name):
     b = MODELS[name](shape, 7)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values())), "seeded init"
     assert a(torch.randn(2, *shape)).shape == (2, 7)
+
+
+def _hand_count_macs(blocks: list[tuple[int, int, int]], bottleneck: bool, classes: int = 1000, side: int = 224) -> int:
+    """He et al. (2016), Table 1, counted by hand: each conv's output positions × kernel × in × out channels."""
+    conv = lambda hw, k, cin, cout: hw * hw * k * k * cin * cout  # noqa: E731
+    hw = side // 2
+    total = conv(hw, 7, 3, 64)  # the stem, stride 2
+    hw //= 2  # 3×3 max-pooling, stride 2
+    cin = 64
+    for width, depth, stride in blocks:
+        for i in range(depth):
+            s = stride if i == 0 else 1
+            out = hw // s
+            cout = width * 4 if bottleneck else width
+            if bottleneck:
+                total += conv(hw, 1, cin, width) + conv(out, 3, width, width) + conv(out, 1, width, cout)
+            else:
+                total += conv(out, 3, cin, width) + conv(out, 3, width, width)
+            if s != 1 or cin != cout:
+                total += conv(out, 1, cin, cout)  # the projection shortcut
+            cin, hw = cout, out
+    return total + cin * classes
+
+
+def test_imagenet_resnets_match_torchvision_counts_and_a_hand_count_of_macs():
+    from lth.flops import macs
+
+    stages = lambda depths: [(64, depths[0], 1), (128, depths[1], 2), (256, depths[2], 2), (512, depths[3], 2)]  # noqa: E731
+    for name, parameters, depths, bottleneck, about in [
+        ("resnet18", 11_689_512, [2, 2, 2, 2], False, 1.82e9),
+        ("resnet50", 25_557_032, [3, 4, 6, 3], True, 4.09e9),
+    ]:
+        with torch.device("meta"):
+            model = MODELS[name]((3, 224, 224), 1000)
+        assert sum(p.numel() for p in model.parameters()) == parameters  # torchvision's resnet18 / resnet50
+        model = MODELS[name]((3, 224, 224), 1000)
+        counted = macs(model, (3, 224, 224))
+        assert counted == _hand_count_macs(stages(depths), bottleneck)
+        # 1.81 G and 4.09 G, convolutions and the linear layer (fvcore's figures); the 1.82 and 4.11-4.12 G often
+        # quoted also count batch norm, activations and pooling, which lth leaves out (`lth.flops.macs`).
+        assert abs(counted / about - 1) < 0.01
