@@ -237,7 +237,7 @@ class Reference(L.LightningModule):
 
 
 def reference(run: Run, steps: int, warmup: int, workers: int, device: str) -> Timer:
-    split = load_split(run.cfg.data.name, "unused", run.steps.val_size)
+    split = load_split(DATASETS[run.cfg.data.name], "unused", run.steps.val_size)
     a, spec = split.arrays, DATASETS[run.cfg.data.name]
     loader = lambda s, shuffle, batch, augment: torch.utils.data.DataLoader(  # noqa: E731
         Examples(a[f"x_{s}"], a[f"y_{s}"], split.mean, split.std, split.scale, augment), batch_size=batch, shuffle=shuffle,
@@ -259,7 +259,7 @@ def reference(run: Run, steps: int, warmup: int, workers: int, device: str) -> T
 
 
 def plain(run: Run, steps: int, warmup: int, device: str) -> Timer:
-    split = load_split(run.cfg.data.name, "unused", run.steps.val_size).to(torch.device(device))
+    split = load_split(DATASETS[run.cfg.data.name], "unused", run.steps.val_size).to(torch.device(device))
     a = split.arrays
     module = run.build_module(run.cfg.seed).to(device)
     model, t = module.model, run.cfg.train

@@ -67,6 +67,14 @@ class DataConfig:
     # The CIFAR augmentation (padded random crop and flip); None: the dataset's default (on for CIFAR). Frankle
     # & Carbin's (2019) Conv-2/4/6 were trained without it, their ResNet-20 and VGG-16 with it.
     augment: bool | None = None
+    # `name: imagefolder` (`lth.imagefolder`): where the decoded images are cached (None: $XDG_CACHE_HOME/lth or
+    # ~/.cache/lth; never under `root`), the largest decoded dataset served from memory rather than streamed from
+    # the files, the side of the stream's square crops (ImageNet's 224), and the processes that decode (None:
+    # this process's CPUs; 0: the training process itself).
+    cache: str | None = None
+    cache_bytes: int = 4 * 2**30
+    image_size: int = 224
+    workers: int | None = None
 
 
 @dataclass
@@ -90,6 +98,9 @@ class TrainConfig:
     precision: str = "32"
     # torch's threads for training; None: `lth.threads` chooses (1 for short steps, else this process's CPUs).
     threads: int | None = None
+    # A linear learning-rate warm-up from 0 over this long ("5ep"), which large-batch ImageNet schedules need
+    # (Goyal et al. 2017, §2.2; OpenLTH's ImageNet ResNet-50: 5 epochs at batch 1024).
+    warmup: str = "0"
 
 
 @dataclass
@@ -188,8 +199,10 @@ class Experiment:
 
 
 # Never part of a run's identity: where it is written, logged and packed, which arms and how many levels this
-# invocation trains, how often it checkpoints and on how many threads.
-NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "prune.levels", "data.root", "train.checkpoint_every", "train.threads")
+# invocation trains, how often it checkpoints, on how many threads and decoding processes, and where data is
+# read and cached from (a run moved to a node with a local copy of its data continues).
+NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "prune.levels", "data.root", "data.cache", "data.workers",
+                   "train.checkpoint_every", "train.threads")
 # The settings that made up every run's identity before settings at their default were left out of it: they
 # stay in at any value, so that run directories made before keep their names. Nothing is ever added here.
 ALWAYS_IN_IDENTITY = frozenset((
@@ -425,13 +438,13 @@ def validate(cfg: Experiment) -> None:
 
     from lth import pruning
     from lth.arms import ARMS
-    from lth.data import DATASETS
+    from lth.data import NAMES
     from lth.models import MODELS, prunable_names
 
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r} (known: {', '.join(sorted(MODELS))})")
-    if cfg.data.name not in DATASETS:
-        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(sorted(DATASETS))})")
+    if cfg.data.name not in NAMES:
+        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(sorted(NAMES))})")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
     if bad_arms or not cfg.arms:
         raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
@@ -454,6 +467,9 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"pack: must be at least 1 or null, got {cfg.pack}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"data.batch_size: must be at least 1, got {cfg.data.batch_size}")
+    for key, least in (("cache_bytes", 0), ("image_size", 8), ("workers", 0)):
+        if (value := getattr(cfg.data, key)) is not None and value < least:
+            raise ConfigError(f"data.{key}: must be at least {least}, got {value}")
     for key in ("lr", "gamma"):
         if getattr(cfg.train, key) <= 0:
             raise ConfigError(f"train.{key}: must be positive, got {getattr(cfg.train, key)}")
@@ -467,7 +483,7 @@ def validate(cfg: Experiment) -> None:
             raise ConfigError(problem)
     if problem := pruning.schedule(p).check(p.schedule_params, p, steps(cfg)):
         raise ConfigError(problem)
-    spec = DATASETS[cfg.data.name]
+    spec = dataset(cfg.data)
     with torch.device("meta"):  # shapes alone, no memory and no init
         model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
     names = prunable_names(model)
@@ -494,9 +510,7 @@ def _writable(run_dir: Path) -> None:
 
 def steps(cfg: Experiment) -> Steps:
     """The run's durations in optimizer steps, checked."""
-    from lth.data import DATASETS
-
-    spec = DATASETS[cfg.data.name]
+    spec = dataset(cfg.data)
     val_size = spec.default_val_size if cfg.data.val_size is None else cfg.data.val_size
     if not 0 < val_size < spec.train_size:
         raise ConfigError(f"data.val_size: must lie in (0, {spec.train_size}), got {val_size}")
@@ -527,4 +541,17 @@ def steps(cfg: Experiment) -> Steps:
                 f"train.checkpoint_every: {cfg.train.checkpoint_every} ({checkpoint_every} steps) is not a multiple of "
                 f"train.eval_every ({eval_every} steps); checkpoints are written right after evaluations"
             )
-    return Steps(spe, total, rewind, milestones, eval_every, checkpoint_every, val_size)
+    warmup = to_steps(cfg.train.warmup, spe, "train.warmup")
+    if warmup >= total:
+        raise ConfigError(f"train.warmup: {cfg.train.warmup} ({warmup} steps) is not before the end of training ({total} steps)")
+    return Steps(spe, total, rewind, milestones, eval_every, checkpoint_every, val_size, warmup)
+
+
+def dataset(data: DataConfig):
+    """The dataset's shape and sizes (`lth.data.dataset`); an image folder is listed (not decoded) to learn them."""
+    from lth.data import MissingDataError, dataset
+
+    try:
+        return dataset(data)
+    except MissingDataError as err:
+        raise ConfigError(str(err)) from None

@@ -1,4 +1,5 @@
-"""Datasets as LightningDataModules, read from their standard distributed files into memory.
+"""Datasets as LightningDataModules, read from their standard distributed files into memory (image folders
+too large for memory stream from their files instead: `lth.imagefolder`).
 
 Why no torchvision and no `DataLoader`: these datasets fit in memory as uint8 tensors, so a batch is one
 indexing operation, and the augmentation (seeded per epoch) runs on whole batches on the GPU. A
@@ -29,11 +30,11 @@ import lightning as L
 import numpy as np
 import torch
 
+from lth import imagefolder
+from lth.datasource import MissingDataError, seeded_generator
+from lth.threads import cpus
+
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
-
-
-class MissingDataError(FileNotFoundError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,18 @@ class DatasetSpec:
     augment: bool = False  # by default, the CIFAR augmentation: 4-pixel padded random crop and horizontal flip
     files: tuple[tuple[str, str, str], ...] = ()  # (url, md5, file name under root) for `lth data download`
     extract: bool = False
+    folder: imagefolder.Folder | None = None  # image files (`data.name: imagefolder`), recorded in the run
+    stream: Stream | None = None  # served from the files in DataLoader workers, not from memory
+
+
+@dataclass(frozen=True)
+class Stream:
+    """How the image-folder stream path serves: square crops of `image_size`, decoded by `workers` processes;
+    `cache` remembers that the files decoded (`lth.imagefolder.verify`)."""
+
+    image_size: int
+    workers: int
+    cache: Path
 
 
 def _need(path: Path, name: str) -> Path:
@@ -150,6 +163,10 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+FOLDER = "imagefolder"  # image files in class folders, of any dataset (`lth.imagefolder`)
+NAMES = (*DATASETS, FOLDER)
+
+
 def download(name: str, root: Path) -> None:
     """Fetch a dataset's standard files into `root`, checking each file's md5 before it is kept."""
     spec = DATASETS[name]
@@ -184,8 +201,45 @@ def download(name: str, root: Path) -> None:
                 archive.extractall(root, filter="data")
 
 
-def seeded_generator(*seeds: object) -> torch.Generator:
-    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(repr(seeds).encode()).digest()[:8], "little"))
+def dataset(d) -> DatasetSpec:
+    """The dataset a `DataConfig` names: a registered one, or the image folder at `d.root` (listed, not decoded)."""
+    if d.name != FOLDER:
+        return DATASETS[d.name]
+    return _folder_dataset(d.root, d.cache, d.cache_bytes, d.image_size, d.workers or cpus())
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_dataset(root: str, cache: str | None, cache_bytes: int, image_size: int, workers: int) -> DatasetSpec:
+    cache_dir = Path(cache) if cache else imagefolder.default_cache()
+    imagefolder.check_cache(Path(root), cache_dir)
+    folder = imagefolder.scan(Path(root), cache_dir)
+    n = len(folder.files["train"])
+    # A tenth of the training set for early stopping, as CIFAR's 5,000 of 50,000; at most ImageNet's own 50,000.
+    val_size = min(50_000, max(1, n // 10))
+    classes = len(folder.classes)
+    size = imagefolder.decoded_bytes(folder)
+    if size <= cache_bytes:
+        w, h = folder.first_size
+        load = functools.partial(_cached_arrays, folder, cache_dir, workers)
+        return DatasetSpec(load, classes, (3, h, w), n, val_size, augment=True, folder=folder)
+    if folder.archive:
+        raise MissingDataError(f"data.root: decoded, the images of the archive {root} take {size / 1e9:.3g} GB, more than data.cache_bytes "
+                               f"({cache_bytes / 1e9:.3g} GB), and an archive can only be read whole: extract it (tar -xf {root} -C DIR) "
+                               "and set data.root to DIR")
+    return DatasetSpec(None, classes, (3, image_size, image_size), n, val_size, augment=True, folder=folder, stream=Stream(image_size, workers, cache_dir))
+
+
+def _cached_arrays(folder, cache: Path, workers: int, root: Path) -> Arrays:
+    return imagefolder.load_cached(folder, cache, workers)
+
+
+SPLIT_SEED = 0  # the same validation examples for every seed and arm of a study
+
+
+def carve(examples: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, validation) indices of a training set: a permutation seeded by its size alone."""
+    perm = torch.randperm(examples, generator=seeded_generator(SPLIT_SEED, examples))
+    return perm[val_size:], perm[:val_size]
 
 
 class Split:
@@ -193,13 +247,10 @@ class Split:
     untouched, and the per-channel statistics of the training split (OpenLTH normalises CIFAR with ImageNet's).
     Inputs stay uint8 (or the dataset's own float), on the device that trains: 150 MB for CIFAR-10."""
 
-    SPLIT_SEED = 0  # the same validation examples for every seed and arm of a study
-
-    def __init__(self, name: str, root: str, val_size: int):
-        x, y, x_test, y_test = DATASETS[name].load(Path(root))
+    def __init__(self, spec: DatasetSpec, root: str, val_size: int):
+        x, y, x_test, y_test = spec.load(Path(root))
         x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-        perm = torch.randperm(len(x), generator=seeded_generator(self.SPLIT_SEED, len(x)))
-        val, train = perm[:val_size], perm[val_size:]
+        train, val = carve(len(x), val_size)
         self.scale = 255.0 if x.dtype == torch.uint8 else 1.0
         dims = [d for d in range(x.dim()) if d != 1]
         x_train = x[train].float() / self.scale
@@ -222,9 +273,9 @@ class Split:
 
 
 @functools.lru_cache(maxsize=4)
-def load_split(name: str, root: str, val_size: int) -> Split:
+def load_split(spec: DatasetSpec, root: str, val_size: int) -> Split:
     """Read once per process: every level, arm and pack of a run trains on the same arrays."""
-    return Split(name, root, val_size)
+    return Split(spec, root, val_size)
 
 
 class TrainBatches:
@@ -304,34 +355,72 @@ class EvalBatches:
 
 
 class DataModule(L.LightningDataModule):
-    """Any registered dataset for a pack of runs (one seed each; one run is a pack of one), held on the
-    trainer's device."""
+    """Any dataset for a pack of runs (one seed each; one run is a pack of one): in memory on the trainer's
+    device, or streamed from image files (`lth.imagefolder`)."""
 
-    def __init__(self, name: str, root: str, batch_size: int, val_size: int, seeds: list[int], augment: bool | None = None):
+    def __init__(self, spec: DatasetSpec, root: str, batch_size: int, val_size: int, seeds: list[int], augment: bool | None = None):
         super().__init__()
-        self.name, self.root, self.batch_size, self.val_size, self.seeds = name, root, batch_size, val_size, seeds
-        self.spec = DATASETS[name]
-        self.augment = self.spec.augment if augment is None else augment
+        self.spec, self.root, self.batch_size, self.val_size, self.seeds = spec, root, batch_size, val_size, seeds
+        self.augment = spec.augment if augment is None else augment
 
     def check(self) -> None:
         """Fail fast, before any training, if the files are missing or unreadable."""
-        self.split()
+        if self.spec.stream:
+            imagefolder.verify(self.spec.folder, self.spec.stream.cache, self.spec.stream.workers)
+        else:
+            self.split()
 
     def split(self) -> Split:
-        split = load_split(self.name, str(self.root), self.val_size)
+        split = load_split(self.spec, str(self.root), self.val_size)
         return split.to(self.trainer.strategy.root_device) if self.trainer is not None else split
 
+    def _global_step(self) -> int:
+        return self.trainer.global_step if self.trainer is not None else 0
+
     def train_dataloader(self):
+        if self.spec.stream:
+            files = self.spec.folder.files["train"]
+            train, _ = carve(len(files), self.val_size)
+            sampler = imagefolder.StepBatches(len(train), self.batch_size, self.seeds, self.augment, self._global_step)
+            return self._stream([files[i] for i in train.tolist()], batch_sampler=sampler)
         split = self.split()
         a = split.arrays
-        return TrainBatches(
-            a["x_train"], a["y_train"], self.batch_size, self.seeds, self.augment, split.normalise,
-            lambda: self.trainer.global_step,
-        )
+        return TrainBatches(a["x_train"], a["y_train"], self.batch_size, self.seeds, self.augment, split.normalise, self._global_step)
 
     def val_dataloader(self):
         """The validation split and the test split, evaluated together at every evaluation: the early-stopping
         step is chosen on the first, and the second is read off at that step (Frankle & Carbin 2019, §2)."""
+        if self.spec.stream:
+            files = self.spec.folder.files
+            _, val = carve(len(files["train"]), self.val_size)
+            return [self._stream(f, batch_size=self.batch_size, sampler=[(i, None) for i in range(len(f))])
+                    for f in ([files["train"][i] for i in val.tolist()], files["test"])]
         split = self.split()
         a = split.arrays
         return [EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, split.normalise) for s in ("val", "test")]
+
+    def _stream(self, files, **batching) -> imagefolder.Loader:
+        workers = self.spec.stream.workers
+        return imagefolder.Loader(
+            imagefolder.Images(self.spec.folder.root, files, self.spec.stream.image_size), **batching, num_workers=workers,
+            pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """The stream's uint8 batches, normalised on the training device; a training batch of K runs' B examples
+        each, run-major, laid out as packed models take it: x [B, K·C, H, W], y [B, K]."""
+        if not self.spec.stream:
+            return batch
+        x, y = batch
+        mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (imagefolder.IMAGENET_MEAN, imagefolder.IMAGENET_STD))
+        x = ((x.float() / 255 - mean) / std).to(torch.get_default_dtype())
+        if self.trainer is None or self.trainer.training:
+            k = len(self.seeds)
+            x = x.view(k, -1, *x.shape[1:]).transpose(0, 1).flatten(1, 2)
+            y = y.view(k, -1).T
+        return x, y
+
+    def first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 0's training batch of a pack of one, augmented as training augments it: x [B, C, ...], y [B]."""
+        x, y = self.on_after_batch_transfer(next(iter(self.train_dataloader())), 0)
+        return x, y[:, 0]

@@ -24,7 +24,7 @@ from torch import nn
 
 from lth import channels, config
 from lth.arms import ARMS
-from lth.data import DATASETS
+from lth.data import dataset
 from lth.imp import Run
 from lth.models import MODELS
 from lth.ranking import NMGroups
@@ -72,7 +72,7 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     if not os.access(next(p for p in (out.parent, *out.parents) if p.exists()), os.W_OK):
         raise RunError(f"--out {out}: its folder is not writable by this user")
     cfg = config.load(directory.config)
-    spec = DATASETS[cfg.data.name]
+    spec = dataset(cfg.data)
     run = Run(cfg, directory, config.steps(cfg), progress=False)
     unit = run.unit
     # An arm that trained the narrow network (`Arm.narrow`) has its chain's masks as its wide masks.

@@ -26,7 +26,7 @@ from lth import masks as M
 from lth.arms import ARMS, Arm
 from lth.arms.base import Level, Start
 from lth.config import ConfigError, Experiment, steps
-from lth.data import DATASETS, DataModule, MissingDataError, TrainBatches, load_split
+from lth.data import DataModule, MissingDataError, dataset
 from lth.files import atomic_write, remove_orphans
 from lth.flops import macs, parameters, speedup
 from lth.methods.base import Scoring, State
@@ -68,7 +68,7 @@ class Run:
 
     @property
     def spec(self):
-        return DATASETS[self.cfg.data.name]
+        return dataset(self.cfg.data)
 
     @property
     def unit(self):
@@ -118,16 +118,11 @@ class Run:
     def data(self, seeds: list[int]) -> DataModule:
         """The dataset for a pack of this run's members (one data order each)."""
         d = self.cfg.data
-        return DataModule(d.name, d.root, d.batch_size, self.steps.val_size, seeds, d.augment)
+        return DataModule(self.spec, d.root, d.batch_size, self.steps.val_size, seeds, d.augment)
 
     def first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 0's training batch of the run's data order, augmented as training augments it."""
-        d = self.cfg.data
-        split = load_split(d.name, d.root, self.steps.val_size)
-        augment = self.spec.augment if d.augment is None else d.augment
-        batches = TrainBatches(split.arrays["x_train"], split.arrays["y_train"], d.batch_size, [self.cfg.seed], augment, split.normalise, lambda: 0)
-        x, y = next(iter(batches))
-        return x, y[:, 0]
+        return self.data([self.cfg.seed]).first_batch()
 
     def _network_state(self, path) -> State:
         state = self.dir.load(path)["state_dict"]
@@ -425,6 +420,11 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
             run.data([cfg.seed]).check()
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
+        if run.spec.folder and run.dir.dataset.exists():
+            recorded, found = json.loads(run.dir.dataset.read_text()), run.spec.folder.describe()
+            if differs := [key for key in found if recorded.get(key) != found[key]]:
+                raise RunError(f"{run.dir.dataset}: the run was trained on other images ({differs[0]} differs from {cfg.data.root}'s); "
+                               "point data.root at its dataset, or choose another name or out_dir")
         runs.append(run)
     chosen = threads.choose(runs[0].step_macs, threads.cpus(), cfgs[0].train.threads, os.environ.get("OMP_NUM_THREADS"))
     threads.apply(chosen)
@@ -455,6 +455,8 @@ def _train(runs: list[Run]) -> None:
         run.dir.root.mkdir(parents=True, exist_ok=True)
         for orphan in remove_orphans(run.dir.root):
             run.say(f"removed {orphan.relative_to(run.dir.root)}, a temporary file a killed process left")
+        if run.spec.folder and not run.dir.dataset.exists():
+            atomic_write(run.dir.dataset, json.dumps(run.spec.folder.describe(), indent=1).encode())
         resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
         if not run.dir.config.exists() or run.dir.config.read_bytes() != resolved:
             atomic_write(run.dir.config, resolved)

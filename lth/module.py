@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 import warnings
@@ -165,7 +166,13 @@ class MaskedModule(L.LightningModule):
             optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         else:  # capturable: Adam's step count lives on the GPU, so a CUDA graph can advance it
             optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=self.device.type == "cuda")
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.steps.milestone_steps), cfg.gamma)
+        milestones = list(self.steps.milestone_steps)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, cfg.gamma)
+        if warmup := self.steps.warmup_steps:
+            # Goyal et al. (2017, §2.2), as OpenLTH warms up its ImageNet ResNets: the rate rises linearly from 0
+            # at step 0 to lr at `warmup`, and milestones multiply it as usual.
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: min(1.0, step / warmup) * cfg.gamma ** bisect.bisect_right(milestones, step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -186,7 +193,7 @@ class MaskedModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         optimizer = self.trainer.optimizers[0]
-        if x.device.type != "cuda":
+        if x.device.type != "cuda" or self.global_step < self.steps.warmup_steps:  # a graph would be captured again every step of a warm-up
             self.last_loss = self._step(optimizer, x, y)
             return None
         rates = [group["lr"] for group in optimizer.param_groups]

@@ -106,6 +106,11 @@ class RunDir:
         return self.root / "results.jsonl"
 
     @property
+    def dataset(self) -> Path:
+        """An image-folder run's classes (label i is the i-th) and files (`lth.imagefolder.Folder.describe`)."""
+        return self.root / "dataset.json"
+
+    @property
     def rewind(self) -> Path:
         return self.root / REWIND_CKPT
 

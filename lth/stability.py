@@ -25,8 +25,8 @@ from torch import nn
 from lth import locks, pruning
 from lth import masks as M
 from lth.arms import ARMS
-from lth.config import ConfigError, Experiment, steps, to_steps
-from lth.data import DATASETS, EVAL_BATCH, EvalBatches, load_split, seeded_generator
+from lth.config import ConfigError, Experiment, dataset, steps, to_steps
+from lth.data import EVAL_BATCH, EvalBatches, load_split, seeded_generator
 from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
 from lth.models import MODELS
@@ -132,8 +132,7 @@ class Study:
     def curve(self, states: list[dict[str, torch.Tensor]]) -> dict[str, list[float]]:
         """Test and train error at each α between two trained networks (module state dicts) with the same masks."""
         run = self.run
-        d = run.cfg.data
-        split = load_split(d.name, d.root, run.steps.val_size)
+        split = load_split(run.spec, run.cfg.data.root, run.steps.val_size)
         a = split.arrays
         batches = {
             "train": EvalBatches(a["x_train"][:TRAIN_SUBSET], a["y_train"][:TRAIN_SUBSET], EVAL_BATCH, split.normalise),
@@ -209,6 +208,9 @@ def arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
 def points(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int) -> list[tuple[int, int]]:
     """(level, rewind step) pairs to measure, checked before any work: one line on a problem."""
     durations = steps(cfg)
+    if dataset(cfg.data).stream:
+        raise ConfigError("lth stability: evaluates its interpolations on in-memory data, and these images stream from their files; "
+                          "serve them from the cache (a larger data.cache_bytes) or measure on a smaller dataset")
     if alphas < 2:
         raise ConfigError(f"--alphas: the curve needs at least its two ends, got {alphas}")
     rewind_steps = []
@@ -238,7 +240,7 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
     except locks.Busy:  # another process trains the chain (another point of a sweep): follow it
         run.wait_for(chain, "stability", chain, "ticket")
     study = Study(run, alphas)
-    spec = DATASETS[cfg.data.name]
+    spec = run.spec
     with torch.device("meta"):  # its layers alone, no memory and no init
         norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in MODELS[cfg.model.name](spec.input_shape, spec.num_classes).modules())
     recomputed = f" (batch-norm statistics recomputed on {TRAIN_SUBSET:,} training examples at each of {alphas} points)" if norms else ""

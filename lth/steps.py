@@ -17,3 +17,4 @@ class Steps:
     eval_every: int
     checkpoint_every: int
     val_size: int
+    warmup_steps: int = 0  # the learning rate rises linearly from 0 over these first steps

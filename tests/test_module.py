@@ -111,3 +111,22 @@ def test_one_optimizer_policy_for_every_arm_that_starts_at_the_rewind_step(tiny,
         assert state == ([] if policy == "fresh" else [1] * len(state)) and (policy == "fresh" or state)
     assert len(seen) == 1 + len(arms)
     assert {r.rewind_optimizer for r in run.dir.rows()} == {policy}
+
+
+def test_a_warmup_rises_linearly_from_zero_then_milestones_apply(tiny):
+    cfg = config.load(None, tiny + ["--train.warmup=10it", "--train.milestones=[20it]", "--train.lr=0.4", "--train.duration=30it"])
+    run = Run.open(cfg, progress=False)
+    assert run.steps.warmup_steps == 10
+    module = run.build_module(cfg.seed)
+    setup = module.configure_optimizers()
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(30):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == 0 and rates[5] == pytest.approx(0.2) and rates[10:20] == pytest.approx([0.4] * 10)
+    assert rates[20:] == pytest.approx([0.04] * 10)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:11]))
+    with pytest.raises(config.ConfigError, match="train.warmup: 30it \\(30 steps\\) is not before the end of training"):
+        config.load(None, tiny + ["--train.warmup=30it", "--train.duration=30it"])

@@ -99,11 +99,11 @@ def test_a_new_setting_at_its_default_renames_no_run_directory(tiny, monkeypatch
     """Adding a setting, to a section of the experiment or to a plugin's own settings, leaves every existing run
     id as it was while the setting is at its default; a run that sets it is another run."""
     before = _every_run_id(tiny)
-    added = dataclasses.make_dataclass("TrainConfig", [("warmup", int, dataclasses.field(default=0))], bases=(config.TrainConfig,))
+    added = dataclasses.make_dataclass("TrainConfig", [("label_smoothing", float, dataclasses.field(default=0.0))], bases=(config.TrainConfig,))
     monkeypatch.setattr(config, "TrainConfig", added)
     nm_params = dataclasses.make_dataclass("Params", [("permute", bool, dataclasses.field(default=False))], bases=(METHODS["nm"].Params,))
     monkeypatch.setattr(type(METHODS["nm"]), "Params", nm_params)
-    assert config.load(None, tiny).train.warmup == 0
+    assert config.load(None, tiny).train.label_smoothing == 0
     assert _every_run_id(tiny) == before
-    assert config.load(None, tiny + ["--train.warmup=100"]).run_id() != before["iterative"]
+    assert config.load(None, tiny + ["--train.label_smoothing=0.1"]).run_id() != before["iterative"]
     assert config.load(None, tiny + ["--prune.method=nm", "--prune.nm.permute=true"]).run_id() != before["nm"]

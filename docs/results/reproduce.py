@@ -32,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 MNIST = ["--data.root=../shared/data"]
 LENET = ["experiments/lenet300_mnist.yaml", *MNIST, "--train.duration=2500it", "--train.checkpoint_every=2500it"]
+# CIFAR-10 (JPEG copy): the CIFAR configs on real images, with overrides only (README, "Real images").
+CIFAR_JPEG = ["--data.name=imagefolder", "--data.root=../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"]
 # name: (lth command and arguments, the ledger it writes). The README of docs/results shows each.
 EVIDENCE = {
     "quickstart": (["run", "experiments/quickstart.yaml"], "results.jsonl"),
@@ -41,6 +43,13 @@ EVIDENCE = {
     "at_init_snip_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--name=at_init_snip_mnist1d"], "results.jsonl"),
     "at_init_synflow_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=synflow", "--name=at_init_synflow_mnist1d"], "results.jsonl"),
     "lenet300_mnist": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]"], "results.jsonl"),
+    # About an hour here: 93 trainings of 200 steps (Frankle & Carbin train 20,000), one evaluation each at the end.
+    "conv2_cifar10_jpeg": (["run", "experiments/conv2_cifar10.yaml", *CIFAR_JPEG, "--seed=[0,1,2]", "--prune.levels=10", "--data.val_size=1000",
+                            "--train.duration=200it", "--train.eval_every=200it", "--train.checkpoint_every=200it", "--name=conv2_cifar10_jpeg"],
+                           "results.jsonl"),
+    "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
+                               "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=100it",
+                               "--train.checkpoint_every=100it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
     "stability_lenet300": (["stability", *LENET, "--seed=0", "--prune.levels=7", "--rewind=[0,100it,500it]", "--levels=[0,7]", "--alphas=11",
                             "--between_levels=true", "--name=stability_lenet300"], "stability.jsonl"),
     "stability_mnist1d_cnn": (["stability", "experiments/quickstart.yaml", "--model=mnist1d_cnn", "--name=stability_mnist1d_cnn", "--seed=[0,1,2]",
