@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --model resnet20                 # on a GPU: packs 4-32, fp32 and bf16
     python benchmarks/throughput.py --model lenet_300_100            # on a GPU: packs 16, 48, 96
     python benchmarks/throughput.py --model mnist1d_mlp --device cpu # lth's overhead on a CPU (README)
+    python benchmarks/throughput.py --decode 512 --workers 2         # the image-folder stream's images/s per worker
 
 A model's study is the experiment that `STUDIES` names (its batch, optimizer, learning rate, evaluation and
 checkpoint cadence), with three seeds. Every configuration trains that model on synthetic data of its
@@ -440,6 +441,37 @@ def slowdowns(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def decode(images: int, workers: int, tmp: Path) -> list[dict]:
+    """The image-folder stream's training pipeline (decode, RandomResizedCrop 224, flip; `lth.imagefolder`) through
+    its DataLoader at 1 to `workers` worker processes, on `images` synthetic JPEGs of ImageNet's typical size
+    (500×375, quality 90: smooth colour fields with grain, about ImageNet's bytes per image)."""
+    from PIL import Image
+
+    from lth.imagefolder import Images, Loader, StepBatches
+
+    g = np.random.default_rng(0)
+    folder = tmp / "train" / "n00000000"
+    folder.mkdir(parents=True)
+    for i in range(images):
+        field = np.asarray(Image.fromarray(g.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((500, 375), Image.BICUBIC), np.int16)
+        grain = g.integers(-24, 25, field.shape)
+        Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.JPEG", quality=90)
+    files = [(f"train/n00000000/{i:05d}.JPEG", 0) for i in range(images)]
+    size = sum((tmp / f).stat().st_size for f, _ in files) / images
+    rows = []
+    for w in range(1, workers + 1):
+        loader = Loader(Images(tmp, files, 224), batch_sampler=StepBatches(images, 32, [0], True, lambda: 0), num_workers=w, prefetch_factor=4)
+        batches = iter(loader)
+        next(batches)  # the workers' start
+        started = time.perf_counter()
+        count = sum(len(y) for _, y in batches)
+        rate = count / (time.perf_counter() - started)
+        rows.append({"workers": w, "images_per_s": rate, "images_per_s_per_worker": rate / w, "jpeg_kb": size / 1e3})
+        print(f"decode + RandomResizedCrop 224 + flip, {w} worker{'s' if w > 1 else ''}: {rate:,.0f} images/s ({rate / w:,.0f} per worker; "
+              f"JPEGs of {size / 1e3:.0f} kB)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -453,7 +485,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True, help="lth's train.deterministic")
     parser.add_argument("--busy", action="store_true", help="measure every configuration again beside one competing busy process it starts")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--decode", type=int, metavar="IMAGES", help="instead, time the image-folder stream's decoding of this many "
+                        "ImageNet-sized JPEGs at 1 to --workers worker processes")
     args = parser.parse_args(argv)
+    if args.decode:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = decode(args.decode, args.workers, Path(tmp))
+        if args.json:
+            args.json.write_text(json.dumps({"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "decode": rows}, indent=2))
+        return 0
     on_cuda = args.device == "cuda"
     if on_cuda and not cuda:
         parser.error("--device cuda: no CUDA device here")

@@ -426,7 +426,8 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
                 raise RunError(f"{run.dir.dataset}: the run was trained on other images ({differs[0]} differs from {cfg.data.root}'s); "
                                "point data.root at its dataset, or choose another name or out_dir")
         runs.append(run)
-    chosen = threads.choose(runs[0].step_macs, threads.cpus(), cfgs[0].train.threads, os.environ.get("OMP_NUM_THREADS"))
+    stream = runs[0].spec.stream  # its decoding processes share this process's CPUs
+    chosen = threads.choose(runs[0].step_macs, threads.cpus(), cfgs[0].train.threads, os.environ.get("OMP_NUM_THREADS"), workers=stream.workers if stream else 0)
     threads.apply(chosen)
     runs[0].say(f"threads: {chosen.count} ({chosen.why})")
     for run in runs:  # recorded in config.yaml; not part of the identity (`lth.config.NOT_IN_IDENTITY`)

@@ -29,6 +29,23 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def fake_imagenet(tmp_path_factory) -> Path:
+    """A folder of ImageNet's shape, for validating its configs: 1,000 class folders of two training images and
+    one validation image each (tiny JPEGs: validation reads only the folder names and the first image's size)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagenet")
+    image = Image.new("RGB", (20, 15), (120, 80, 40))
+    for c in range(1000):
+        for split, count in (("train", 2), ("val", 1)):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image.save(folder / f"{i}.JPEG")
+    return root
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """The argument list of a tiny synthetic experiment writing under tmp_path."""

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 import torch
 
 from lth import cli, config
@@ -108,12 +109,15 @@ def test_console_script_exit_code_and_usage():
     assert done.returncode == 2 and "unknown command 'train'" in done.stderr
 
 
-def test_every_shipped_experiment_is_valid():
+def test_every_shipped_experiment_is_valid(fake_imagenet):
     from pathlib import Path
 
     paths = sorted(Path("experiments").glob("*.yaml"))
     assert len(paths) >= 8
     for path in paths:
-        (cfg, *_) = config.load_seeds(path)
+        images = yaml.safe_load(path.read_text())["data"]["name"] == "imagefolder"  # ImageNet's: on a folder of its shape
+        (cfg, *_) = config.load_seeds(path, [f"--data.root={fake_imagenet}"] if images else [])
+        if images:
+            assert config.dataset(cfg.data).num_classes == 1000 and config.dataset(cfg.data).input_shape == (3, 224, 224)
         assert path.read_text().startswith("#"), f"{path} must cite its source in a leading comment"
         assert config.steps(cfg).total_steps > config.steps(cfg).rewind_step

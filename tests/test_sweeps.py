@@ -13,7 +13,7 @@ SWEEPS = sorted(Path("sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
-def test_every_sweep_is_a_valid_grid_whose_points_are_valid_experiments(path):
+def test_every_sweep_is_a_valid_grid_whose_points_are_valid_experiments(path, fake_imagenet):
     spec = sweep.load(path)  # schema_violations_from_proposed_config: none
     points = sweep.grid(spec)
     sizes = [len(p["values"]) if "values" in p else 1 for p in spec["parameters"].values()]
@@ -23,16 +23,18 @@ def test_every_sweep_is_a_valid_grid_whose_points_are_valid_experiments(path):
         assert arms == sorted(arms, key=lambda a: a != "ticket")  # every ticket point is handed out before any control
     for point in points:
         argv = sweep.command(spec, point)
+        # ImageNet's configs are validated on a folder of its shape: there is no ImageNet here
+        images = [f"--data.root={fake_imagenet}"] if yaml.safe_load(Path(argv[2]).read_text())["data"]["name"] == "imagefolder" else []
         assert argv[:2] in (["lth", "run"], ["lth", "stability"]) and Path(argv[2]).is_file()
         assert argv[3:] == create_sweep_command_args({"args": point})["args"]  # exactly what the agent passes
         if argv[1] == "stability":
             own, overrides = stability.arguments(argv[3:])
-            (cfg, *_) = config.load_seeds(argv[2], overrides)
+            (cfg, *_) = config.load_seeds(argv[2], overrides + images)
             assert stability.points(cfg, own["rewind"], own["levels"], own["alphas"])
             assert [str(k) for k in own["rewind"]] == [str(point["rewind"]["value"])]
         else:
-            (cfg, *_) = config.load_seeds(argv[2], argv[3:])
-            assert cfg.arms == [point["arms"]["value"]]
+            (cfg, *_) = config.load_seeds(argv[2], argv[3:] + images)
+            assert "arms" not in point or cfg.arms == [point["arms"]["value"]]
         assert cfg.seed == point["seed"]["value"]
 
 

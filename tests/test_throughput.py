@@ -93,3 +93,13 @@ def test_busy_mode_measures_each_configuration_beside_a_competing_process_and_st
     leaves = list(_leaves(json.loads(out.read_text())))
     missing = [token for line in printed for token in NUMBER.findall(line) if not _carried(token, leaves)]
     assert not missing, f"printed but not in the JSON: {missing}"
+
+
+def test_decode_mode_times_the_stream_at_each_worker_count_on_imagenet_sized_jpegs(tmp_path, capsys):
+    out = tmp_path / "decode.json"
+    assert throughput.main(["--decode", "40", "--workers", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["decode"]
+    assert [r["workers"] for r in rows] == [1, 2]
+    assert all(r["images_per_s"] > 0 and r["images_per_s_per_worker"] == pytest.approx(r["images_per_s"] / r["workers"]) for r in rows)
+    assert 50 < rows[0]["jpeg_kb"] < 300  # ImageNet's JPEGs average about 110 kB
+    assert capsys.readouterr().out.count("images/s") == 2

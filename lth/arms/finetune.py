@@ -17,4 +17,5 @@ class Finetune(Arm):
     def own_steps(self, ctx):
         s = ctx.steps
         final_lr = ctx.lr * ctx.gamma ** len(s.milestone_steps)
-        return replace(s, total_steps=s.total_steps - s.rewind_step, milestone_steps=(), rewind_step=0), final_lr
+        # No warm-up: the weights are trained already, and Renda et al. fine-tune at the final rate from the start.
+        return replace(s, total_steps=s.total_steps - s.rewind_step, milestone_steps=(), rewind_step=0, warmup_steps=0), final_lr
