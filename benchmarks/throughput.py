@@ -460,7 +460,7 @@ def decode(images: int, workers: int, tmp: Path) -> list[dict]:
     size = sum((tmp / f).stat().st_size for f, _ in files) / images
     rows = []
     for w in range(1, workers + 1):
-        loader = Loader(Images(tmp, files, 224), batch_sampler=StepBatches(images, 32, [0], True, lambda: 0), num_workers=w, prefetch_factor=4)
+        loader = Loader(Images(tmp, files, 224), batch_sampler=StepBatches(images, 16, [0], True, lambda: 0), num_workers=w, prefetch_factor=4)
         batches = iter(loader)
         next(batches)  # the workers' start
         started = time.perf_counter()

@@ -54,17 +54,19 @@ def _run(rest: list[str]) -> int:
     except config.ConfigError as err:
         return _fail(str(err))
 
-    from lth import report
+    from lth import distributed, report
     from lth.imp import run_experiments
 
     runs, code = _training(lambda: run_experiments(cfgs))
     if code is not None:
         return code
+    diverged = [line for run in runs for line in run.diverged]
+    if not distributed.writer():  # rank 0 writes the report and the summary
+        return DIVERGED if diverged else 0
     # The training is done and recorded: a late SIGUSR1 (SLURM's warning) must not kill the process while it
     # writes the report; SIGTERM and SIGINT still stop it, as they should.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # The report of this invocation's seeds sits beside their run directories: out_dir/name/report.
-    diverged = [line for run in runs for line in run.diverged]
     run_dirs = [run.dir.root for run in runs if run.dir.rows()]
     if run_dirs:
         cells = report.aggregate(report.read_rows(run_dirs))
@@ -83,6 +85,7 @@ def _training(work):
     """`work()` (training), with the outcomes every training command shares: (its result, None), or (None, the
     exit code): 2 for a bad config or run directory, 0 when another process holds the work, and after a stopping
     signal 3 (SIGUSR1, requeue), 143 (SIGTERM) or 130 (SIGINT) (`lth.preemption`)."""
+    from lth import distributed
     from lth.config import ConfigError
     from lth.locks import Busy
     from lth.preemption import Interrupted
@@ -92,13 +95,15 @@ def _training(work):
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     try:
         return work(), None
-    except (ConfigError, RunError) as err:
+    except (ConfigError, RunError, distributed.MismatchError) as err:
         return None, _fail(str(err))
     except Busy as err:
-        print(f"lth: {err}", file=sys.stderr)
+        if distributed.writer():  # every rank stops alike; rank 0 says so
+            print(f"lth: {err}", file=sys.stderr)
         return None, 0
     except Interrupted as err:
-        print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
+        if distributed.writer():
+            print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
         return None, err.exit_code
     except OSError as err:  # a full disk, a quota, a folder made read-only mid-run: nothing written so far is damaged
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):

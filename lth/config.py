@@ -98,6 +98,11 @@ class TrainConfig:
     precision: str = "32"
     # torch's threads for training; None: `lth.threads` chooses (1 for short steps, else this process's CPUs).
     threads: int | None = None
+    # Data-parallel ranks (`lth.distributed`): devices (GPUs, or processes on a CPU) per node, and nodes. The
+    # batch stays `data.batch_size` in all, each rank training on its share, so the experiment is the one it is on
+    # one device, up to float rounding; world_size is recorded in every results line.
+    devices: int = 1
+    num_nodes: int = 1
     # A linear learning-rate warm-up from 0 over this long ("5ep"), which large-batch ImageNet schedules need
     # (Goyal et al. 2017, §2.2; OpenLTH's ImageNet ResNet-50: 5 epochs at batch 1024).
     warmup: str = "0"
@@ -202,7 +207,7 @@ class Experiment:
 # invocation trains, how often it checkpoints, on how many threads and decoding processes, and where data is
 # read and cached from (a run moved to a node with a local copy of its data continues).
 NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "prune.levels", "data.root", "data.cache", "data.workers",
-                   "train.checkpoint_every", "train.threads")
+                   "train.checkpoint_every", "train.threads", "train.devices", "train.num_nodes")
 # The settings that made up every run's identity before settings at their default were left out of it: they
 # stay in at any value, so that run directories made before keep their names. Nothing is ever added here.
 ALWAYS_IN_IDENTITY = frozenset((
@@ -438,13 +443,13 @@ def validate(cfg: Experiment) -> None:
 
     from lth import pruning
     from lth.arms import ARMS
-    from lth.data import NAMES
+    from lth.data import names
     from lth.models import MODELS, prunable_names
 
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model.name: unknown model {cfg.model.name!r} (known: {', '.join(sorted(MODELS))})")
-    if cfg.data.name not in NAMES:
-        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(sorted(NAMES))})")
+    if cfg.data.name not in names():
+        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(names())})")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
     if bad_arms or not cfg.arms:
         raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
@@ -461,6 +466,13 @@ def validate(cfg: Experiment) -> None:
             raise ConfigError(f"prune.layer_fractions.{pattern}: must lie in [0, 1), got {fraction}")
     if p.levels < 0:
         raise ConfigError(f"prune.levels: must be 0 or more, got {p.levels}")
+    for key in ("devices", "num_nodes"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key}: must be at least 1, got {getattr(cfg.train, key)}")
+    ranks = cfg.train.devices * cfg.train.num_nodes
+    if cfg.data.batch_size % ranks:
+        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is the batch of all {ranks} ranks together (train.devices × train.num_nodes) "
+                          f"and must divide among them; choose a multiple of {ranks}")
     if cfg.train.threads is not None and cfg.train.threads < 1:
         raise ConfigError(f"train.threads: must be at least 1 or null, got {cfg.train.threads}")
     if cfg.pack is not None and cfg.pack < 1:
@@ -486,6 +498,9 @@ def validate(cfg: Experiment) -> None:
     spec = dataset(cfg.data)
     with torch.device("meta"):  # shapes alone, no memory and no init
         model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
+    if ranks > 1 and not torch.cuda.is_available() and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(f"train.devices: {cfg.model.name} has batch norm, whose statistics over the whole batch across ranks (SyncBatchNorm) "
+                          "torch computes only on GPUs; on CPUs train it on one process")
     names = prunable_names(model)
     shapes = {n: tuple(model.get_parameter(n).shape) for n in names}
     for key, globs in (("layer_fractions", list(p.layer_fractions)), ("dense_layers", p.dense_layers or [])):

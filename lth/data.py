@@ -164,7 +164,10 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 FOLDER = "imagefolder"  # image files in class folders, of any dataset (`lth.imagefolder`)
-NAMES = (*DATASETS, FOLDER)
+
+
+def names() -> list[str]:
+    return sorted((*DATASETS, FOLDER))
 
 
 def download(name: str, root: Path) -> None:
@@ -288,9 +291,10 @@ class TrainBatches:
     runs on the data's device as whole-batch tensor operations: no per-sample Python, no worker processes.
     """
 
-    def __init__(self, x, y, batch_size: int, seeds: list[int], augment: bool, normalise, global_step: Callable[[], int]):
+    def __init__(self, x, y, batch_size: int, seeds: list[int], augment: bool, normalise, global_step: Callable[[], int], share: tuple[int, int] = (0, 1)):
         self.x, self.y, self.batch_size, self.seeds = x, y, batch_size, seeds
         self.augment, self.normalise, self.global_step = augment, normalise, global_step
+        self.share = share  # (rank, ranks): this rank trains on its slice of every run's batch (`lth.distributed`)
 
     def __len__(self) -> int:
         return len(self.x) // self.batch_size
@@ -315,14 +319,16 @@ class TrainBatches:
         # Drawn on the CPU from the seeded generator, so the stream is the same on every device.
         draws = [torch.stack(d).to(self.x.device) for d in zip(*(self._epoch(s, epoch) for s in self.seeds))]
         order, k, b = draws[0], len(self.seeds), self.batch_size
+        rank, ranks = self.share
+        mine = slice(rank * b // ranks, (rank + 1) * b // ranks)
         for i in range(start, len(self)):
-            index = order[:, i * b : (i + 1) * b]  # [K, B]
+            index = order[:, i * b : (i + 1) * b][:, mine]  # [K, B / ranks]
             x = self.x[index.flatten()]
             if self.augment:
                 offsets, flips = draws[1][torch.arange(k, device=index.device)[:, None], index], draws[2].gather(1, index)
                 x = crop_and_flip(x, offsets.flatten(0, 1), flips.flatten())
             x = self.normalise(x)
-            yield x.view(k, b, *x.shape[1:]).transpose(0, 1).flatten(1, 2), self.y[index].T
+            yield x.view(k, -1, *x.shape[1:]).transpose(0, 1).flatten(1, 2), self.y[index].T
 
 
 def crop_and_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -343,8 +349,12 @@ EVAL_BATCH = 1000
 
 
 class EvalBatches:
-    def __init__(self, x, y, batch_size: int, normalise):
-        self.x, self.y, self.batch_size, self.normalise = x, y, batch_size, normalise
+    """A split in batches; under data parallelism each rank evaluates every `ranks`-th example, and the metrics
+    are summed over ranks (`lth.module.PerRunMean`)."""
+
+    def __init__(self, x, y, batch_size: int, normalise, share: tuple[int, int] = (0, 1)):
+        rank, ranks = share
+        self.x, self.y, self.batch_size, self.normalise = x[rank::ranks], y[rank::ranks], batch_size, normalise
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
@@ -377,15 +387,20 @@ class DataModule(L.LightningDataModule):
     def _global_step(self) -> int:
         return self.trainer.global_step if self.trainer is not None else 0
 
+    @property
+    def share(self) -> tuple[int, int]:
+        """(rank, ranks) of this process under data parallelism."""
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
     def train_dataloader(self):
         if self.spec.stream:
             files = self.spec.folder.files["train"]
             train, _ = carve(len(files), self.val_size)
-            sampler = imagefolder.StepBatches(len(train), self.batch_size, self.seeds, self.augment, self._global_step)
+            sampler = imagefolder.StepBatches(len(train), self.batch_size, self.seeds, self.augment, self._global_step, self.share)
             return self._stream([files[i] for i in train.tolist()], batch_sampler=sampler)
         split = self.split()
         a = split.arrays
-        return TrainBatches(a["x_train"], a["y_train"], self.batch_size, self.seeds, self.augment, split.normalise, self._global_step)
+        return TrainBatches(a["x_train"], a["y_train"], self.batch_size, self.seeds, self.augment, split.normalise, self._global_step, self.share)
 
     def val_dataloader(self):
         """The validation split and the test split, evaluated together at every evaluation: the early-stopping
@@ -393,11 +408,12 @@ class DataModule(L.LightningDataModule):
         if self.spec.stream:
             files = self.spec.folder.files
             _, val = carve(len(files["train"]), self.val_size)
-            return [self._stream(f, batch_size=self.batch_size, sampler=[(i, None) for i in range(len(f))])
+            rank, ranks = self.share
+            return [self._stream(f, batch_size=self.batch_size, sampler=[(i, None) for i in range(rank, len(f), ranks)])
                     for f in ([files["train"][i] for i in val.tolist()], files["test"])]
         split = self.split()
         a = split.arrays
-        return [EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, split.normalise) for s in ("val", "test")]
+        return [EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, split.normalise, self.share) for s in ("val", "test")]
 
     def _stream(self, files, **batching) -> imagefolder.Loader:
         workers = self.spec.stream.workers

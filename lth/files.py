@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import tempfile
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from lth import distributed
 
 # A temporary file's name says who writes it, `.NAME~HOST~PID~RANDOM`, so that one left by a killed writer can be
 # told from one being written (`remove_orphans`).
@@ -22,7 +25,11 @@ def _writer() -> str:
 @contextmanager
 def atomic_open(path: Path) -> Iterator[IO[bytes]]:
     """A file that appears at `path` whole, or not at all: written to a temporary file beside it, synced, then
-    moved into place. On an error the temporary file is removed and `path` is left as it was."""
+    moved into place. On an error the temporary file is removed and `path` is left as it was. Under data
+    parallelism only rank 0 writes; the others' bytes go nowhere (`lth.distributed`)."""
+    if not distributed.writer():
+        yield io.BytesIO()
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}{_SEP}{_writer()}") as tmp:
         try:

@@ -269,7 +269,8 @@ def _publish(entry: Path, files: dict[str, np.ndarray | dict]) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}~"))
     except OSError as err:
-        raise MissingDataError(f"data.cache: cannot write the decoded images under {entry.parent} ({err.strerror}); choose a writable folder with --data.cache=DIR") from None
+        raise MissingDataError(f"data.cache: cannot write the decoded images under {entry.parent} ({err.strerror}); "
+                               "choose a writable folder with --data.cache=DIR") from None
     try:
         for name, value in files.items():
             if isinstance(value, dict):
@@ -347,8 +348,9 @@ class StepBatches(torch.utils.data.Sampler):
     K runs' B items, run-major; it starts at the trainer's global step, so a resume or a rewind replays exactly
     the batches of the uninterrupted run."""
 
-    def __init__(self, examples: int, batch_size: int, seeds: list[int], augment: bool, global_step):
+    def __init__(self, examples: int, batch_size: int, seeds: list[int], augment: bool, global_step, share: tuple[int, int] = (0, 1)):
         self.examples, self.batch_size, self.seeds, self.augment, self.global_step = examples, batch_size, seeds, augment, global_step
+        self.share = share  # (rank, ranks): this rank reads its slice of every run's batch
 
     def __len__(self) -> int:
         return self.examples // self.batch_size
@@ -361,11 +363,11 @@ class StepBatches(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
         epoch, start = divmod(self.global_step(), len(self))
         draws = [self.epoch(s, epoch) for s in self.seeds]
-        b = self.batch_size
+        b, (rank, ranks) = self.batch_size, self.share
         for i in range(start, len(self)):
             batch = []
             for order, seeds in draws:
-                index = order[i * b : (i + 1) * b].tolist()
+                index = order[i * b : (i + 1) * b][rank * b // ranks : (rank + 1) * b // ranks].tolist()
                 batch += [(j, None if seeds is None else int(seeds[j])) for j in index]
             yield batch
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from lth import channels, locks, pruning, threads
+from lth import channels, distributed, locks, pruning, threads
 from lth import masks as M
 from lth.arms import ARMS, Arm
 from lth.arms.base import Level, Start
@@ -194,6 +194,7 @@ class Run:
         module = self.build_module(seed)
         chain = self.level_masks(level, module, arm)
         start = arm.start(self.level_context(level, arm, module, chain)) if level > 0 else Start(chain, from_rewind_point=False)
+        start = replace(start, masks=distributed.same_masks(start.masks, f"level {level} {arm.name}"))
         arm_dir = self.dir.arm(level, arm.name)
         first, start_step = None, 0
         if start.from_rewind_point:
@@ -294,6 +295,7 @@ class Run:
             wall_seconds=round(module.train_seconds, 3),  # of the whole pack this member trained in
             mask_sha256=M.sha256(masks),
             inference_speedup=self.speedup(masks, module.device) if self.unit.removes_channels else None,
+            world_size=distributed.WORLD.size,
         )
 
     def speedup(self, masks: M.Masks, device: torch.device) -> float:
@@ -353,7 +355,8 @@ class Run:
                 self.dir.load(path)
 
     def say(self, text: str) -> None:
-        print(f"[lth] {text}", file=sys.stderr, flush=True)
+        if distributed.writer():
+            print(f"[lth] {text}", file=sys.stderr, flush=True)
 
 
 def early_stop(history: list[dict[str, float]]) -> dict[str, float]:
@@ -426,8 +429,11 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
                 raise RunError(f"{run.dir.dataset}: the run was trained on other images ({differs[0]} differs from {cfg.data.root}'s); "
                                "point data.root at its dataset, or choose another name or out_dir")
         runs.append(run)
-    stream = runs[0].spec.stream  # its decoding processes share this process's CPUs
-    chosen = threads.choose(runs[0].step_macs, threads.cpus(), cfgs[0].train.threads, os.environ.get("OMP_NUM_THREADS"), workers=stream.workers if stream else 0)
+    train = cfgs[0].train
+    distributed.start(train.devices, train.num_nodes)  # the other ranks run this command too, from the start
+    stream = runs[0].spec.stream  # its decoding processes share this process's CPUs, as the node's ranks do
+    chosen = threads.choose(runs[0].step_macs, threads.cpus(), train.threads, os.environ.get("OMP_NUM_THREADS"), ranks=train.devices,
+                            workers=stream.workers if stream else 0)
     threads.apply(chosen)
     runs[0].say(f"threads: {chosen.count} ({chosen.why})")
     for run in runs:  # recorded in config.yaml; not part of the identity (`lth.config.NOT_IN_IDENTITY`)
@@ -435,12 +441,13 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
     with stop_on_signals(), ExitStack() as held:
         for run in runs:
             mine, busy = [], []
-            for arm in run.cfg.arms:
+            for arm in run.cfg.arms if distributed.writer() else ():  # rank 0 claims for every rank
                 try:
                     held.enter_context(locks.claim(run.dir.lock(arm)))
                     mine.append(arm)
                 except locks.Busy as holder:
                     busy.append(f"{arm} of {run.dir.root} is being trained by another process ({holder})")
+            mine, busy = distributed.broadcast((mine, busy))
             if not mine:
                 raise locks.Busy(f"{busy[0]}; nothing to do here")
             if busy:  # train the rest, following the other process where they build on its arms (`Run.wait_for`)
@@ -453,15 +460,16 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
 def _train(runs: list[Run]) -> None:
     started = time.perf_counter()
     for run in runs:
-        run.dir.root.mkdir(parents=True, exist_ok=True)
-        for orphan in remove_orphans(run.dir.root):
+        if distributed.writer():
+            run.dir.root.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphans(run.dir.root) if distributed.writer() else ():
             run.say(f"removed {orphan.relative_to(run.dir.root)}, a temporary file a killed process left")
         if run.spec.folder and not run.dir.dataset.exists():
             atomic_write(run.dir.dataset, json.dumps(run.spec.folder.describe(), indent=1).encode())
         resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
         if not run.dir.config.exists() or run.dir.config.read_bytes() != resolved:
             atomic_write(run.dir.config, resolved)
-        run.tracker = Tracker.open(run.cfg, run.dir)
+        run.tracker = Tracker.open(run.cfg, run.dir) if distributed.writer() else None  # one W&B run per run, not per rank
     trackers = [run.tracker for run in runs if run.tracker]
     try:
         train_levels(runs, runs[0].pack)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from lth import distributed
 from lth.preemption import STOP, interrupted
 
 # How often a process waiting for another's result looks again.
@@ -58,7 +59,11 @@ def claim(path: Path) -> IO[str]:
 
 @contextmanager
 def held(path: Path) -> Iterator[None]:
-    """The lock for a moment of work, waiting for it as long as it takes (the results ledger's)."""
+    """The lock for a moment of work, waiting for it as long as it takes (the results ledger's); a rank other than
+    0, which writes nothing, needs none."""
+    if not distributed.writer():
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

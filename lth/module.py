@@ -14,6 +14,7 @@ import torchmetrics
 from torch import nn
 from torch.nn import functional as F
 
+from lth import distributed
 from lth import masks as M
 from lth.config import TrainConfig
 from lth.models import prunable_names
@@ -182,6 +183,8 @@ class MaskedModule(L.LightningModule):
         if self.penalty is not None:
             loss = loss + self.penalty(self.model)
         loss.backward()
+        if distributed.WORLD.size > 1:
+            distributed.average_gradients(list(self.model.parameters()))
         optimizer.step()
         self._mask_step()
         return losses.detach()
@@ -193,9 +196,13 @@ class MaskedModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         optimizer = self.trainer.optimizers[0]
-        if x.device.type != "cuda" or self.global_step < self.steps.warmup_steps:  # a graph would be captured again every step of a warm-up
+        # Eager: on a CPU; in a warm-up, where a graph would be captured again at every step; across ranks, whose
+        # all-reduce a graph would have to capture too.
+        if x.device.type != "cuda" or self.global_step < self.steps.warmup_steps or distributed.WORLD.size > 1:
             self.last_loss = self._step(optimizer, x, y)
-            return None
+            # Lightning refuses a step that returns nothing across ranks; what it returns is only reported
+            # (`backward` below does nothing: the step above has done it).
+            return self.last_loss.sum() if distributed.WORLD.size > 1 else None
         rates = [group["lr"] for group in optimizer.param_groups]
         if self._graph is None or rates != self._graph_rates:
             if x.dim() == 4:  # the graph's input layout; the eager steps use it too, or the compiled loss recompiles
@@ -226,6 +233,9 @@ class MaskedModule(L.LightningModule):
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         optimizer_closure()  # runs training_step, which has stepped the optimizer itself
+
+    def backward(self, loss, *args, **kwargs):
+        pass  # `_step` runs the backward pass itself
 
     def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
         pass  # gradients are reset inside the (captured) step

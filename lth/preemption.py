@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
+
+from lth import distributed
 
 # Set by a stopping signal; checked after every training batch and between pieces of work.
 STOP = threading.Event()
@@ -54,8 +57,21 @@ def interrupted(where: str) -> Interrupted:
     return Interrupted(f"stopped by {signal.Signals(signum).name} {where}", signum)
 
 
+def stopping(device: torch.device | None = None) -> bool:
+    """Whether a stopping signal has arrived: at any rank, under data parallelism, so that every rank stops at
+    the same step (a signal reaches the ranks at different moments; a rank one step ahead would wait for the
+    others' gradients for ever)."""
+    signum = RECEIVED[0] if STOP.is_set() else 0
+    if distributed.WORLD.size > 1:
+        signum = distributed.largest(signum, device)
+        if signum:
+            RECEIVED[:] = [signum]
+            STOP.set()
+    return bool(signum)
+
+
 def check(where: str) -> None:
-    if STOP.is_set():
+    if stopping():
         raise interrupted(where)
 
 
@@ -66,6 +82,6 @@ class StopOnSignal(Callback):
         self.saved = saved
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if STOP.is_set():
+        if stopping(pl_module.device):
             trainer.save_checkpoint("last.ckpt")
             raise interrupted(f"at step {trainer.global_step}; checkpointed to {', '.join(map(str, self.saved))}")

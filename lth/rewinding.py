@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lth import distributed
 from lth.masks import Masks
 from lth.run_dir import REWIND_CKPT, RunDir
 
@@ -55,4 +56,5 @@ def start_checkpoint(path: Path, rewind: Path, masks: Masks, optimizer: str, wei
         checkpoint["callbacks"] = {}
         checkpoint.pop("lth", None)  # validation history and timing belong to the dense run
         RunDir.save(checkpoint, path)
+    distributed.barrier()  # rank 0 wrote it; every rank reads it next
     return path

@@ -64,6 +64,7 @@ class Row:
     macs: int | None = None  # per example, as pruned (`lth.flops`); None in lines written before it was recorded
     parameters: int | None = None  # as deployed
     inference_speedup: float | None = None  # measured, under a channel method
+    world_size: int = 1  # the processes it trained on, data-parallel (`lth.distributed`): they change float rounding
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

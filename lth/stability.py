@@ -208,6 +208,9 @@ def arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
 def points(cfg: Experiment, rewinds: list[str], levels: list[int], alphas: int) -> list[tuple[int, int]]:
     """(level, rewind step) pairs to measure, checked before any work: one line on a problem."""
     durations = steps(cfg)
+    if cfg.train.devices * cfg.train.num_nodes > 1:
+        raise ConfigError("lth stability: trains its copies on one device each; leave train.devices and train.num_nodes at 1 "
+                          "(its points spread over jobs instead, as a sweep over --rewind)")
     if dataset(cfg.data).stream:
         raise ConfigError("lth stability: evaluates its interpolations on in-memory data, and these images stream from their files; "
                           "serve them from the cache (a larger data.cache_bytes) or measure on a smaller dataset")

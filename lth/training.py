@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from lth import distributed
 from lth.arms.base import Arm
 from lth.config import TrainConfig
 from lth.data import DataModule
@@ -144,7 +145,13 @@ class LogEvaluations(Callback):
 
 
 def trainer(steps: Steps, io: MemberCheckpoints, callbacks: list[Callback], train: TrainConfig, progress: bool) -> L.Trainer:
+    parallel = train.devices * train.num_nodes > 1
     return L.Trainer(
+        devices=train.devices,  # Lightning's "auto" would take every GPU of the node
+        num_nodes=train.num_nodes,
+        strategy=distributed.Strategy(timeout=distributed.TIMEOUT) if parallel else "auto",
+        use_distributed_sampler=False,  # lth's loaders take each rank's share themselves (`lth.data`)
+        sync_batchnorm=parallel,  # batch statistics of the whole batch, as on one device
         max_steps=steps.total_steps,
         max_epochs=-1,
         val_check_interval=steps.eval_every,
@@ -167,7 +174,7 @@ def train_pack(members: list[Member], how: Training, callbacks: list[Callback]) 
     checkpoints; write each member's final.ckpt; return the trained packed module (member k is its k-th run)."""
     first = members[0]
     module = first.module if first.narrow else pack_modules([m.module for m in members], how.build)
-    for m in members:
+    for m in members if distributed.writer() else ():
         m.dir.mkdir(parents=True, exist_ok=True)
     io = MemberCheckpoints(members)
     data = how.data([m.data_order for m in members])
@@ -182,6 +189,6 @@ def train_pack(members: list[Member], how: Training, callbacks: list[Callback]) 
         if any(not h or h[-1]["step"] != module.steps.total_steps for h in module.val_history):
             fit.validate(module, datamodule=data, verbose=False)
         fit.save_checkpoint(FINAL)  # atomically, per member: other processes wait for these files
-    for m in members:  # a finished level resumes from final.ckpt: its last position is of no more use
+    for m in members if distributed.writer() else ():  # a finished level resumes from final.ckpt: its last position is of no more use
         (m.dir / LAST).unlink(missing_ok=True)
     return module

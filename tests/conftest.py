@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lth.run_dir import TIMING_FIELDS, RunDir
 
@@ -44,6 +45,11 @@ def fake_imagenet(tmp_path_factory) -> Path:
             for i in range(count):
                 image.save(folder / f"{i}.JPEG")
     return root
+
+
+def here(config_path, fake_imagenet) -> list[str]:
+    """The overrides a shipped config needs to load here: ImageNet's configs read a folder of its shape."""
+    return [f"--data.root={fake_imagenet}"] if yaml.safe_load(Path(config_path).read_text())["data"]["name"] == "imagefolder" else []
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 import torch
+from conftest import here
 
 from lth import cli, config
 
@@ -115,9 +115,8 @@ def test_every_shipped_experiment_is_valid(fake_imagenet):
     paths = sorted(Path("experiments").glob("*.yaml"))
     assert len(paths) >= 8
     for path in paths:
-        images = yaml.safe_load(path.read_text())["data"]["name"] == "imagefolder"  # ImageNet's: on a folder of its shape
-        (cfg, *_) = config.load_seeds(path, [f"--data.root={fake_imagenet}"] if images else [])
-        if images:
+        (cfg, *_) = config.load_seeds(path, here(path, fake_imagenet))
+        if cfg.data.name == "imagefolder":
             assert config.dataset(cfg.data).num_classes == 1000 and config.dataset(cfg.data).input_shape == (3, 224, 224)
         assert path.read_text().startswith("#"), f"{path} must cite its source in a leading comment"
         assert config.steps(cfg).total_steps > config.steps(cfg).rewind_step

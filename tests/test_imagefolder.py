@@ -38,7 +38,8 @@ def args(tmp_path: Path, root: Path, *extra: str) -> list[str]:
     return [
         "--seed=0", "--arms=[ticket]", "--model=mnist1d_mlp", "--data.name=imagefolder", f"--data.root={root}",
         f"--data.cache={tmp_path / 'cache'}", "--data.image_size=8", "--data.batch_size=8", "--data.workers=1",
-        "--train.optimizer=sgd", "--train.lr=0.05", "--train.duration=3ep", "--train.eval_every=2it", "--train.checkpoint_every=2it", "--prune.fraction=0.5", "--prune.levels=1",
+        "--train.optimizer=sgd", "--train.lr=0.05", "--train.duration=3ep", "--train.eval_every=2it", "--train.checkpoint_every=2it",
+        "--prune.fraction=0.5", "--prune.levels=1",
         "--prune.rewind=3it", f"--out_dir={tmp_path / 'runs'}", "--name=folder", *extra,
     ]
 
@@ -122,7 +123,7 @@ def test_a_random_resized_crop_is_a_function_of_its_seed_and_stays_inside_the_im
     crops = [imagefolder.random_resized_crop(500, 375, torch.Generator().manual_seed(s)) for s in range(200)]
     assert crops == [imagefolder.random_resized_crop(500, 375, torch.Generator().manual_seed(s)) for s in range(200)]
     for left, top, w, h in crops:
-        assert 0 <= left and left + w <= 500 and 0 <= top and top + h <= 375
+        assert left >= 0 and left + w <= 500 and top >= 0 and top + h <= 375
         assert 0.08 * 500 * 375 * 0.9 <= w * h <= 500 * 375  # scale (0.08, 1), up to rounding
         assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
     assert len(set(crops)) > 190

@@ -92,3 +92,39 @@ def test_sigusr1_mid_level_requeues_and_the_job_finishes_with_identical_results(
     assert f"requeueing job {job}_0" in text and "level 0/1 ticket: done earlier" in text
     assert text.count("level 0: training seed 0 ticket") == 1  # no level is trained twice
     assert without_timing(result_rows(config.load(None, SMALL + longer + out).run_dir())) == without_timing(expected)
+
+
+def _sbatch_ddp(tmp_path, extra):
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "WANDB_MODE": "disabled"}
+    command = ["sbatch", "--parsable", "--ntasks-per-node=2", "-c", "1", "-o", str(tmp_path / "slurm-%j.out"), "slurm/ddp.sbatch",
+               "experiments/quickstart.yaml"]
+    out = subprocess.run(command + SMALL + ["--seed=0", "--arms=ticket"] + extra, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().split(";")[0]
+
+
+def test_the_ddp_script_trains_on_two_ranks_and_sigusr1_requeues_it_to_identical_results(tmp_path):
+    """srun starts two ranks (gloo on this CPU); an uninterrupted job, then one signalled mid-level 1 and requeued."""
+    longer = ["--train.duration=200ep", "--train.eval_every=1ep", "--train.checkpoint_every=1ep", "--prune.levels=1", "--name=ddp"]
+    reference = _sbatch_ddp(tmp_path, [*longer, f"--out_dir={tmp_path / 'reference'}"])
+    _wait_until(lambda: not _queued(reference), 240, f"job {reference}")
+    (task,) = _tasks(reference)
+    assert task["JobState"] == "COMPLETED" and task["ExitCode"] == "0:0", task
+    expected = result_rows(config.load(None, SMALL + longer + [f"--out_dir={tmp_path / 'reference'}"]).run_dir())
+    assert [r["world_size"] for r in expected] == [2, 2] and (tmp_path / "reference" / "ddp" / "report" / "report.md").exists()
+
+    job = _sbatch_ddp(tmp_path, [*longer, f"--out_dir={tmp_path / 'runs'}"])
+    log = tmp_path / f"slurm-{job}.out"
+    _wait_until(lambda: log.exists() and "level 1: training seed 0 ticket" in log.read_text(), 120, "level 1 to start")
+    time.sleep(1.0)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    _wait_until(lambda: _queued(job) == ["PENDING"], 60, "the requeue")
+    time.sleep(2)  # see the requeue test above: not within the second of the requeue
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    _wait_until(lambda: not _queued(job), 240, "the requeued job")
+    (task,) = _tasks(job)
+    assert task["JobState"] == "COMPLETED" and task["ExitCode"] == "0:0" and task["Restarts"] == "1", task
+    text = log.read_text()
+    # Both ranks stopped at the same step (one line, from rank 0), and the requeued job did not train level 0 again.
+    assert len(re.findall(r"stopped by SIGUSR1 at step \d+", text)) == 1 and "tasks 0-1: Exited with exit code 3" in text
+    assert text.count("level 0: training seed 0 ticket") == 1
+    assert without_timing(result_rows(config.load(None, SMALL + longer + [f"--out_dir={tmp_path / 'runs'}"]).run_dir())) == without_timing(expected)

@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from conftest import here
 
 from lth import config
 from lth.arms import ARMS
@@ -86,24 +87,24 @@ def test_settings_added_later_keep_earlier_run_directories(tiny):
     assert cfg.identity()["prune"]["method"] == "other" and cfg.run_id() != config.load(None, tiny).run_id()
 
 
-def _every_run_id(tiny) -> dict[str, str]:
+def _every_run_id(tiny, fake_imagenet) -> dict[str, str]:
     """The run ids of every shipped experiment and of the tiny one under every method and schedule."""
-    ids = {str(p): config.load_seeds(p)[0].run_id() for p in sorted(Path("experiments").glob("*.yaml"))}
+    ids = {str(p): config.load_seeds(p, here(p, fake_imagenet))[0].run_id() for p in sorted(Path("experiments").glob("*.yaml"))}
     for key, registry in (("method", METHODS), ("schedule", SCHEDULES)):
         for name in registry:
             ids[name] = config.load(None, tiny + [f"--prune.{key}={name}", *NEEDS.get(name, [])]).run_id()
     return ids
 
 
-def test_a_new_setting_at_its_default_renames_no_run_directory(tiny, monkeypatch):
+def test_a_new_setting_at_its_default_renames_no_run_directory(tiny, monkeypatch, fake_imagenet):
     """Adding a setting, to a section of the experiment or to a plugin's own settings, leaves every existing run
     id as it was while the setting is at its default; a run that sets it is another run."""
-    before = _every_run_id(tiny)
+    before = _every_run_id(tiny, fake_imagenet)
     added = dataclasses.make_dataclass("TrainConfig", [("label_smoothing", float, dataclasses.field(default=0.0))], bases=(config.TrainConfig,))
     monkeypatch.setattr(config, "TrainConfig", added)
     nm_params = dataclasses.make_dataclass("Params", [("permute", bool, dataclasses.field(default=False))], bases=(METHODS["nm"].Params,))
     monkeypatch.setattr(type(METHODS["nm"]), "Params", nm_params)
     assert config.load(None, tiny).train.label_smoothing == 0
-    assert _every_run_id(tiny) == before
+    assert _every_run_id(tiny, fake_imagenet) == before
     assert config.load(None, tiny + ["--train.label_smoothing=0.1"]).run_id() != before["iterative"]
     assert config.load(None, tiny + ["--prune.method=nm", "--prune.nm.permute=true"]).run_id() != before["nm"]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import here
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from lth import cli, config, stability, sweep
@@ -23,8 +24,7 @@ def test_every_sweep_is_a_valid_grid_whose_points_are_valid_experiments(path, fa
         assert arms == sorted(arms, key=lambda a: a != "ticket")  # every ticket point is handed out before any control
     for point in points:
         argv = sweep.command(spec, point)
-        # ImageNet's configs are validated on a folder of its shape: there is no ImageNet here
-        images = [f"--data.root={fake_imagenet}"] if yaml.safe_load(Path(argv[2]).read_text())["data"]["name"] == "imagefolder" else []
+        images = here(argv[2], fake_imagenet)
         assert argv[:2] in (["lth", "run"], ["lth", "stability"]) and Path(argv[2]).is_file()
         assert argv[3:] == create_sweep_command_args({"args": point})["args"]  # exactly what the agent passes
         if argv[1] == "stability":

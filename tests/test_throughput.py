@@ -97,7 +97,7 @@ def test_busy_mode_measures_each_configuration_beside_a_competing_process_and_st
 
 def test_decode_mode_times_the_stream_at_each_worker_count_on_imagenet_sized_jpegs(tmp_path, capsys):
     out = tmp_path / "decode.json"
-    assert throughput.main(["--decode", "40", "--workers", "2", "--json", str(out)]) == 0
+    assert throughput.main(["--decode", "48", "--workers", "2", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["decode"]
     assert [r["workers"] for r in rows] == [1, 2]
     assert all(r["images_per_s"] > 0 and r["images_per_s_per_worker"] == pytest.approx(r["images_per_s"] / r["workers"]) for r in rows)
