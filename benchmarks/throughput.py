@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --model lenet_300_100            # on a GPU: packs 16, 48, 96
     python benchmarks/throughput.py --model mnist1d_mlp --device cpu # lth's overhead on a CPU (README)
     python benchmarks/throughput.py --decode 512 --workers 2         # the image-folder stream's images/s per worker
+    python benchmarks/throughput.py --devices 2 --model mnist1d_mlp  # 1 against 2 data-parallel ranks
 
 A model's study is the experiment that `STUDIES` names (its batch, optimizer, learning rate, evaluation and
 checkpoint cadence), with three seeds. Every configuration trains that model on synthetic data of its
@@ -37,6 +38,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -472,6 +474,29 @@ def decode(images: int, workers: int, tmp: Path) -> list[dict]:
     return rows
 
 
+def scaling(model: str, devices: int, steps: int, tmp: Path) -> list[dict]:
+    """lth's training on 1 and on `devices` data-parallel ranks (`lth.distributed`, Lightning's DDP), each an
+    `lth run` child process of the model's study (its batch and optimizer; one seed, the dense level, `steps` steps,
+    synthetic data): images/s from the run's own training time (`wall_seconds`: the fit, not the start-up)."""
+    path, _ = STUDIES[model]
+    batch = config.load_seeds(path, [SEEDS])[0].data.batch_size
+    rows = []
+    for n in (1, devices):
+        args = [sys.executable, "-m", "lth.cli", "run", path, f"--model={model}", "--data.name=synthetic", "--data.augment=false", "--seed=0",
+                "--arms=[ticket]", "--prune.levels=0", "--prune.rewind=0", "--train.milestones=[]", f"--train.duration={steps}it",
+                f"--train.eval_every={steps}it", f"--train.checkpoint_every={steps}it", f"--train.devices={n}", f"--out_dir={tmp / str(n)}"]
+        subprocess.run(args, check=True, capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"})
+        (results,) = (tmp / str(n)).glob("*/*/results.jsonl")
+        rate = steps * batch / json.loads(results.read_text().splitlines()[0])["wall_seconds"]
+        rows.append({"devices": n, "images_per_s": rate, "speedup": rate / rows[0]["images_per_s"] if rows else 1.0})
+        rows[-1]["efficiency"] = rows[-1]["speedup"] / n
+        print(f"{model}, {n} rank{'s' if n > 1 else ''}: {rate:,.0f} images/s, {rows[-1]['speedup']:.2f}× one, scaling efficiency "
+              f"{rows[-1]['efficiency']:.0%}", flush=True)
+    if not torch.cuda.is_available():
+        print("(on a CPU the ranks share the same cores: this shows DDP's overhead, not its scaling)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -487,7 +512,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--decode", type=int, metavar="IMAGES", help="instead, time the image-folder stream's decoding of this many "
                         "ImageNet-sized JPEGs at 1 to --workers worker processes")
+    parser.add_argument("--devices", type=int, metavar="N", help="instead, lth's images/s on 1 and on N data-parallel ranks (--model's study, "
+                        "--steps steps, synthetic data) and the scaling efficiency")
     args = parser.parse_args(argv)
+    if args.devices:
+        if args.devices < 2:
+            parser.error("--devices: compare one rank with at least 2")
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = scaling(args.model, args.devices, args.steps or 200, Path(tmp))
+        if args.json:
+            args.json.write_text(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(), "model": args.model, "scaling": rows}, indent=2))
+        return 0
     if args.decode:
         with tempfile.TemporaryDirectory() as tmp:
             rows = decode(args.decode, args.workers, Path(tmp))

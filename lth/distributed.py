@@ -20,6 +20,7 @@ process group, cluster environments, barriers and rank-0 checkpointing) without 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -52,7 +53,10 @@ def start(devices: int, num_nodes: int) -> World:
     size = devices * num_nodes
     if size == 1 or torch.distributed.is_initialized():
         return WORLD
-    environment = next((e() for e in (SLURMEnvironment, TorchElasticEnvironment) if e.detect()), None) or LightningEnvironment()
+    # A scheduler's ranks: srun's tasks (one per rank) or torchrun's. Otherwise (a plain process, or a SLURM batch
+    # job of one task, as an array task of a sweep is) rank 0 starts the ranks of its node itself.
+    slurm = SLURMEnvironment.detect() and os.environ.get("SLURM_NTASKS") == str(size)
+    environment = SLURMEnvironment() if slurm else TorchElasticEnvironment() if TorchElasticEnvironment.detect() else LightningEnvironment()
     if not environment.creates_processes_externally:
         _SubprocessScriptLauncher(environment, devices, num_nodes).launch(lambda: None)
     rank = environment.global_rank() if not isinstance(environment, LightningEnvironment) else environment.node_rank() * devices + environment.local_rank()

@@ -1,7 +1,9 @@
 """Run `lth` as one rank of a data-parallel run, with a test's hooks; Lightning's launcher starts the other ranks
 with this same command line, so they run with the same hooks.
 
-    python tests/ddp_run.py [--float64] [--kill-at LEVEL:STEP] [--corrupt-masks-on-rank1] [--forbid-writes-off-rank0 DIR] lth-args...
+    python tests/ddp_run.py [--float64] [--kill-at LEVEL:STEP[:RANK]] [--corrupt-masks-on-rank1] [--forbid-writes-off-rank0 DIR] lth-args...
+
+--kill-at SIGKILLs the whole job right after that optimizer step, or only rank RANK.
 """
 
 import builtins
@@ -24,8 +26,8 @@ while args and args[0].startswith("--") and args[0] in ("--float64", "--kill-at"
 if "--float64" in hooks:
     torch.set_default_dtype(torch.float64)
 
-if "--kill-at" in hooks:  # the whole job, as a scheduler or a power cut kills it (the test starts it in its own session)
-    kill_level, kill_step = map(int, hooks["--kill-at"].split(":"))
+if "--kill-at" in hooks:  # as a scheduler, a power cut or a failing node kills it (the test starts it in its own session)
+    kill_level, kill_step, *kill_rank = map(int, hooks["--kill-at"].split(":"))
     current = {"level": None}
     train, step = imp.train_pack, MaskedModule.optimizer_step
 
@@ -35,8 +37,11 @@ if "--kill-at" in hooks:  # the whole job, as a scheduler or a power cut kills i
 
     def killing_step(self, *a, **k):
         step(self, *a, **k)
-        if current["level"] == kill_level and self.global_step == kill_step and distributed.writer():
-            os.killpg(os.getpgid(0), signal.SIGKILL)
+        if current["level"] == kill_level and self.global_step == kill_step:
+            if not kill_rank and distributed.writer():
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+            elif kill_rank == [distributed.WORLD.rank]:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     imp.train_pack, MaskedModule.optimizer_step = tracked_train, killing_step
 

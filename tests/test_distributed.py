@@ -84,12 +84,14 @@ def test_rank0_alone_writes_and_masks_that_differ_across_ranks_stop_the_run(tmp_
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_whole_job_mid_level_then_rerun_gives_the_uninterrupted_results(tmp_path):
+def test_sigkill_of_the_job_or_of_one_rank_mid_level_then_rerun_gives_the_uninterrupted_results(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     assert lth(tmp_path, reference, devices=2).returncode == 0
-    for point in ("0:30", "1:70"):  # mid-level 0 after a checkpoint (every 12 steps); mid-level 1 after the rewind
+    # The whole job mid-level 0 after a checkpoint (every 12 steps); rank 1 alone mid-level 1 after the rewind,
+    # which takes rank 0 down with it (Lightning's launcher watches the ranks it started).
+    for point in ("0:30", "1:70:1"):
         stopped = lth(tmp_path, killed, hooks=["--kill-at", point], devices=2)
-        assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-3000:]
+        assert stopped.returncode != 0 and not (run_dir(killed) / "level_01" / "ticket" / "final.ckpt").exists(), stopped.stderr[-3000:]
     finished = lth(tmp_path, killed, devices=2)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert without_timing(result_rows(run_dir(killed))) == without_timing(result_rows(run_dir(reference)))

@@ -103,3 +103,13 @@ def test_decode_mode_times_the_stream_at_each_worker_count_on_imagenet_sized_jpe
     assert all(r["images_per_s"] > 0 and r["images_per_s_per_worker"] == pytest.approx(r["images_per_s"] / r["workers"]) for r in rows)
     assert 50 < rows[0]["jpeg_kb"] < 300  # ImageNet's JPEGs average about 110 kB
     assert capsys.readouterr().out.count("images/s") == 2
+
+
+@pytest.mark.slow
+def test_devices_mode_compares_one_rank_with_two_and_reports_the_efficiency(tmp_path, capsys):
+    out = tmp_path / "scaling.json"
+    assert throughput.main(["--devices", "2", "--model", "mnist1d_mlp", "--steps", "60", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["scaling"]
+    assert [r["devices"] for r in rows] == [1, 2] and rows[0]["speedup"] == 1.0
+    assert rows[1]["efficiency"] == pytest.approx(rows[1]["images_per_s"] / rows[0]["images_per_s"] / 2)
+    assert "the ranks share the same cores" in capsys.readouterr().out
