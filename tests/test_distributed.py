@@ -1,7 +1,6 @@
 """One run across processes (Lightning's DDP over gloo, 2 processes on this CPU): the same experiment as on one."""
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
