@@ -179,6 +179,15 @@ register("conv4")(_conv_net([64, 64, 128, 128]))
 register("conv6")(_conv_net([64, 64, 128, 128, 256, 256]))
 
 
+def shortcut(cin: int, cout: int, stride: int, pack: int) -> nn.Sequential:
+    """A residual block's shortcut: the identity, or where the shape changes a 1×1 projection with batch norm, as in
+    OpenLTH's cifar_resnet (used by Frankle et al. 2020) and torchvision's ResNets, rather than He et al.'s
+    zero-padding shortcut (option A); it adds 2,560 weights to ResNet-20."""
+    if stride == 1 and cin == cout:
+        return nn.Sequential()
+    return nn.Sequential(conv2d(cin, cout, 1, stride, 0, pack, bias=False), nn.BatchNorm2d(cout * pack))
+
+
 class Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, pack: int):
         super().__init__()
@@ -186,11 +195,7 @@ class Block(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout * pack)
         self.conv2 = conv2d(cout, cout, 3, 1, 1, pack, bias=False)
         self.bn2 = nn.BatchNorm2d(cout * pack)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            # A 1×1 projection, as in OpenLTH's cifar_resnet (used by Frankle et al. 2020), rather than
-            # He et al.'s zero-padding shortcut (option A); it adds 2,560 weights to ResNet-20.
-            self.shortcut = nn.Sequential(conv2d(cin, cout, 1, stride, 0, pack, bias=False), nn.BatchNorm2d(cout * pack))
+        self.shortcut = shortcut(cin, cout, stride, pack)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -243,9 +248,7 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(width * pack)
         self.conv3 = conv2d(width, cout, 1, 1, 0, pack, bias=False)
         self.bn3 = nn.BatchNorm2d(cout * pack)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(conv2d(cin, cout, 1, stride, 0, pack, bias=False), nn.BatchNorm2d(cout * pack))
+        self.shortcut = shortcut(cin, cout, stride, pack)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))

@@ -128,3 +128,14 @@ def test_the_ddp_script_trains_on_two_ranks_and_sigusr1_requeues_it_to_identical
     assert len(re.findall(r"stopped by SIGUSR1 at step \d+", text)) == 1 and "tasks 0-1: Exited with exit code 3" in text
     assert text.count("level 0: training seed 0 ticket") == 1
     assert without_timing(result_rows(config.load(None, SMALL + longer + [f"--out_dir={tmp_path / 'runs'}"]).run_dir())) == without_timing(expected)
+
+
+def test_an_array_task_of_a_sweep_trains_its_point_on_the_ranks_it_starts_itself(tmp_path):
+    """A sweep point as one multi-device job: a batch task of one process starts its node's ranks (no srun)."""
+    out = ["--out_dir=" + str(tmp_path / "runs"), "--name=grid", "--train.devices=2"]
+    job = _sbatch(tmp_path, "0", out)
+    _wait_until(lambda: not _queued(job), 240, f"array job {job}")
+    (task,) = _tasks(job)
+    assert task["JobState"] == "COMPLETED" and task["ExitCode"] == "0:0", task
+    rows = result_rows(config.load(None, SMALL + out + ["--seed=0"]).run_dir())
+    assert [(r["level"], r["arm"], r["world_size"]) for r in rows] == [(0, "ticket", 2), (1, "ticket", 2), (2, "ticket", 2)]
