@@ -54,6 +54,7 @@ class Cell:
     macs: float | None = None  # per example, of the network as pruned (`lth.flops`); None in lines that predate it
     parameters: float | None = None
     inference_speedup: float | None = None  # measured, under channel methods
+    per_layer: tuple[tuple[str, float], ...] = ()  # each prunable layer's weights remaining, mean over seeds
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def aggregate(rows: list[Row]) -> dict[tuple[str, int], Cell]:
             Stat.of([float(r.early_stop_step) for r in group]),
             *(statistics.fmean(getattr(r, k) for r in group) if all(getattr(r, k) is not None for r in group) else None
               for k in ("macs", "parameters", "inference_speedup")),
+            tuple((layer, statistics.fmean(r.weights_remaining_per_layer[layer] for r in group)) for layer in group[0].weights_remaining_per_layer),
         )
         for key, group in sorted(groups.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1]))
     }
@@ -248,6 +250,68 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
 FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"))
 
 
+def layers(cells: dict[tuple[str, int], Cell]) -> str:
+    """Each layer's weights remaining at the deepest level of every arm: which layers pruning empties first (under
+    global pruning a layer's rate is the ranking's, not a setting)."""
+    arms = [a for a in _arms(cells) if any(arm == a and level > 0 for arm, level in cells)]
+    if not arms:
+        return "Only the dense network was trained."
+    last = {a: max(level for arm, level in cells if arm == a) for a in arms}
+    names = [name for name, _ in cells[arms[0], last[arms[0]]].per_layer]
+    lines = ["| layer | " + " | ".join(f"{a} (level {last[a]})" for a in arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for name in names:
+        lines.append(f"| `{name}` | " + " | ".join(f"{dict(cells[a, last[a]].per_layer)[name]:.2%}" for a in arms) + " |")
+    total = " | ".join(f"{cells[a, last[a]].weights_remaining:.2%}" for a in arms)
+    return "\n".join([*lines, f"| all prunable | {total} |"])
+
+
+def density_figure(cells: dict[tuple[str, int], Cell]):
+    """The ticket's per-layer weights remaining against the level, one line per layer, on a log axis."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    tickets = sorted((level, c) for (arm, level), c in cells.items() if arm == "ticket")
+    for name, _ in tickets[0][1].per_layer if tickets else ():
+        ax.plot([level for level, _ in tickets], [dict(c.per_layer)[name] * 100 for _, c in tickets], marker="o", markersize=3, label=name)
+    ax.plot([level for level, _ in tickets], [c.weights_remaining * 100 for _, c in tickets], color="black", linestyle="--", label="all prunable")
+    ax.set_yscale("log")
+    ax.set_xlabel("level")
+    ax.set_ylabel("percent of the layer's weights remaining (ticket)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def iou(a: dict, b: dict) -> float:
+    """Intersection over union of two masks' kept weights, over every layer together."""
+    both = sum(int((a[n] & b[n]).sum()) for n in a)
+    either = sum(int((a[n] | b[n]).sum()) for n in a)
+    return both / either if either else 1.0
+
+
+def overlap(run_dirs: list[Path]) -> str:
+    """How much of the ticket's kept weights different seeds, consecutive levels, and the ticket and the fine-tuning
+    chain share (Frankle & Carbin 2019 find tickets of different inits are not one subnetwork); beside it, what two
+    independent random masks of the same density share, d / (2 - d)."""
+    dirs = [RunDir(Path(d)) for d in run_dirs if not isinstance(d, str)]
+    levels = sorted({int(p.parent.name.split("_")[1]) for d in dirs for p in d.root.glob("level_*/mask.pt")})
+    if not levels:
+        return "No stored masks (a report from W&B, or no pruned level yet)."
+    load = lambda d, level, chain="ticket": RunDir.load(d.mask(level, chain)) if d.mask(level, chain).exists() else None  # noqa: E731
+    lines = ["| level | ticket weights remaining | seeds' tickets (pairs) | random masks | level − 1 and level | ticket and finetune |", "|---|---|---|---|---|---|"]
+    for level in levels:
+        masks = [m for d in dirs if (m := load(d, level)) is not None]
+        density = sum(int(v.sum()) for v in masks[0].values()) / sum(v.numel() for v in masks[0].values())
+        pairs = [iou(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
+        previous = [iou(m, p) for d in dirs if (m := load(d, level)) is not None and level > 1 and (p := load(d, level - 1)) is not None]
+        finetune = [iou(m, f) for d in dirs if (m := load(d, level)) is not None and (f := load(d, level, "finetune")) is not None]
+        mean = lambda values: f"{statistics.fmean(values):.3f} (n={len(values)})" if values else ""  # noqa: E731
+        lines.append(f"| {level} | {density:.2%} | {mean(pairs)} | {density / (2 - density):.3f} | {mean(previous)} | {mean(finetune)} |")
+    return "\n".join(lines)
+
+
 def _diverged(notes: list[dict]) -> str:
     """Training that diverged is no result: its cells are absent from every table and figure, and listed here."""
     if not notes:
@@ -258,6 +322,7 @@ def _diverged(notes: list[dict]) -> str:
 
 def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged: list[dict] = ()) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    sources_list = list(sources)
     # A run directory as `name/run id`, relative to its out_dir: a report names no machine's paths.
     sources = "\n".join(f"- `{d if isinstance(d, str) else '/'.join(Path(d).resolve().parts[-2:])}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
@@ -274,11 +339,19 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
         "batch on the training device (mean over seeds). Weight masks run no faster on dense hardware: "
         "`benchmarks/inference.py` times their sparse copies.\n\n"
         f"{cost(cells)}\n\n"
+        "## Where the weights go\n\nEach prunable layer's weights remaining at each arm's deepest level (mean over seeds); "
+        "the figure follows the ticket level by level.\n\n"
+        f"{layers(cells)}\n\n![per-layer density](density.png)\n\n"
+        "## Mask overlap\n\nIntersection over union of kept weights: between the tickets of different seeds (mean over "
+        "pairs), against two independent random masks of the same density, between a ticket's consecutive levels, and "
+        "between the ticket's and the fine-tuning chain's masks at the same level.\n\n"
+        f"{overlap(sources_list)}\n\n"
         "![test accuracy at early stop](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
     ).encode())
     paths = [out / "report.md"]
-    for field, ylabel, name in FIGURES:
+    drawn = [(lambda field=field, ylabel=ylabel: figure(cells, field, ylabel), name) for field, ylabel, name in FIGURES]
+    for draw, name in [*drawn, (lambda: density_figure(cells), "density.png")]:
         with atomic_open(out / name) as handle:
-            figure(cells, field, ylabel).savefig(handle, format="png", dpi=120)
+            draw().savefig(handle, format="png", dpi=120)
         paths.append(out / name)
     return paths

@@ -149,3 +149,36 @@ def test_a_results_line_that_is_not_an_object_is_named_in_one_line(tmp_path, cap
     assert cli.main(["report", str(tmp_path / "odd"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "results.jsonl:2 is not a results line (a JSON object" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_overlap_of_a_mask_with_itself_is_one_and_of_hand_made_masks_their_iou():
+    import torch
+
+    a = {"w": torch.tensor([True, True, False, False]), "v": torch.tensor([[True, False]])}
+    b = {"w": torch.tensor([True, False, True, False]), "v": torch.tensor([[True, True]])}
+    assert report.iou(a, a) == 1.0
+    assert report.iou(a, b) == pytest.approx(2 / 5)  # kept by both: w0, v0; by either: w0, w1, w2, v0, v1
+
+
+def test_per_layer_densities_weigh_up_to_the_total_and_the_report_shows_layers_and_overlap(tiny, tmp_path, capsys):
+    import torch
+
+    args = tiny + ["--seed=[0,1]", "--arms=[ticket,finetune]"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    run_dirs = [c.run_dir() for c in config.load_seeds("experiments/quickstart.yaml", args)]
+    state = torch.load(run_dirs[0] / "level_00" / "ticket" / "final.ckpt", weights_only=False)["state_dict"]
+    sizes = {k[len("model."):-len("_mask")]: v.numel() for k, v in state.items() if k.endswith("_mask")}
+    for row in report.read_rows(run_dirs):
+        weighted = sum(row.weights_remaining_per_layer[n] * sizes[n] for n in sizes) / sum(sizes.values())
+        assert weighted == pytest.approx(row.weights_remaining, abs=1e-12)
+    text = (tmp_path / "runs" / "tiny" / "report" / "report.md").read_text()
+    assert "## Where the weights go" in text and "| `layers.0.weight` |" in text
+    assert (tmp_path / "runs" / "tiny" / "report" / "density.png").stat().st_size > 0
+    table = text.split("## Mask overlap")[1]
+    first = next(line for line in table.splitlines() if line.startswith("| 1 |")).split("|")
+    seeds, random, previous, finetune = (cell.strip() for cell in first[3:7])
+    assert seeds.endswith("(n=1)") and 0 < float(seeds.split()[0]) < 1  # two seeds: one pair, not the same subnetwork
+    assert float(random) == pytest.approx(0.5 / 1.5, abs=0.01)  # half the weights: d / (2 - d)
+    assert float(finetune.split()[0]) == pytest.approx(1.0)  # level 1 prunes the same dense network in both chains
+    second = next(line for line in table.splitlines() if line.startswith("| 2 |")).split("|")
+    assert float(second[5].split()[0]) == pytest.approx(0.5, abs=0.01)  # level 2 keeps half of level 1, nested: IoU 1/2
