@@ -17,6 +17,7 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth dashboard ENTITY/PROJECT [--group G]
        lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
        lth stability CONFIG [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--between_levels=true] [--section.key=value ...]
+       lth sensitivity RUN_DIR [--level L] [--fractions=[0.1,...,0.9]] [--method magnitude|channel]
        lth data download {mnist,cifar10,cifar100} --root DIR"""
 
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    commands = {"run": _run, "stability": _stability, "report": _report, "dashboard": _dashboard, "export": _export, "sweep": _sweep, "data": _data}
+    commands = {"run": _run, "stability": _stability, "report": _report, "dashboard": _dashboard, "export": _export, "sweep": _sweep, "data": _data,
+                "sensitivity": _sensitivity}
     command, rest = argv[0], argv[1:]
     if command not in commands:
         return _fail(f"unknown command {command!r}\n{USAGE}")
@@ -179,6 +181,34 @@ def _export(argv: list[str]) -> int:
     kept, total = summary["weights_kept"], summary["prunable_weights"]
     print(f"wrote {args.out}: {kept:,} of {total:,} prunable weights kept ({kept / total:.2%}); outputs equal the masked network's "
           f"within {summary['max_output_difference']:.1e}")
+    return 0
+
+
+def _sensitivity(argv: list[str]) -> int:
+    """Each layer pruned alone at each fraction, without retraining (`lth.sensitivity`)."""
+    parser = argparse.ArgumentParser(prog="lth sensitivity", description="Test accuracy with each prunable layer pruned alone.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--level", type=int, default=0)
+    parser.add_argument("--fractions", default=None, help="a YAML list of fractions in (0, 1); default 0.1 to 0.9")
+    parser.add_argument("--method", default="magnitude")
+    args = parser.parse_args(argv)
+    import yaml
+
+    from lth import sensitivity
+    from lth.config import ConfigError
+    from lth.run_dir import RunError
+
+    try:
+        fractions = sensitivity.FRACTIONS if args.fractions is None else yaml.safe_load(args.fractions)
+        if not isinstance(fractions, list) or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions):
+            raise ConfigError(f"--fractions: expected a list of numbers like [0.1,0.5], got {args.fractions!r}")
+        sensitivity.check(args.run_dir, args.level, [float(f) for f in fractions], args.method)
+    except (ConfigError, RunError, yaml.YAMLError) as err:
+        return _fail(str(err).splitlines()[0])
+    path, code = _training(lambda: sensitivity.run(args.run_dir, args.level, [float(f) for f in fractions], args.method))
+    if code is not None:
+        return code
+    print(f"results: {args.run_dir / 'sensitivity.jsonl'}\nreport: {path}")
     return 0
 
 

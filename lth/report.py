@@ -300,7 +300,8 @@ def overlap(run_dirs: list[Path]) -> str:
     if not levels:
         return "No stored masks (a report from W&B, or no pruned level yet)."
     load = lambda d, level, chain="ticket": RunDir.load(d.mask(level, chain)) if d.mask(level, chain).exists() else None  # noqa: E731
-    lines = ["| level | ticket weights remaining | seeds' tickets (pairs) | random masks | level − 1 and level | ticket and finetune |", "|---|---|---|---|---|---|"]
+    lines = ["| level | ticket weights remaining | seeds' tickets (pairs) | random masks | level − 1 and level | ticket and finetune |",
+             "|---|---|---|---|---|---|"]
     for level in levels:
         masks = [m for d in dirs if (m := load(d, level)) is not None]
         density = sum(int(v.sum()) for v in masks[0].values()) / sum(v.numel() for v in masks[0].values())
