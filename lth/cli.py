@@ -76,6 +76,8 @@ def _run(rest: list[str]) -> int:
         print(report.summary(cells))
         print("\nTest accuracy at the early-stopping step, mean ± std over seeds:")
         print(report.markdown(cells, report.ACCURACY, 4))
+        print("\nGeneralisation gap (train − test accuracy) at the early-stopping step, mean ± std over seeds:")
+        print(report.markdown(cells, "gap_at_early_stop", 4))
         print("results: " + " ".join(str(run.dir.results) for run in runs))
         print(f"report: {paths[0]}\nfigure: {paths[1]}")
     for line in diverged:

@@ -403,17 +403,30 @@ class DataModule(L.LightningDataModule):
         return TrainBatches(a["x_train"], a["y_train"], self.batch_size, self.seeds, self.augment, split.normalise, self._global_step, self.share)
 
     def val_dataloader(self):
-        """The validation split and the test split, evaluated together at every evaluation: the early-stopping
-        step is chosen on the first, and the second is read off at that step (Frankle & Carbin 2019, §2)."""
+        """The validation split, the test split and a fixed training subset, evaluated together at every evaluation:
+        the early-stopping step is chosen on the first, the second is read off at that step (Frankle & Carbin 2019,
+        §2), and the third, the training split's first examples, as many as the test split's, the same for every arm
+        and level, measures how well the network fits what it trained on (the generalisation gap), without
+        augmentation."""
         if self.spec.stream:
             files = self.spec.folder.files
-            _, val = carve(len(files["train"]), self.val_size)
+            train, val = carve(len(files["train"]), self.val_size)
             rank, ranks = self.share
+            subset = [files["train"][i] for i in train[: len(files["test"])].tolist()]
             return [self._stream(f, batch_size=self.batch_size, sampler=[(i, None) for i in range(rank, len(f), ranks)])
-                    for f in ([files["train"][i] for i in val.tolist()], files["test"])]
+                    for f in ([files["train"][i] for i in val.tolist()], files["test"], subset)]
         split = self.split()
         a = split.arrays
-        return [EvalBatches(a[f"x_{s}"], a[f"y_{s}"], EVAL_BATCH, split.normalise, self.share) for s in ("val", "test")]
+        n = len(a["x_test"])
+        arrays = [(a["x_val"], a["y_val"]), (a["x_test"], a["y_test"]), (a["x_train"][:n], a["y_train"][:n])]
+        return [EvalBatches(x, y, EVAL_BATCH, split.normalise, self.share) for x, y in arrays]
+
+    def train_subset(self) -> int:
+        """How many training examples the generalisation gap is measured on (`val_dataloader`)."""
+        if self.spec.stream:
+            return min(len(self.spec.folder.files["test"]), self.spec.train_size - self.val_size)
+        a = self.split().arrays
+        return min(len(a["x_test"]), len(a["x_train"]))
 
     def _stream(self, files, **batching) -> imagefolder.Loader:
         workers = self.spec.stream.workers

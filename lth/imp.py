@@ -270,7 +270,7 @@ class Run:
         p = self.cfg.prune
         settled = pruning.schedule(p).settled_at(p.schedule_params) if self.trains_the_mask(member.level, member.arm) else 0
         history = [h for h in module.val_history[k] if h["step"] >= settled]
-        best = early_stop(history)
+        best, final = early_stop(history), history[-1]
         trained = unpack_state(module.masks(), module.pack)[k]  # a gradually pruned ticket ends sparser than it began
         masks = member.masks if member.narrow else trained  # a narrow network's are its wide masks
         remaining, per_layer = M.weights_remaining(masks)
@@ -284,7 +284,7 @@ class Run:
             weights_remaining_per_layer=per_layer,
             macs=macs(member.module.model, self.spec.input_shape, trained),
             parameters=parameters(member.module.model, member.module.followers, trained),
-            test_acc=history[-1]["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
+            test_acc=final["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
             test_acc_at_early_stop=best["test_acc"],
             best_val_acc=max(h["val_acc"] for h in history),
             early_stop_step=best["step"],
@@ -296,6 +296,16 @@ class Run:
             mask_sha256=M.sha256(masks),
             inference_speedup=self.speedup(masks, module.device) if self.unit.removes_channels else None,
             world_size=distributed.WORLD.size,
+            train_subset=self.data([self.cfg.seed]).train_subset(),
+            # A level resumed from a checkpoint of an earlier version has evaluations without them: None.
+            train_acc=final.get("train_acc"),
+            train_loss=final.get("train_loss"),
+            test_loss=final.get("test_loss"),
+            train_acc_at_early_stop=best.get("train_acc"),
+            train_loss_at_early_stop=best.get("train_loss"),
+            test_loss_at_early_stop=best.get("test_loss"),
+            gap=final["train_acc"] - final["test_acc"] if "train_acc" in final else None,
+            gap_at_early_stop=best["train_acc"] - best["test_acc"] if "train_acc" in best else None,
         )
 
     def speedup(self, masks: M.Masks, device: torch.device) -> float:

@@ -29,7 +29,9 @@ warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
 EAGER_STEPS_BEFORE_CAPTURE = 3
 
 
-EVALUATION = ("val_loss", "val_acc", "test_acc")
+# Per split of `DataModule.val_dataloader`, in its order, each evaluation's mean loss and accuracy per run.
+SPLITS = ("val", "test", "train")
+EVALUATION = tuple(f"{split}_{metric}" for split in SPLITS for metric in ("loss", "acc"))
 
 # A run has diverged when an evaluation finds a weight that is not finite, or a validation loss that is not
 # finite or above DIVERGED times that of a uniform guess (ln of the class count): SGD at a learning rate far too
@@ -99,7 +101,7 @@ class MaskedModule(L.LightningModule):
             owner, attr = self._owner(name)
             owner.register_buffer(f"{attr}_mask", torch.ones_like(getattr(owner, attr), dtype=torch.bool))
         self.evaluation = nn.ModuleDict({key: PerRunMean(pack) for key in EVALUATION})
-        # Per run, one entry per evaluation: step, val_loss, val_acc, test_acc.
+        # Per run, one entry per evaluation: step and `EVALUATION`.
         self.val_history: list[list[dict[str, float]]] = [[] for _ in range(pack)]
         self.last_loss: torch.Tensor | None = None  # [K], of the latest step
         self.train_seconds = 0.0  # in fits that ended, this one's included once it ends (`on_train_end`)
@@ -256,16 +258,14 @@ class MaskedModule(L.LightningModule):
         self._fit_started = time.perf_counter()
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        """Loader 0 is the validation split, loader 1 the test split (`DataModule.val_dataloader`). The whole
-        pack in one update per metric: per-run losses and hits [B, K]."""
+        """Loaders `SPLITS`: the validation split, the test split and the fixed training subset
+        (`DataModule.val_dataloader`). The whole pack in one update per metric: per-run losses and hits [B, K]."""
         x, y = batch
         logits = self.evaluate(x)
         correct = (logits.argmax(-1) == y[:, None]).float()  # not the logits' dtype: bf16 counts exactly only to 256
-        if dataloader_idx == 0:
-            self.evaluation["val_loss"].update(F.cross_entropy(logits.flatten(0, 1), y.repeat_interleave(self.pack), reduction="none").view_as(correct))
-            self.evaluation["val_acc"].update(correct)
-        else:
-            self.evaluation["test_acc"].update(correct)
+        split = SPLITS[dataloader_idx]
+        self.evaluation[f"{split}_loss"].update(F.cross_entropy(logits.flatten(0, 1), y.repeat_interleave(self.pack), reduction="none").view_as(correct))
+        self.evaluation[f"{split}_acc"].update(correct)
 
     def on_validation_epoch_end(self):
         # One copy to the host per evaluation, whatever the pack size: a float() per metric and run would wait

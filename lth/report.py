@@ -55,6 +55,8 @@ class Cell:
     parameters: float | None = None
     inference_speedup: float | None = None  # measured, under channel methods
     per_layer: tuple[tuple[str, float], ...] = ()  # each prunable layer's weights remaining, mean over seeds
+    gap_at_early_stop: Stat | None = None  # train minus test accuracy; None where a line predates it
+    gap: Stat | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ def aggregate(rows: list[Row]) -> dict[tuple[str, int], Cell]:
             *(statistics.fmean(getattr(r, k) for r in group) if all(getattr(r, k) is not None for r in group) else None
               for k in ("macs", "parameters", "inference_speedup")),
             tuple((layer, statistics.fmean(r.weights_remaining_per_layer[layer] for r in group)) for layer in group[0].weights_remaining_per_layer),
+            *(Stat.of([getattr(r, k) for r in group]) if all(getattr(r, k) is not None for r in group) else None for k in ("gap_at_early_stop", "gap")),
         )
         for key, group in sorted(groups.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1]))
     }
@@ -193,7 +196,7 @@ def markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str
         entries = []
         for arm in arms:
             cell = cells.get((arm, level))
-            stat = getattr(cell, field) if cell else None
+            stat = getattr(cell, field) if cell else None  # None too where the lines predate the field
             entries.append(f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f} (n={stat.n})" if stat else "")
         lines.append(f"| {level} | {remaining.weights_remaining:.2%} | " + " | ".join(entries) + " |")
     return "\n".join(lines)
@@ -223,14 +226,15 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for arm in _arms(cells):
-        points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, at), c in cells.items() if a == arm and at > 0), reverse=True)
+        points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, at), c in cells.items() if a == arm and at > 0 and getattr(c, field)),
+                        reverse=True)
         if not points:
             continue
         x = [p for p, _ in points]
         mean = [s.mean for _, s in points]
         ax.plot(x, mean, marker="o", markersize=3, label=arm)
         ax.fill_between(x, [s.mean - s.std for _, s in points], [s.mean + s.std for _, s in points], alpha=0.2)
-    if ("ticket", 0) in cells:
+    if ("ticket", 0) in cells and getattr(cells["ticket", 0], field):
         ax.axhline(getattr(cells["ticket", 0], field).mean, color="black", linestyle="--", linewidth=1, label="dense")
     ax.set_xscale("log")
     levels = sorted({round(c.weights_remaining * 100, 1) for (_, at), c in cells.items() if at > 0}, reverse=True)
@@ -247,7 +251,11 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     return fig
 
 
-FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"))
+FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"),
+           ("gap_at_early_stop", "train − test accuracy at early stop", "gap.png"))
+GAP = ("## Generalisation gap at the early-stopping step (mean ± std over seeds)\n\nTrain accuracy on a fixed subset of the training "
+       "split (its first examples, as many as the test split's, the same for every arm and level) minus test accuracy, at "
+       "the step of lowest validation loss; at the final weights below it. Does pruning reduce overfitting?\n\n")
 
 
 def layers(cells: dict[tuple[str, int], Cell]) -> str:
@@ -334,6 +342,7 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
         f"{markdown(cells, ACCURACY, 4)}\n\n"
         f"## Test accuracy at the final weights\n\n{markdown(cells, 'test_acc', 4)}\n\n"
         f"## Early-stop step (lowest validation loss)\n\n{markdown(cells, 'early_stop_step', 0)}\n\n"
+        f"{GAP}{markdown(cells, 'gap_at_early_stop', 4)}\n\nAt the final weights:\n\n{markdown(cells, 'gap', 4)}\n\n![generalisation gap](gap.png)\n\n"
         "## What the ticket's network computes\n\nMultiply-accumulates per example of its Linear and Conv layers and "
         "parameters as deployed (a removed channel also removes the next layer's inputs; `lth.flops`); under a "
         "channel method, the narrow network's forward pass against the full-width one's, measured at the training "

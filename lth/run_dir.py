@@ -65,6 +65,18 @@ class Row:
     parameters: int | None = None  # as deployed
     inference_speedup: float | None = None  # measured, under a channel method
     world_size: int = 1  # the processes it trained on, data-parallel (`lth.distributed`): they change float rounding
+    # The generalisation gap: on a fixed subset of the training split as large as the test split (its first examples,
+    # `lth.data.DataModule.val_dataloader`), at the final weights and at the early-stopping step. None in lines
+    # written before it was measured.
+    train_subset: int | None = None
+    train_acc: float | None = None
+    train_loss: float | None = None
+    test_loss: float | None = None
+    train_acc_at_early_stop: float | None = None
+    train_loss_at_early_stop: float | None = None
+    test_loss_at_early_stop: float | None = None
+    gap: float | None = None  # train_acc - test_acc
+    gap_at_early_stop: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,9 +24,10 @@ from lth.run_dir import Row, RunDir
 # ticket with its controls without custom code.
 TABLE_COLUMNS = (
     "level", "arm", "seed", "weights_remaining", "test_acc_at_early_stop", "test_acc", "best_val_acc", "early_stop_step", "rewind_step", "steps_trained",
+    "gap_at_early_stop", "gap",
 )
 # test_acc_at_early_stop first: the accuracy Frankle & Carbin (2019) report, and the dashboard's default.
-LEVEL_METRICS = ("test_acc_at_early_stop", "test_acc", "best_val_acc", "early_stop_step", "level")
+LEVEL_METRICS = ("test_acc_at_early_stop", "test_acc", "best_val_acc", "early_stop_step", "level", "gap_at_early_stop", "gap")
 
 
 def wandb_id(cfg: Experiment) -> str:
