@@ -14,7 +14,8 @@ dataset's shape, dtype and split sizes, for `--steps` steps per run:
                Python (CIFAR: the crop and flip), no masks, evaluating at the same cadence: the way most
                lottery-ticket code trains
   plain        a hand-written PyTorch loop over the same in-memory tensors doing exactly lth's work: the same
-               steps, masking and evaluations (validation loss and accuracy, test accuracy), nothing else;
+               steps, masking and evaluations (loss and accuracy on the validation split, the test split and the
+               training subset of the generalisation gap), nothing else;
                lth's time over this one is its overhead
   lth          lth's own path (MaskedModule, TrainBatches, Lightning's loop and checkpoints at the
                experiment's cadence; on CUDA the compiled, captured step), masks 80% sparse
@@ -295,10 +296,11 @@ def plain(run: Run, steps: int, warmup: int, device: str) -> Timer:
                 timer.on_validation_start(None, None)
                 model.eval()
                 with torch.no_grad(), autocast:
-                    for s in ("val", "test"):
+                    subset = len(a["x_test"])  # lth's generalisation-gap subset of the training split
+                    for xs, ys in ((a["x_val"], a["y_val"]), (a["x_test"], a["y_test"]), (x_train[:subset], y_train[:subset])):
                         total, correct, n = 0.0, 0, 0
-                        for j in range(0, len(a[f"x_{s}"]), 1000):
-                            xe, ye = split.normalise(a[f"x_{s}"][j : j + 1000]), a[f"y_{s}"][j : j + 1000]
+                        for j in range(0, len(xs), 1000):
+                            xe, ye = split.normalise(xs[j : j + 1000]), ys[j : j + 1000]
                             logits = model(xe)
                             total += F.cross_entropy(logits.float(), ye, reduction="sum").item()
                             correct += int((logits.argmax(1) == ye).sum())

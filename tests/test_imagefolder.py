@@ -108,10 +108,10 @@ def test_the_two_paths_give_the_same_labels_per_step_and_the_stream_decodes_in_w
     for batch_memory, batch_stream in zip(cached.train_dataloader(), streamed.train_dataloader()):
         x, y = streamed.on_after_batch_transfer(batch_stream, 0)
         assert torch.equal(batch_memory[1], y) and x.shape == batch_memory[0].shape == (8, 6, 8, 8)
-    val_memory, test_memory = cached.val_dataloader()
-    val_stream, test_stream = streamed.val_dataloader()
-    assert torch.equal(torch.cat([y for _, y in val_memory]), torch.cat([y for _, y in val_stream]))
-    assert torch.equal(torch.cat([y for _, y in test_memory]), torch.cat([y for _, y in test_stream]))
+    val_memory, test_memory, train_memory = cached.val_dataloader()
+    val_stream, test_stream, train_stream = streamed.val_dataloader()
+    for memory, stream in ((val_memory, val_stream), (test_memory, test_stream), (train_memory, train_stream)):
+        assert torch.equal(torch.cat([y for _, y in memory]), torch.cat([y for _, y in stream]))
     # The stream's evaluation transform, resize to round(8 / 0.875) = 9 and centre crop 8, recomputed by hand.
     x0, _ = next(iter(test_stream))
     name = streamed.spec.folder.files["test"][0][0]

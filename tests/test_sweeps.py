@@ -68,8 +68,8 @@ def test_bad_sweeps_are_refused_in_one_line(tmp_path, capsys, change, message):
 
 
 def test_an_index_outside_the_grid_is_refused(capsys):
-    assert cli.main(["sweep", "sweeps/quickstart.yaml", "--index", "4"]) == 2
-    assert "outside the grid of sweeps/quickstart.yaml (0 to 3)" in capsys.readouterr().err
+    assert cli.main(["sweep", "sweeps/quickstart.yaml", "--index", "8"]) == 2
+    assert "outside the grid of sweeps/quickstart.yaml (0 to 7)" in capsys.readouterr().err
 
 
 def test_without_the_sweep_engine_lth_sweep_says_what_to_install(monkeypatch, capsys):
