@@ -23,7 +23,8 @@ def test_the_gap_is_train_minus_test_accuracy_of_the_final_weights_computed_by_h
         network = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
         network.load_state_dict(weights)
         with torch.no_grad():
-            train, test = ((network(split.normalise(x)).argmax(1) == y).float().mean().item() for x, y in ((a["x_train"][:n], a["y_train"][:n]), (a["x_test"], a["y_test"])))
+            splits = ((a["x_train"][:n], a["y_train"][:n]), (a["x_test"], a["y_test"]))
+            train, test = ((network(split.normalise(x)).argmax(1) == y).float().mean().item() for x, y in splits)
         assert row["train_subset"] == n
         assert row["train_acc"] == pytest.approx(train, abs=1e-6) and row["test_acc"] == pytest.approx(test, abs=1e-6)
         assert row["gap"] == pytest.approx(row["train_acc"] - row["test_acc"], abs=1e-12)
