@@ -275,6 +275,7 @@ def layers(cells: dict[tuple[str, int], Cell]) -> str:
 
 def density_figure(cells: dict[tuple[str, int], Cell]):
     """The ticket's per-layer weights remaining against the level, one line per layer, on a log axis."""
+    import matplotlib.ticker
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2))
@@ -284,6 +285,8 @@ def density_figure(cells: dict[tuple[str, int], Cell]):
         ax.plot([level for level, _ in tickets], [dict(c.per_layer)[name] * 100 for _, c in tickets], marker="o", markersize=3, label=name)
     ax.plot([level for level, _ in tickets], [c.weights_remaining * 100 for _, c in tickets], color="black", linestyle="--", label="all prunable")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
     ax.set_xlabel("level")
     ax.set_ylabel("percent of the layer's weights remaining (ticket)")
     ax.grid(True, which="both", alpha=0.3)

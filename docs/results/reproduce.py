@@ -50,6 +50,9 @@ EVIDENCE = {
     "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
                                "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=100it",
                                "--train.checkpoint_every=100it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
+    # What in a ticket matters, and where its weights go (the report's gap, per-layer and overlap sections).
+    "questions_quickstart": (["run", "experiments/quickstart.yaml", "--arms=[ticket,signs,shuffle,finetune]", "--name=questions_quickstart"],
+                             "results.jsonl"),
     "stability_lenet300": (["stability", *LENET, "--seed=0", "--prune.levels=7", "--rewind=[0,100it,500it]", "--levels=[0,7]", "--alphas=11",
                             "--between_levels=true", "--name=stability_lenet300"], "stability.jsonl"),
     "stability_mnist1d_cnn": (["stability", "experiments/quickstart.yaml", "--model=mnist1d_cnn", "--name=stability_mnist1d_cnn", "--seed=[0,1,2]",
