@@ -108,7 +108,8 @@ def scan(root: Path, cache: Path) -> Folder:
         for c in classes:
             if not splits[split][c]:
                 raise MissingDataError(f"data.root: {root / split / c} is a class folder with no images ({', '.join(sorted(SUFFIXES))})")
-    files = {name: [(f, label) for label, c in enumerate(classes) for f, _, _ in sorted(splits[split][c])] for name, split in (("train", "train"), ("test", held_out))}
+    files = {name: [(f, label) for label, c in enumerate(classes) for f, _, _ in sorted(splits[split][c])]
+             for name, split in (("train", "train"), ("test", held_out))}
     digest = hashlib.sha256()
     for split in ("train", held_out):
         for c in classes:
