@@ -235,8 +235,9 @@ def _decode_all(folder: Folder, workers: int, keep: bool) -> dict[str, np.ndarra
     return {"x_train": x[:n], "y_train": label("train"), "x_test": x[n:], "y_test": label("test")}
 
 
-def _entry(folder: Folder, cache: Path) -> Path:
-    return cache / "imagefolder" / folder.stamp[:24]
+def _entry(folder: Folder, cache: Path, kind: str) -> Path:
+    """The cache's folder for this version of the files: their decoded arrays, or the record that they decode."""
+    return cache / "imagefolder" / f"{folder.stamp[:24]}-{kind}"
 
 
 def check_cache(root: Path, cache: Path) -> None:
@@ -247,7 +248,7 @@ def check_cache(root: Path, cache: Path) -> None:
 
 def load_cached(folder: Folder, cache: Path, workers: int) -> tuple[np.ndarray, ...]:
     """The decoded arrays (x_train, y_train, x_test, y_test), from the cache or decoded now and cached."""
-    entry = _entry(folder, cache)
+    entry = _entry(folder, cache, "arrays")
     names = ("x_train", "y_train", "x_test", "y_test")
     if not (entry / "done").exists():
         arrays = _decode_all(folder, workers, keep=True)
@@ -257,7 +258,7 @@ def load_cached(folder: Folder, cache: Path, workers: int) -> tuple[np.ndarray, 
 
 def verify(folder: Folder, cache: Path, workers: int) -> None:
     """Decode every file once per dataset version (the stream path's check), and remember that they decoded."""
-    entry = _entry(folder, cache)
+    entry = _entry(folder, cache, "verified")
     if not (entry / "done").exists():
         _decode_all(folder, workers, keep=False)
         _publish(entry, {"meta.json": folder.describe()})

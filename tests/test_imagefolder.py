@@ -213,3 +213,13 @@ def test_the_cifar10_jpeg_copy_lists_as_cifar10(tmp_path):
     assert spec.folder.classes == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     assert (spec.train_size, len(spec.folder.files["test"]), spec.default_val_size, spec.input_shape) == (50_000, 10_000, 5_000, (3, 32, 32))
     assert spec.stream is None  # 184 MB decoded, within the default 4 GiB
+
+
+def test_a_folder_checked_for_the_stream_then_served_from_the_cache_decodes_into_its_own_entry(tmp_path):
+    root = write_tree(tmp_path / "tree")
+    streamed, cached = module(tmp_path, root, [0], "--data.cache_bytes=0"), module(tmp_path, root, [0])
+    streamed.check()  # records that every file decodes, without the pixels
+    cached.check()
+    x_train, *_ = cached.spec.load(root)
+    assert x_train.shape == (36, 3, 8, 8)
+    assert sorted(p.name.split("-")[1] for p in (tmp_path / "cache" / "imagefolder").iterdir()) == ["arrays", "verified"]
