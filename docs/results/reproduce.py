@@ -48,8 +48,8 @@ EVIDENCE = {
                             "--train.duration=200it", "--train.eval_every=200it", "--train.checkpoint_every=200it", "--name=conv2_cifar10_jpeg"],
                            "results.jsonl"),
     "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
-                               "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=100it",
-                               "--train.checkpoint_every=100it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
+                               "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=150it",
+                               "--train.checkpoint_every=150it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
     # What in a ticket matters, and where its weights go (the report's gap, per-layer and overlap sections).
     "questions_quickstart": (["run", "experiments/quickstart.yaml", "--arms=[ticket,signs,shuffle,finetune]", "--name=questions_quickstart"],
                              "results.jsonl"),
