@@ -19,6 +19,7 @@ process group, cluster environments, barriers and rank-0 checkpointing) without 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ def start(devices: int, num_nodes: int) -> World:
     if backend == "nccl":
         torch.cuda.set_device(environment.local_rank())  # one GPU per rank, before the first collective
     _init_dist_connection(environment, backend, global_rank=rank, world_size=size, timeout=TIMEOUT)
+    # Torn down before the interpreter's own exit: otherwise a rank whose peers have gone can abort on the way out
+    # (std::terminate from the backend's threads) instead of leaving with its exit code.
+    atexit.register(torch.distributed.destroy_process_group)
     WORLD = World(rank, size)
     return WORLD
 

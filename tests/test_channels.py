@@ -139,13 +139,13 @@ def test_slimming_penalty_reaches_the_batch_norm_scales_and_the_threshold_is_glo
 
 @pytest.mark.slow
 def test_every_arm_runs_under_channel_and_slimming_with_the_scratch_arms_narrow(tiny):
-    arms = "--arms=[ticket,reinit,random_prune,scratch_e,scratch_b,finetune,lr_rewind]"
+    arms = f"--arms=[{','.join(ARMS)}]"
     for method in (["--prune.method=channel", "--prune.strategy=layerwise"], ["--prune.method=slimming", "--prune.slimming_l1=1e-4"]):
         args = tiny + ["--model=mnist1d_cnn_bn", "--prune.levels=2", "--prune.fraction=0.5", arms, *method]
         assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
         run_dir = RunDir(config.load("experiments/quickstart.yaml", args).run_dir())
         rows = {(r["level"], r["arm"]): r for r in result_rows(run_dir.root)}
-        assert len(rows) == 1 + 2 * 7
+        assert len(rows) == 1 + 2 * len(ARMS)
         for level in (1, 2):
             ticket = rows[level, "ticket"]
             for arm in ("reinit", "random_prune", "scratch_e", "scratch_b"):

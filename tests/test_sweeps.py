@@ -47,8 +47,8 @@ def test_grid_points_run_as_the_agent_launches_them(tiny, tmp_path, capsys):
     for seed in (0, 1):
         run_dir = config.load(None, tiny + [f"--seed={seed}"]).run_dir()
         rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-        assert [(r["level"], r["arm"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (1, "reinit")]
-    assert "4 grid points" in (capsys.readouterr(), cli.main(["sweep", "sweeps/quickstart.yaml"]), capsys.readouterr().out)[2]
+        assert [(r["level"], r["arm"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "signs"), (1, "shuffle")]
+    assert "8 grid points" in (capsys.readouterr(), cli.main(["sweep", "sweeps/quickstart.yaml"]), capsys.readouterr().out)[2]
 
 
 @pytest.mark.parametrize(
