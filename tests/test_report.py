@@ -182,3 +182,12 @@ def test_per_layer_densities_weigh_up_to_the_total_and_the_report_shows_layers_a
     assert float(finetune.split()[0]) == pytest.approx(1.0)  # level 1 prunes the same dense network in both chains
     second = next(line for line in table.splitlines() if line.startswith("| 2 |")).split("|")
     assert float(second[5].split()[0]) == pytest.approx(0.5, abs=0.01)  # level 2 keeps half of level 1, nested: IoU 1/2
+
+
+def test_the_committed_evidence_names_no_machine_paths():
+    """Results pages and their configs name runs relative to out_dir and the repository, never a machine's folders."""
+    texts = [p for p in Path("docs/results").rglob("*") if p.suffix in (".md", ".yaml", ".json", ".jsonl")]
+    assert texts
+    for path in texts:
+        text = path.read_text()
+        assert not any(prefix in text for prefix in ("/work/", "/tmp/", "/home/", "/root/")), path

@@ -53,6 +53,7 @@ EVIDENCE = {
     # What in a ticket matters, and where its weights go (the report's gap, per-layer and overlap sections).
     "questions_quickstart": (["run", "experiments/quickstart.yaml", "--arms=[ticket,signs,shuffle,finetune]", "--name=questions_quickstart"],
                              "results.jsonl"),
+    "questions_lenet300": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,signs,shuffle]", "--name=questions_lenet300"], "results.jsonl"),
     "stability_lenet300": (["stability", *LENET, "--seed=0", "--prune.levels=7", "--rewind=[0,100it,500it]", "--levels=[0,7]", "--alphas=11",
                             "--between_levels=true", "--name=stability_lenet300"], "stability.jsonl"),
     "stability_mnist1d_cnn": (["stability", "experiments/quickstart.yaml", "--model=mnist1d_cnn", "--name=stability_mnist1d_cnn", "--seed=[0,1,2]",
@@ -95,8 +96,9 @@ def record(name: str) -> None:
     for d in run_dirs:
         target = committed / d.parent.name / d.name
         target.mkdir(parents=True)
-        for file in ("config.yaml", EVIDENCE[name][1]):
-            shutil.copy(d / file, target / file)
+        shutil.copy(d / EVIDENCE[name][1], target / EVIDENCE[name][1])
+        # Its out_dir relative to the repository, as every path a results page names (no machine's paths).
+        (target / "config.yaml").write_text((d / "config.yaml").read_text().replace(f"out_dir: {REPO}/", "out_dir: "))
     report = ["report", *map(str, run_dirs), "--out", str(HERE / name)] if EVIDENCE[name][1] == "results.jsonl" else None
     if report:
         subprocess.run([sys.executable, "-m", "lth.cli", *report], cwd=REPO, check=True)
