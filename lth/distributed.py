@@ -20,7 +20,6 @@ process group, cluster environments, barriers and rank-0 checkpointing) without 
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +30,8 @@ from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnv
 from lightning.fabric.utilities.distributed import _init_dist_connection
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from lth import masks as M
 
 TIMEOUT = timedelta(minutes=30)  # a rank waiting at a collective for another that died, before it gives up
 
@@ -104,7 +105,7 @@ def same_masks(masks: dict[str, torch.Tensor], what: str) -> dict[str, torch.Ten
     if WORLD.size == 1:
         return masks
     masks = broadcast(masks)
-    digest = hashlib.sha256(b"".join(name.encode() + masks[name].cpu().numpy().tobytes() for name in sorted(masks))).hexdigest()
+    digest = M.sha256(masks)  # the fingerprint every results line carries (`mask_sha256`)
     digests = [None] * WORLD.size
     torch.distributed.all_gather_object(digests, digest)
     if len(set(digests)) > 1:

@@ -50,6 +50,7 @@ import torch
 from PIL import Image
 
 from lth.datasource import MissingDataError, seeded_generator
+from lth.files import atomic_write
 
 SUFFIXES = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"))
 HELD_OUT = ("val", "test")  # the held-out folder's names, in order of preference
@@ -159,7 +160,7 @@ def _archive_entries(root: Path, cache: Path) -> dict[tuple[str, str], list[tupl
             entries.setdefault((parts[0], parts[1]), []).append((m.name, m.size, int(m.mtime)))
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(memo, json.dumps({"/".join(k): v for k, v in entries.items()}).encode())
+        atomic_write(memo, json.dumps({"/".join(k): v for k, v in entries.items()}).encode())
     except OSError:
         pass  # listing again next time costs seconds; a read-only cache is not worth stopping for
     return entries
@@ -171,12 +172,6 @@ def _open(root: Path, name: str) -> Image.Image:
             member = next(m for m in archive if m.name == name)
             return Image.open(io.BytesIO(archive.extractfile(member).read()))
     return Image.open(root / name)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
 
 
 def decoded_bytes(folder: Folder) -> int:
