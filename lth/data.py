@@ -392,12 +392,19 @@ class DataModule(L.LightningDataModule):
         """(rank, ranks) of this process under data parallelism."""
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
+    def _stream_splits(self) -> dict[str, list[tuple[str, int]]]:
+        """The image files of each split, carved as `Split` carves the in-memory datasets: train, val, test, and
+        the gap's training subset (the training split's first examples, as many as the test split's)."""
+        files = self.spec.folder.files
+        train, val = carve(len(files["train"]), self.val_size)
+        splits = {"train": [files["train"][i] for i in train.tolist()], "val": [files["train"][i] for i in val.tolist()], "test": files["test"]}
+        return splits | {"subset": splits["train"][: len(files["test"])]}
+
     def train_dataloader(self):
         if self.spec.stream:
-            files = self.spec.folder.files["train"]
-            train, _ = carve(len(files), self.val_size)
+            train = self._stream_splits()["train"]
             sampler = imagefolder.StepBatches(len(train), self.batch_size, self.seeds, self.augment, self._global_step, self.share)
-            return self._stream([files[i] for i in train.tolist()], batch_sampler=sampler)
+            return self._stream(train, batch_sampler=sampler)
         split = self.split()
         a = split.arrays
         return TrainBatches(a["x_train"], a["y_train"], self.batch_size, self.seeds, self.augment, split.normalise, self._global_step, self.share)
@@ -409,12 +416,9 @@ class DataModule(L.LightningDataModule):
         and level, measures how well the network fits what it trained on (the generalisation gap), without
         augmentation."""
         if self.spec.stream:
-            files = self.spec.folder.files
-            train, val = carve(len(files["train"]), self.val_size)
-            rank, ranks = self.share
-            subset = [files["train"][i] for i in train[: len(files["test"])].tolist()]
+            splits, (rank, ranks) = self._stream_splits(), self.share
             return [self._stream(f, batch_size=self.batch_size, sampler=[(i, None) for i in range(rank, len(f), ranks)])
-                    for f in ([files["train"][i] for i in val.tolist()], files["test"], subset)]
+                    for f in (splits["val"], splits["test"], splits["subset"])]
         split = self.split()
         a = split.arrays
         n = len(a["x_test"])
@@ -424,7 +428,7 @@ class DataModule(L.LightningDataModule):
     def train_subset(self) -> int:
         """How many training examples the generalisation gap is measured on (`val_dataloader`)."""
         if self.spec.stream:
-            return min(len(self.spec.folder.files["test"]), self.spec.train_size - self.val_size)
+            return len(self._stream_splits()["subset"])
         a = self.split().arrays
         return min(len(a["x_test"]), len(a["x_train"]))
 
