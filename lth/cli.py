@@ -198,15 +198,14 @@ def _sensitivity(argv: list[str]) -> int:
 
     from lth import sensitivity
     from lth.config import ConfigError
-    from lth.run_dir import RunError
 
     try:
         fractions = sensitivity.FRACTIONS if args.fractions is None else yaml.safe_load(args.fractions)
         if not isinstance(fractions, list) or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions):
             raise ConfigError(f"--fractions: expected a list of numbers like [0.1,0.5], got {args.fractions!r}")
-        sensitivity.check(args.run_dir, args.level, [float(f) for f in fractions], args.method)
-    except (ConfigError, RunError, yaml.YAMLError) as err:
+    except (ConfigError, yaml.YAMLError) as err:
         return _fail(str(err).splitlines()[0])
+    # `sensitivity.run` checks the rest (the level, the fractions, the method) before any work: exit 2 on a problem.
     path, code = _training(lambda: sensitivity.run(args.run_dir, args.level, [float(f) for f in fractions], args.method))
     if code is not None:
         return code
