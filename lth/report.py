@@ -302,10 +302,22 @@ def iou(a: dict, b: dict) -> float:
     return both / either if either else 1.0
 
 
+def random_iou(a: dict, b: dict) -> float:
+    """The IoU two masks would have if each layer kept as many weights as they do, but at random positions
+    (random pruning's control): a layer of n weights keeping k_a and k_b shares k_a k_b / n in expectation. Under
+    global pruning layers keep different fractions, and this is above d / (2 - d) of one overall density d."""
+    both = either = 0.0
+    for name in a:
+        n, k_a, k_b = a[name].numel(), int(a[name].sum()), int(b[name].sum())
+        both += k_a * k_b / n
+        either += k_a + k_b - k_a * k_b / n
+    return both / either if either else 1.0
+
+
 def overlap(run_dirs: list[Path]) -> str:
     """How much of the ticket's kept weights different seeds, consecutive levels, and the ticket and the fine-tuning
-    chain share (Frankle & Carbin 2019 find tickets of different inits are not one subnetwork); beside it, what two
-    independent random masks of the same density share, d / (2 - d)."""
+    chain share (Frankle & Carbin 2019 find tickets of different inits are not one subnetwork); beside the seeds',
+    what random masks with the same tickets' per-layer counts would share (`random_iou`)."""
     dirs = [RunDir(Path(d)) for d in run_dirs if not isinstance(d, str)]
     levels = sorted({int(p.parent.name.split("_")[1]) for d in dirs for p in d.root.glob("level_*/mask.pt")})
     if not levels:
@@ -316,11 +328,12 @@ def overlap(run_dirs: list[Path]) -> str:
     for level in levels:
         masks = [m for d in dirs if (m := load(d, level)) is not None]
         density = sum(int(v.sum()) for v in masks[0].values()) / sum(v.numel() for v in masks[0].values())
-        pairs = [iou(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
+        pairs = [(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
         previous = [iou(m, p) for d in dirs if (m := load(d, level)) is not None and level > 1 and (p := load(d, level - 1)) is not None]
         finetune = [iou(m, f) for d in dirs if (m := load(d, level)) is not None and (f := load(d, level, "finetune")) is not None]
         mean = lambda values: f"{statistics.fmean(values):.3f} (n={len(values)})" if values else ""  # noqa: E731
-        lines.append(f"| {level} | {density:.2%} | {mean(pairs)} | {density / (2 - density):.3f} | {mean(previous)} | {mean(finetune)} |")
+        random = statistics.fmean(random_iou(a, b) for a, b in pairs or [(masks[0], masks[0])])
+        lines.append(f"| {level} | {density:.2%} | {mean([iou(a, b) for a, b in pairs])} | {random:.3f} | {mean(previous)} | {mean(finetune)} |")
     return "\n".join(lines)
 
 
@@ -356,7 +369,8 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
         "the figure follows the ticket level by level.\n\n"
         f"{layers(cells)}\n\n![per-layer density](density.png)\n\n"
         "## Mask overlap\n\nIntersection over union of kept weights: between the tickets of different seeds (mean over "
-        "pairs), against two independent random masks of the same density, between a ticket's consecutive levels, and "
+        "pairs), against the expected IoU of random masks with those tickets' per-layer counts (random pruning's "
+        "control), between a ticket's consecutive levels, and "
         "between the ticket's and the fine-tuning chain's masks at the same level.\n\n"
         f"{overlap(sources_list)}\n\n"
         "![test accuracy at early stop](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
