@@ -53,7 +53,7 @@ EVIDENCE = {
     # What in a ticket matters, and where its weights go (the report's gap, per-layer and overlap sections).
     "questions_quickstart": (["run", "experiments/quickstart.yaml", "--arms=[ticket,signs,shuffle,finetune]", "--name=questions_quickstart"],
                              "results.jsonl"),
-    "questions_lenet300": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,signs,shuffle]", "--name=questions_lenet300"], "results.jsonl"),
+    "questions_lenet300": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,signs,shuffle,finetune]", "--name=questions_lenet300"], "results.jsonl"),
     "stability_lenet300": (["stability", *LENET, "--seed=0", "--prune.levels=7", "--rewind=[0,100it,500it]", "--levels=[0,7]", "--alphas=11",
                             "--between_levels=true", "--name=stability_lenet300"], "stability.jsonl"),
     "stability_mnist1d_cnn": (["stability", "experiments/quickstart.yaml", "--model=mnist1d_cnn", "--name=stability_mnist1d_cnn", "--seed=[0,1,2]",
