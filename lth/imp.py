@@ -28,7 +28,7 @@ from lth.arms.base import Level, Start
 from lth.config import ConfigError, Experiment, steps
 from lth.data import DataModule, MissingDataError, dataset
 from lth.files import atomic_write, remove_orphans
-from lth.flops import macs, parameters, speedup
+from lth.flops import dense_macs, macs, parameters, speedup
 from lth.methods.base import Scoring, State
 from lth.models import MODELS, init_batch_norm
 from lth.module import Diverged, MaskedModule
@@ -78,8 +78,7 @@ class Run:
     @property
     def example_macs(self) -> int:
         """The dense network's multiply-accumulates per example."""
-        with torch.device("meta"):  # shapes alone: no memory, no init drawn from the global generator
-            return macs(MODELS[self.cfg.model.name](self.spec.input_shape, self.spec.num_classes), self.spec.input_shape)
+        return dense_macs(self.cfg.model.name, self.spec.input_shape, self.spec.num_classes)
 
     @property
     def pack(self) -> int:

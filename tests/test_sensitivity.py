@@ -1,5 +1,6 @@
 """`lth sensitivity`: each layer pruned alone at each fraction, no retraining (Li et al. 2017, §3.2)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from lth import cli, config, sensitivity
+from lth.data import dataset, load_split
 
 
 def test_a_fraction_removes_exactly_the_smallest_kept_weights_of_that_layer_alone():
@@ -36,6 +38,25 @@ def test_a_model_without_removable_channels_is_refused(tiny, monkeypatch):
     monkeypatch.setattr(sensitivity.channels, "removable", lambda *a: {})
     with pytest.raises(config.ConfigError, match="has no layer whose output channels can be removed alone"):
         sensitivity.check(run_dir, 0, [0.5], "channel")
+
+
+def test_copies_evaluated_packed_or_one_at_a_time_measure_the_same_networks(tiny, monkeypatch):
+    """A CPU evaluates networks over `CPU_PACK_MACS` one at a time (`auto_pack`): packing may round differently, but
+    each (layer, fraction) must still be the network it names."""
+    args = tiny + ["--prune.levels=0"]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    run_dir = config.load("experiments/quickstart.yaml", args).run_dir()
+    cfg = config.load(run_dir / "config.yaml")
+    tests = len(load_split(dataset(cfg.data), cfg.data.root, config.steps(cfg).val_size).arrays["y_test"])
+    ledgers = {}
+    for size in (16, 1):
+        monkeypatch.setattr(sensitivity, "auto_pack", lambda macs, size=size: size)
+        (run_dir / "sensitivity.jsonl").unlink(missing_ok=True)
+        sensitivity.run(run_dir, 0, [0.5, 0.9], "magnitude")
+        ledgers[size] = [json.loads(line) for line in (run_dir / "sensitivity.jsonl").read_text().splitlines()]
+    assert [(r["layer"], r["fraction"]) for r in ledgers[16]] == [(r["layer"], r["fraction"]) for r in ledgers[1]]
+    assert len({r["test_acc"] for r in ledgers[1]}) > 2  # the networks differ, so a copy measured as another would show
+    assert all(abs(a["test_acc"] - b["test_acc"]) <= 1 / tests + 1e-9 for a, b in zip(ledgers[16], ledgers[1]))
 
 
 @pytest.mark.slow
