@@ -202,6 +202,10 @@ def test_per_layer_densities_weigh_up_to_the_total_and_the_report_shows_layers_a
     seeds, random, previous, finetune = (cell.strip() for cell in first[3:7])
     assert seeds.endswith("(n=1)") and 0 < float(seeds.split()[0]) < 1  # two seeds: one pair, not the same subnetwork
     assert float(random) >= 0.5 / 1.5 - 0.01  # half the weights: d / (2 - d) at one density, more where layers differ
+    # and exactly what the two seeds' per-layer counts give, k_a k_b / n shared of k_a + k_b - k_a k_b / n per layer
+    kept = [{n: row.weights_remaining_per_layer[n] * sizes[n] for n in sizes} for row in report.read_rows(run_dirs) if row.arm == "ticket" and row.level == 1]
+    both = sum(kept[0][n] * kept[1][n] / sizes[n] for n in sizes)
+    assert float(random) == pytest.approx(both / sum(kept[0][n] + kept[1][n] - kept[0][n] * kept[1][n] / sizes[n] for n in sizes), abs=5e-4)
     assert float(finetune.split()[0]) == pytest.approx(1.0)  # level 1 prunes the same dense network in both chains
     second = next(line for line in table.splitlines() if line.startswith("| 2 |")).split("|")
     assert float(second[5].split()[0]) == pytest.approx(0.5, abs=0.01)  # level 2 keeps half of level 1, nested: IoU 1/2
