@@ -5,7 +5,8 @@ tensor in every mask file and checkpoint (weights, masks, optimizer state) with 
 
 Recorded when results change on purpose (say why in the commit); `tests/test_golden.py` compares a fresh
 run against the recording, which is how a refactoring proves that it changed no result. On the build it was
-recorded with (`torch`), bit for bit; on any other build (a cluster's CUDA torch, another CPU's kernels), where
+recorded with (`build()`: torch's version and the CPU kernels it dispatches to, AVX2 or AVX512), bit for bit; on any
+other build (a cluster's CUDA torch, another CPU's kernels: AVX512 and AVX2 round a loss differently in its last bits), where
 float rounding differs and a ReLU network amplifies it, within `TOLERANCES` (`within_tolerance`).
 """
 
@@ -95,6 +96,11 @@ def within_tolerance(now: dict, recorded: dict) -> list[str]:
     return problems
 
 
+def build() -> dict[str, str]:
+    """What decides float rounding on a CPU: torch's build and the vector kernels it chose for this processor."""
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+
+
 def run(out_dir: Path) -> Path:
     from lth import config
     from lth.imp import run_experiments
@@ -108,6 +114,6 @@ if __name__ == "__main__" and sys.argv[1:] == ["record"]:
 
     with tempfile.TemporaryDirectory() as tmp:
         recorded = fingerprint(run(Path(tmp)))
-    recorded["torch"] = torch.__version__
+    recorded.update(build())
     RECORDING.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
     print(f"wrote {RECORDING}")
