@@ -187,7 +187,7 @@ class Experiment:
             if key.split(".")[0] in NOT_IN_IDENTITY or key in NOT_IN_IDENTITY:
                 continue
             if key in ALWAYS_IN_IDENTITY or value != defaults.get(key):
-                _set_dotted(identity, key, value)
+                _set_dotted(identity, key, _ordered(value))
         return identity
 
     def run_id(self) -> str:
@@ -233,6 +233,16 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + key] = value
     return out
+
+
+def _ordered(value: Any) -> Any:
+    """A mapping-valued setting as its order matters: `prune.layer_fractions` takes the first glob that matches, so
+    `{'layers.*': 0.1, 'layers.2.weight': 0.5}` and the same keys swapped are two experiments, which the digest's
+    sorting of keys would merge. A mapping in sorted order (or of one key) keeps its earlier form, and with it the
+    names of run directories made before; any other order becomes its list of [key, value] pairs."""
+    if isinstance(value, dict) and list(value) != sorted(value):
+        return [[key, item] for key, item in value.items()]
+    return value
 
 
 def _digest(value: Any) -> str:
@@ -349,6 +359,8 @@ class _UniqueKeys(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: the merged keys may be given again, which is what a merge is for
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 where = key_node.start_mark
@@ -370,6 +382,8 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; name one of its YAML files")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
@@ -378,6 +392,8 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
             raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); save it as UTF-8") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not values:
+            raise ConfigError(f"{path} is empty: an experiment names at least its model and data (see experiments/)")
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     values = _merge(values, parse_overrides(list(overrides)))
@@ -455,6 +471,9 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
     if twice := sorted({a for a in cfg.arms if cfg.arms.count(a) > 1}):
         raise ConfigError(f"arms: {twice[0]} is listed twice")
+    name = Path(cfg.name)
+    if not cfg.name or name.is_absolute() or ".." in name.parts:
+        raise ConfigError(f"name: {cfg.name!r} must be a folder name inside out_dir (relative, without '..')")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed: must lie in [0, 2**63), got {cfg.seed}")
     _writable(cfg.run_dir())  # a new run, or one to extend or repeat
@@ -511,6 +530,8 @@ def validate(cfg: Experiment) -> None:
         raise ConfigError(f"prune: every prunable layer of {cfg.model.name} is left dense (prune.dense_layers, prune.layer_fractions); nothing would be pruned")
     unit = pruning.unit(p, cfg.model.name, spec)
     if problem := pruning.method(p).check(p.method_params, p.strategy, shapes, fractions, unit):
+        raise ConfigError(problem)
+    if problem := unit.check_levels(shapes, fractions, p.strategy, p.levels):
         raise ConfigError(problem)
 
 

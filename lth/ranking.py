@@ -8,6 +8,7 @@ its `Importance` apart from its pruner, so scores here never rank themselves.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,6 +16,32 @@ import torch
 
 from lth import channels
 from lth import masks as M
+
+
+def check_levels(counts: dict[str, int], fractions: dict[str, float], strategy: str, levels: int, floor: int, what: str) -> str | None:
+    """What stops `levels` levels of `keep`'s counting short, before anything is built (one line): a level that would
+    remove none of a group's R remaining units (round(p × R) = 0, so that a "pruned" level trains the network
+    before it again) or all of them. `counts`: each layer's units; `floor`: the units every layer keeps. The loop
+    ends at the first such level, at most the group's units later, however large `levels` is."""
+    groups: dict[object, list[str]] = {}
+    for name, fraction in fractions.items():
+        if fraction:
+            groups.setdefault(fraction if strategy == "global" else name, []).append(name)
+    for names in groups.values():
+        fraction, remaining, kept = fractions[names[0]], sum(counts[n] for n in names), floor * len(names)
+        group = names[0] if len(names) == 1 else f"{len(names)} layers sharing fraction {fraction} ({names[0]}, ...)"
+        for level in range(1, levels + 1):
+            removed = min(round(fraction * remaining), remaining - kept)
+            if removed == remaining:
+                return f"prune: a fraction of {fraction} removes all {remaining} {what} of {group} at level {level}; choose a smaller one"
+            if removed <= 0:
+                if level == 1:
+                    return (f"prune: a fraction of {fraction} removes none of the {remaining} {what} of {group} (round({fraction} × {remaining}) = 0); "
+                            f"choose at least {0.5 / remaining:.2g}")
+                return (f"prune.levels: level {level} would remove none of the {remaining} {what} left in {group} (round({fraction} × {remaining}) = 0); "
+                        f"at most {level - 1} levels, got {levels}")
+            remaining -= removed
+    return None
 
 
 class Weights:
@@ -53,6 +80,10 @@ class Weights:
     def random_like(self, masks: M.Masks, generator: torch.Generator) -> M.Masks:
         return M.random_like(masks, generator)
 
+    def check_levels(self, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float], strategy: str, levels: int) -> str | None:
+        """What stops `levels` levels short under `keep`'s counting (`check_levels`), before anything is built."""
+        return check_levels({n: math.prod(shape) for n, shape in shapes.items()}, fractions, strategy, levels, 0, "weights")
+
 
 def groups_of(t: torch.Tensor, m: int) -> torch.Tensor:
     """[..., M] groups along the input dimension: dim 1 of a Linear [out, in] or Conv [out, in, *kernel] weight,
@@ -82,6 +113,12 @@ class NMGroups(Weights):
             pruned[name] = keep.view(mask.movedim(1, -1).shape).movedim(-1, 1).contiguous()
         return pruned
 
+    def check_levels(self, shapes, fractions, strategy, levels):
+        if levels > 1:  # the first pruned level keeps N of every M; another would keep those same N
+            return (f"prune.levels: {self.n}:{self.m} sparsity is reached at the first pruned level and a second removes nothing; "
+                    f"set prune.levels: 1 (got {levels})")
+        return None
+
 
 @dataclass(frozen=True, eq=False)
 class Channels:
@@ -97,3 +134,8 @@ class Channels:
 
     def random_like(self, masks, generator):
         return channels.random_like(masks, generator, self.structure)
+
+    def check_levels(self, shapes, fractions, strategy, levels):
+        """`channels.drop`'s counting: every layer keeps its best channel."""
+        counts = {layer: shapes[layer][0] for layer in self.structure}
+        return check_levels(counts, {n: f for n, f in fractions.items() if n in counts}, strategy, levels, 1, "channels")

@@ -76,6 +76,14 @@ CASES = [
     ("export to a directory", lambda tmp, run: ["export", str(run), "--level=0", f"--out={tmp}"], "is a directory; name the file to write"),
     ("stability with no level", lambda tmp, run: ["stability", "experiments/quickstart.yaml", *TINY, "--levels=[]"], "--levels: give at least one"),
     ("a sweep of a missing program", lambda tmp, run: ["sweep", _config(tmp, SWEEP), "--index=0"], "'no-such-program', which is not a program on this PATH"),
+    ("an empty config file", lambda tmp, run: ["run", _config(tmp, b"")], "bad.yaml is empty: an experiment names at least its model and data"),
+    ("a config that is a folder", lambda tmp, run: ["run", str(tmp)], "is a folder; name one of its YAML files"),
+    ("a fraction that removes no weight", lambda tmp, run: [*RUN, "--prune.fraction=1e-9"], "a fraction of 1e-09 removes none of the 15000 weights"),
+    ("a fraction that removes every weight", lambda tmp, run: [*RUN, "--prune.fraction=0.99999"], "a fraction of 0.99999 removes all 15000 weights"),
+    ("levels past the last weight", lambda tmp, run: [*RUN, "--prune.levels=1000000000"], "prune.levels: level 40 would remove none of the 2 weights left"),
+    ("a second 2:4 level", lambda tmp, run: [*RUN, "--prune.method=nm", "--prune.levels=2"], "a second removes nothing; set prune.levels: 1 (got 2)"),
+    ("an absolute name", lambda tmp, run: [*RUN, f"--name={tmp / 'elsewhere'}"], "must be a folder name inside out_dir"),
+    ("a name out of out_dir", lambda tmp, run: [*RUN, "--name=../up"], "must be a folder name inside out_dir"),
 ]
 
 

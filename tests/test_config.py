@@ -120,3 +120,20 @@ def test_every_shipped_experiment_is_valid(fake_imagenet):
             assert config.dataset(cfg.data).num_classes == 1000 and config.dataset(cfg.data).input_shape == (3, 224, 224)
         assert path.read_text().startswith("#"), f"{path} must cite its source in a leading comment"
         assert config.steps(cfg).total_steps > config.steps(cfg).rewind_step
+
+
+def test_the_order_of_layer_fractions_is_part_of_the_identity():
+    """The first glob that matches wins, so the same globs in another order are another experiment: another run
+    directory. A mapping in sorted order keeps the run id it had before order was recorded."""
+    first = config.load("experiments/quickstart.yaml", ["--seed=0", "--prune.layer_fractions={layers.*: 0.1, layers.2.weight: 0.5}"])
+    swapped = config.load("experiments/quickstart.yaml", ["--seed=0", "--prune.layer_fractions={layers.2.weight: 0.5, layers.*: 0.1}"])
+    assert first.run_id() != swapped.run_id() and first.study_id() != swapped.study_id()
+    assert first.identity()["prune"]["layer_fractions"] == {"layers.*": 0.1, "layers.2.weight": 0.5}  # sorted
+    assert swapped.identity()["prune"]["layer_fractions"] == [["layers.2.weight", 0.5], ["layers.*", 0.1]]
+
+
+def test_yaml_merge_keys_are_read(tmp_path):
+    path = tmp_path / "merged.yaml"
+    path.write_text("train: &train {lr: 0.05, duration: 2ep}\nprune:\n  fraction: 0.5\n  <<: {levels: 3, fraction: 0.3}\nseed: 1\n")
+    cfg = config.load(path)
+    assert cfg.train.lr == 0.05 and cfg.prune.levels == 3 and cfg.prune.fraction == 0.5 and cfg.seed == 1
