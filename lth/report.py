@@ -18,7 +18,7 @@ from scipy import stats
 from lth import config
 from lth.arms import ARMS
 from lth.files import atomic_open, atomic_write
-from lth.run_dir import Row, RunDir
+from lth.run_dir import Row, RunDir, distinct
 
 ACCURACY = "test_acc_at_early_stop"  # what the summary, the first table and accuracy.png show
 
@@ -93,16 +93,16 @@ def read_rows(run_dirs: list[Path]) -> list[Row]:
     """The rows of runs that differ only in their seed; pooling runs of different studies would make the
     error bars meaningless, so that is refused."""
     rows, studies = [], {}
-    for path in run_dirs:
-        run_dir = RunDir(Path(path))
+    for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):  # `R` and `R/` are one run
+        run_dir = RunDir(path)
         if not run_dir.results.is_file():
             raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
         _one_study(studies, config.load(run_dir.config).study_id(), path)
         lines = run_dir.rows()
         if not lines:
             raise ValueError(f"{run_dir.results} holds no results line yet: nothing to report")
-        rows += lines
-    return rows
+        rows += [(row, str(run_dir.results)) for row in lines]
+    return distinct(rows)  # a run copied to a second folder is still one seed
 
 
 def divergences(run_dirs: list[Path]) -> list[dict]:
@@ -131,8 +131,9 @@ def rows_from_wandb(path: str, group: str, api=None) -> list[Row]:
         cfg = config.from_dict({k: v for k, v in run.config.items() if k not in ("run_id", "run_dir")})
         _one_study(studies, cfg.study_id(), run.name)
         for step in run.scan_history():
-            rows += [Row.from_json(json.loads(step[f"{arm}/row"]), f"W&B run {run.name}") for arm in ARMS if step.get(f"{arm}/row") is not None]
-    return rows
+            rows += [(Row.from_json(json.loads(step[f"{arm}/row"]), f"W&B run {run.name}"), f"W&B run {run.name}")
+                     for arm in ARMS if step.get(f"{arm}/row") is not None]
+    return distinct(rows)
 
 
 def aggregate(rows: list[Row]) -> dict[tuple[str, int], Cell]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,11 +87,43 @@ class Row:
         """A results line read back; `where` names it (file:line) in the one-line error for a line that is not one."""
         if not isinstance(line, dict):
             raise RunError(f"{where} is not a results line (a JSON object, got {type(line).__name__}); repair or move the file")
+        from lth.arms import ARMS  # the registry imports torch and the plugins; a results line is read after them
+
         hints = typing.get_type_hints(cls)
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         if missing := [name for name in required if name not in line]:
             raise RunError(f"{where} has no {missing[0]}: it was written by an older lth, or is not a results line; rerun it with this one")
+        for key, value in line.items():
+            if key in hints and not _typed(value, hints[key]):
+                raise RunError(f"{where}: {key} is {value!r}, not {_spelled(hints[key])}; lth wrote no such line: repair or move the file")
+        if line["arm"] not in ARMS:
+            raise RunError(f"{where}: arm {line['arm']!r} is no arm of this lth (known: {', '.join(ARMS)}); repair or move the file")
         return cls(**{k: v for k, v in line.items() if k in hints})
+
+    def key(self) -> tuple[int, str, int]:
+        """What a results line is one of: a run's (level, arm, seed). Pooled, each counts once."""
+        return self.level, self.arm, self.seed
+
+    def measured(self) -> dict[str, Any]:
+        """Everything but the timing fields: what two lines of the same computation agree in, bit for bit."""
+        return {k: v for k, v in self.to_json().items() if k not in TIMING_FIELDS}
+
+
+def _typed(value: Any, kind: Any) -> bool:
+    """Whether a JSON value is of a `Row` field's annotation (an int is a float; a bool is neither)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_typed(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _typed(v, typing.get_args(kind)[1]) for k, v in value.items())
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _spelled(kind: Any) -> str:
+    return " or ".join("null" if k is type(None) else getattr(k, "__name__", str(k)) for k in typing.get_args(kind) or (kind,))
 
 
 def read_lines(path: Path) -> list[tuple[str, Any]]:
@@ -104,6 +137,20 @@ def read_lines(path: Path) -> list[tuple[str, Any]]:
         except json.JSONDecodeError:
             raise RunError(f"{path}:{number} is not valid JSON; repair or move the file") from None
     return lines
+
+
+def distinct(rows: list[tuple[Row, str]]) -> list[Row]:
+    """Rows pooled from ledgers (each with where it stands), each (level, arm, seed) once: one run given twice, or a
+    line repeated, is one result, not two seeds. Two lines of one (level, arm, seed) that differ beyond their timing
+    are two experiments under one name, which no count can pool: refused, naming both."""
+    first: dict[tuple[int, str, int], tuple[Row, str]] = {}
+    for row, where in rows:
+        seen, there = first.setdefault(row.key(), (row, where))
+        if seen.measured() != row.measured():
+            level, arm, seed = row.key()
+            raise RunError(f"{there} and {where} are two different results for seed {seed}'s {arm} at level {level}; keep the one that belongs, "
+                           "or report the runs apart")
+    return [row for row, _ in first.values()]
 
 
 @dataclass(frozen=True)
@@ -154,20 +201,25 @@ class RunDir:
     # -- the results ledger -------------------------------------------------------------------------------
 
     def rows(self) -> list[Row]:
-        return [Row.from_json(line, where) for where, line in read_lines(self.results)] if self.results.exists() else []
+        """The ledger's results, each (level, arm, seed) once: a line repeated word for word (a copy, a merge of two
+        ledgers) counts once, and two different lines for one (level, arm, seed) are refused, with where they stand."""
+        return distinct([(Row.from_json(line, where), where) for where, line in read_lines(self.results)] if self.results.exists() else [])
 
     def done(self, level: int, arm: str) -> Row | None:
         return next((r for r in self.rows() if r.level == level and r.arm == arm), None)
 
     def append(self, row: Row) -> list[Row]:
-        """Add one finished (level, arm) to `results.jsonl`; returns every row now in it."""
-        return [Row.from_json(line, where) for where, line in self.append_line(self.results, row.to_json())]
+        """Record one finished (level, arm) in `results.jsonl`, in place of any line it had (a level trained again
+        because its final.ckpt was moved aside: the ledger describes the weights on disk); returns every row now in it."""
+        replaced = (row.level, row.arm)
+        lines = self.append_line(self.results, row.to_json(), lambda line: (line.get("level"), line.get("arm")) != replaced)
+        return [Row.from_json(line, where) for where, line in lines]
 
-    def append_line(self, ledger: Path, line: dict[str, Any]) -> list[tuple[str, Any]]:
-        """Add a line to one of the run's ledgers (`results.jsonl`, `stability.jsonl`); other processes may record
-        at the same time, hence the lock. Returns every line now in it."""
+    def append_line(self, ledger: Path, line: dict[str, Any], keep=lambda line: True) -> list[tuple[str, Any]]:
+        """Add a line to one of the run's ledgers (`results.jsonl`, `stability.jsonl`), keeping of the lines there
+        those `keep` accepts; other processes may record at the same time, hence the lock. Returns every line now in it."""
         with locks.held(self.lock(ledger.stem)):
-            lines = [r for _, r in read_lines(ledger)] if ledger.exists() else []
+            lines = [r for _, r in read_lines(ledger) if keep(r)] if ledger.exists() else []
             lines.append(line)
             atomic_write(ledger, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines).encode())
         return [(f"{ledger}:{number}", r) for number, r in enumerate(lines, 1)]  # as written: no second read

@@ -3,6 +3,7 @@ one table (`CASES`): a new one is one line."""
 
 import gzip
 import hashlib
+import json
 import os
 import urllib.error
 from pathlib import Path
@@ -39,6 +40,12 @@ def _results(run: Path, text: str) -> str:
     return str(run)
 
 
+def _line(run: Path, **changed) -> str:
+    """The finished run's first results line with some fields changed, as a hand edit would."""
+    first = json.loads((run / "results.jsonl").read_text().splitlines()[0])
+    return json.dumps(first | changed) + "\n"
+
+
 RUN = ["run", "experiments/quickstart.yaml"]
 SWEEP = b"program: x\nmethod: grid\ncommand: [no-such-program, run]\nparameters: {seed: {values: [0]}}\n"
 # (id, the command given the test's folder and a finished tiny run in it, what the one line says)
@@ -71,6 +78,15 @@ CASES = [
     ("a damaged MNIST file", lambda tmp, run: [*RUN, "--data.name=mnist", f"--data.root={_mnist(tmp)}", "--model=lenet_300_100"],
      "train-images-idx3-ubyte.gz is damaged ("),
     ("a results line not an object", lambda tmp, run: ["report", _results(run, "[1, 2]\n"), "--out", str(tmp / "report")], ":1 is not a results line"),
+    ("a results line's level as text", lambda tmp, run: ["report", _results(run, _line(run, level="0")), "--out", str(tmp / "report")],
+     "results.jsonl:1: level is '0', not int; lth wrote no such line"),
+    ("a results line's accuracy as text", lambda tmp, run: ["report", _results(run, _line(run, test_acc="0.5")), "--out", str(tmp / "report")],
+     "results.jsonl:1: test_acc is '0.5', not float"),
+    ("a results line of an unknown arm", lambda tmp, run: ["report", _results(run, _line(run, arm="Reinit")), "--out", str(tmp / "report")],
+     "results.jsonl:1: arm 'Reinit' is no arm of this lth"),
+    ("a run over a mistyped results line", lambda tmp, run: [*RUN, *TINY, "--prune.levels=1", "--name=tiny", f"--out_dir={run.parents[1]}",
+                                                             _results(run, _line(run, level="0")) and "--seed=0"],
+     "results.jsonl:1: level is '0', not int"),
     ("an empty results file", lambda tmp, run: ["report", _results(run, ""), "--out", str(tmp / "report")], "holds no results line yet: nothing to report"),
     ("a report into a path below a file", lambda tmp, run: ["report", str(run), "--out", str(_file(tmp) / "report")], "a_file/report: Not a directory"),
     ("export to a directory", lambda tmp, run: ["export", str(run), "--level=0", f"--out={tmp}"], "is a directory; name the file to write"),

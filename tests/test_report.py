@@ -218,3 +218,29 @@ def test_the_committed_evidence_names_no_machine_paths():
     for path in texts:
         text = path.read_text()
         assert not any(prefix in text for prefix in ("/work/", "/tmp/", "/home/", "/root/")), path
+
+
+def test_a_run_given_twice_or_copied_or_a_line_repeated_counts_once(tmp_path, capsys):
+    """One run is one seed however it reaches the report: `R R/`, a copy of its folder, a line repeated in its ledger."""
+    accs = {("ticket", 0): 0.90, ("ticket", 1): 0.91, ("reinit", 1): 0.85}
+    _fake_run(tmp_path / "seed0", 0, accs)
+    _fake_run(tmp_path / "seed1", 1, {key: acc - 0.05 for key, acc in accs.items()})
+    _fake_run(tmp_path / "copy", 0, accs)
+    once = report.aggregate(report.read_rows([tmp_path / "seed0", tmp_path / "seed1"]))
+    results = tmp_path / "seed0" / "results.jsonl"
+    results.write_text(results.read_text() + results.read_text().splitlines(keepends=True)[1])
+    for given in ([tmp_path / "seed0", tmp_path / "seed1", Path(f"{tmp_path / 'seed0'}/")], [tmp_path / "seed0", tmp_path / "copy", tmp_path / "seed1"]):
+        cells = report.aggregate(report.read_rows(given))
+        assert cells == once and all(cell.test_acc_at_early_stop.n == 2 for cell in cells.values())
+    assert "(n=2/2)" in report.summary(once) and "(n=3/3)" not in report.summary(once)
+
+
+def test_two_different_lines_for_one_level_arm_and_seed_are_refused_naming_both(tmp_path, capsys):
+    _fake_run(tmp_path / "seed0", 0, {("ticket", 0): 0.90, ("ticket", 1): 0.91})
+    results = tmp_path / "seed0" / "results.jsonl"
+    second = json.loads(results.read_text().splitlines()[1]) | {"test_acc_at_early_stop": 0.5}
+    results.write_text(results.read_text() + json.dumps(second) + "\n")
+    assert cli.main(["report", str(tmp_path / "seed0"), "--out", str(tmp_path / "out")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{results}:2 and {results}:3 are two different results for seed 0's ticket at level 1" in line
+    assert not (tmp_path / "out").exists()
