@@ -11,6 +11,8 @@ import signal
 import sys
 from pathlib import Path
 
+from lth import preemption
+
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth sweep SWEEP.yaml [--index I] [--section.key=value ...]
        lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
@@ -32,8 +34,34 @@ def _fail(message: str) -> int:
     return 2
 
 
+class _BadArguments(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line and exit 2 like every other refusal, not the usage and then the error."""
+
+    def error(self, message):
+        raise _BadArguments(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        with preemption.installed():  # first: a signal during imports or checks ends the command in one line too
+            return _main(sys.argv[1:] if argv is None else argv)
+    except preemption.Interrupted as err:
+        ranks = sys.modules.get("lth.distributed")  # loaded once training began; every rank stops alike, rank 0 says so
+        if ranks is None or ranks.writer():
+            print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
+        return err.exit_code
+    except _BadArguments as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:  # a second Ctrl-C, which does not wait for a checkpoint
+        print("lth: stopped by a second SIGINT without a checkpoint; rerunning resumes from the last one", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -41,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sensitivity": _sensitivity}
     command, rest = argv[0], argv[1:]
     if command not in commands:
-        return _fail(f"unknown command {command!r}\n{USAGE}")
+        return _fail(f"unknown command {command!r} (one of {', '.join(commands)}; lth --help shows how each is called)")
     return commands[command](rest)
 
 
@@ -118,7 +146,7 @@ def _training(work):
 
 
 def _report(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lth report", description="Aggregate runs (seeds) per arm and level.")
+    parser = _Parser(prog="lth report", description="Aggregate runs (seeds) per arm and level.")
     parser.add_argument("run_dirs", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, default=Path("report"))
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of --group from W&B instead")
@@ -143,7 +171,7 @@ def _report(argv: list[str]) -> int:
 
 
 def _dashboard(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lth dashboard", description="Save a W&B report of tickets against their controls (needs a W&B login and network)."
     )
     parser.add_argument("path", metavar="ENTITY/PROJECT")
@@ -163,7 +191,7 @@ def _dashboard(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lth export", description="Write a trained (level, arm) as a plain network, checked against its masked one.")
+    parser = _Parser(prog="lth export", description="Write a trained (level, arm) as a plain network, checked against its masked one.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--level", type=int, required=True)
     parser.add_argument("--arm", default="ticket")
@@ -188,7 +216,7 @@ def _export(argv: list[str]) -> int:
 
 def _sensitivity(argv: list[str]) -> int:
     """Each layer pruned alone at each fraction, without retraining (`lth.sensitivity`)."""
-    parser = argparse.ArgumentParser(prog="lth sensitivity", description="Test accuracy with each prunable layer pruned alone.")
+    parser = _Parser(prog="lth sensitivity", description="Test accuracy with each prunable layer pruned alone.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--level", type=int, default=0)
     parser.add_argument("--fractions", default=None, help="a YAML list of fractions in (0, 1); default 0.1 to 0.9")
@@ -243,7 +271,7 @@ def _stability(argv: list[str]) -> int:
 
 
 def _sweep(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lth sweep",
         allow_abbrev=False,
         description="Without --index: list a grid sweep's points. With it: run point I as `wandb agent` would, "
@@ -276,7 +304,7 @@ def _sweep(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lth data", description="Fetch a dataset's standard files, checking their md5.")
+    parser = _Parser(prog="lth data", description="Fetch a dataset's standard files, checking their md5.")
     parser.add_argument("action", choices=["download"])
     parser.add_argument("name", choices=["mnist", "cifar10", "cifar100"])
     parser.add_argument("--root", type=Path, required=True)

@@ -187,8 +187,9 @@ class Run:
             fresh=module.model.state_dict, macs=lambda masks: macs(module.model, shape, masks),
         )
 
-    def member(self, level: int, arm: Arm) -> Member:
-        """(level, arm), ready: its module built and started as its arm's `Start` says."""
+    def member(self, level: int, arm: Arm, from_start: bool = False) -> Member:
+        """(level, arm), ready: its module built and started as its arm's `Start` says; `from_start`: from its first
+        step even if it finished (to capture the rewind point again)."""
         seed = arm.init_seed(self.cfg.seed, level)
         module = self.build_module(seed)
         chain = self.level_masks(level, module, arm)
@@ -209,8 +210,8 @@ class Run:
         module.steps, module.train_cfg = steps, train
         if arm.chain() == arm.name:  # the networks that are pruned next train with the method's penalty
             module.penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params)
-        return self.as_member(level, arm, module, start.masks, resume_from(arm_dir, first), start_step, arm_dir, self.dir.rewind, self.cfg.seed,
-                              start.narrow)
+        resume = first if from_start else resume_from(arm_dir, first)
+        return self.as_member(level, arm, module, start.masks, resume, start_step, arm_dir, self.dir.rewind, self.cfg.seed, start.narrow)
 
     def as_member(self, level: int, arm: Arm, module: MaskedModule, masks: M.Masks, resume, start_step: int, directory, rewind,
                   data_order: int, narrow: bool = False) -> Member:
@@ -233,21 +234,50 @@ class Run:
             source = self.mask_source(level, arm) if level > 0 else None
             if (source is not None and source[0] == level) != after_ticket:
                 continue  # trained in the other wave of this level
+            again = None
             if row := self.dir.done(level, arm.name):
-                self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {row.weights_remaining:.2%} remaining, test acc {row.test_acc:.4f}")
-                continue
+                if not (again := self.redo(level, arm)):
+                    self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {row.weights_remaining:.2%} remaining, "
+                             f"test acc {row.test_acc:.4f}")
+                    continue
+                self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: recorded earlier, trained again: {again}")
             if (noted := self.dir.diverged(level, arm.name)).exists():
                 note = json.loads(noted.read_text())
                 self.diverged.append(f"seed {self.cfg.seed} {arm.name} at level {level} diverged at step {note['step']} ({note['why']}), earlier")
                 continue
-            if source is not None and self.dir.diverged(*source).exists():
-                self.diverged.append(f"seed {self.cfg.seed} {arm.name} at level {level}: not trained, as the {source[1]}'s level {source[0]} diverged")
+            if source is not None and (lost := self.lost(*source)):
+                self.diverged.append(f"seed {self.cfg.seed} {arm.name} at level {level}: not trained, as {lost}")
                 continue
             check(f"before level {level} {arm.name}")
             if source is not None:
                 self.wait_for(level, arm.name, *source)
-            out.append(self.member(level, arm))
+            out.append(self.member(level, arm, from_start=again is not None and level == 0))
         return out
+
+    def lost(self, level: int, arm: str) -> str | None:
+        """Why (level, arm) will never be trained, if it will not: it diverged, or a network it is made from did,
+        however many levels back (a level after a divergence waits for nothing)."""
+        if self.dir.diverged(level, arm).exists():
+            return f"the {arm}'s level {level} diverged"
+        if level == 0 or self.dir.done(level, arm):
+            return None
+        return self.lost(*self.mask_source(level, ARMS[arm]))
+
+    def pending(self) -> list[tuple[int, Arm]]:
+        """The (level, arm)s this process still has to train."""
+        done = {(row.level, row.arm) for row in self.dir.rows()}
+        return [(level, arm) for level in range(self.cfg.prune.levels + 1) for arm in self.arms() if arm.trains_at(level) and (level, arm.name) not in done]
+
+    def redo(self, level: int, arm: Arm) -> str | None:
+        """Why a recorded (level, arm) trains again, if it must: a file later levels build on was moved aside, as
+        `RunDir.load` advises for a damaged one, or deleted to save disk. Its results line is then replaced by the
+        new one (`RunDir.append`), which describes the weights now on disk."""
+        later = [(lv, a) for lv, a in self.pending() if lv > 0]
+        if level == 0 and arm.is_ticket and not self.dir.rewind.exists() and any(not (self.dir.arm(lv, a.name) / START).exists() for lv, a in later):
+            return f"{self.dir.rewind.name} is missing, and only the dense run captures it (at step {self.steps.rewind_step})"
+        if not (self.dir.arm(level, arm.name) / FINAL).exists() and any(self.mask_source(lv, a) == (level, arm.name) for lv, a in later):
+            return f"its {FINAL} is missing, and a level still to train is made from it"
+        return None
 
     def training(self) -> Training:
         return Training(lambda pack: self.build_module(0, pack), self.data, self.cfg.train, self.progress)
@@ -344,12 +374,7 @@ class Run:
             for name, mask in stored.items():
                 if mask.shape != expected[name].shape:
                     raise RunError(f"{path}: mask {name} has shape {tuple(mask.shape)}, the model's weight {tuple(expected[name].shape)}")
-        todo = [
-            (level, arm)
-            for level in range(self.cfg.prune.levels + 1)
-            for arm in self.arms()
-            if arm.trains_at(level) and not self.dir.done(level, arm.name)
-        ]
+        todo = self.pending()
         paths = [self.dir.rewind] if todo else []
         for level, arm in todo:
             paths += [self.dir.arm(level, arm.name) / name for name in (START, LAST, FINAL)]
@@ -357,7 +382,8 @@ class Run:
                 source_level, source = self.mask_source(level, arm)
                 previous = self.dir.arm(source_level, source) / FINAL
                 paths.append(previous)
-                if source not in self.cfg.arms and not previous.exists() and not locks.held_elsewhere(self.dir.lock(source)):
+                waiting = partial(self.say, f"level {level} {arm.name}: waiting up to {locks.START_SECONDS:.0f} s for a process to take up the {source}")
+                if source not in self.cfg.arms and not locks.taken_up(previous, self.dir.lock(source), waiting, f"waiting for the {source}"):
                     raise self.missing(level, arm.name, source_level, source)
         for path in paths:
             if path.exists():
@@ -457,12 +483,14 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
                 except locks.Busy as holder:
                     busy.append(f"{arm} of {run.dir.root} is being trained by another process ({holder})")
             mine, busy = distributed.broadcast((mine, busy))
-            if not mine:
-                raise locks.Busy(f"{busy[0]}; nothing to do here")
-            if busy:  # train the rest, following the other process where they build on its arms (`Run.wait_for`)
+            if not mine:  # another process trains this seed: the other seeds are still this invocation's to train
+                run.say(f"{'; '.join(busy)}: this process leaves seed {run.cfg.seed} to it")
+            elif busy:  # train the rest, following the other process where they build on its arms (`Run.wait_for`)
                 run.say(f"{'; '.join(busy)}: this process trains {', '.join(mine)}")
-                run.cfg = replace(run.cfg, arms=mine)
-        _train(runs)
+            run.cfg = replace(run.cfg, arms=mine)
+        if not any(run.cfg.arms for run in runs):
+            raise locks.Busy("every seed of this invocation is being trained by another process; nothing to do here")
+        _train([run for run in runs if run.cfg.arms])
     return runs
 
 

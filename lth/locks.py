@@ -15,8 +15,10 @@ from typing import IO
 from lth import distributed
 from lth.preemption import STOP, interrupted
 
-# How often a process waiting for another's result looks again.
+# How often a process waiting for another's result looks again, and how long it allows a process it builds on to
+# start (import torch, check its data) and take its lock.
 WAIT_SECONDS = 2.0
+START_SECONDS = 60.0
 
 
 class Busy(RuntimeError):
@@ -38,8 +40,13 @@ def _try(path: Path) -> IO[str] | None:
     return handle
 
 
+# The locks this process holds. flock() locks an open file, not a process: a second handle on a lock this process
+# holds would find it taken, and a process would wait for ever on itself.
+MINE: set[Path] = set()
+
+
 def held_elsewhere(path: Path) -> bool:
-    if not path.exists():
+    if not path.exists() or path.resolve() in MINE:
         return False
     handle = _try(path)
     if handle:
@@ -47,14 +54,22 @@ def held_elsewhere(path: Path) -> bool:
     return handle is None
 
 
-def claim(path: Path) -> IO[str]:
-    """The lock, held until the handle is closed. Retried for a second, since another process may hold it for
-    an instant to see whether the arm is in progress (`held_elsewhere`)."""
+@contextmanager
+def claim(path: Path) -> Iterator[None]:
+    """The lock, held inside the block. Retried for a second, since another process may hold it for an instant to
+    see whether the arm is in progress (`held_elsewhere`)."""
     for _ in range(10):
         if handle := _try(path):
-            return handle
+            break
         time.sleep(0.1)
-    raise Busy(path.read_text().strip() or "another process")
+    else:
+        raise Busy(path.read_text().strip() or "another process")
+    MINE.add(path.resolve())
+    try:
+        yield
+    finally:
+        MINE.discard(path.resolve())
+        handle.close()
 
 
 @contextmanager
@@ -68,6 +83,22 @@ def held(path: Path) -> Iterator[None]:
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def taken_up(path: Path, lock: Path, waiting: Callable[[], None], what: str) -> bool:
+    """Whether `path` exists or another process holds `lock` (it is making `path`), allowing a process started at the
+    same moment (a sweep starts a ticket's job and its controls' together) `START_SECONDS` to take its lock."""
+    deadline = time.monotonic() + START_SECONDS
+    said = False
+    while not path.exists() and not held_elsewhere(lock):
+        if time.monotonic() >= deadline:
+            return False
+        if not said:
+            waiting()
+            said = True
+        if STOP.wait(WAIT_SECONDS):
+            raise interrupted(f"while {what}")
+    return True
 
 
 def wait_while_held(path: Path, lock: Path, waiting: Callable[[], None], what: str) -> bool:

@@ -11,12 +11,9 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import torch
-from lightning.pytorch.callbacks import Callback
-
-from lth import distributed
+# Light on purpose: `lth.cli.main` installs the handlers before it imports torch, so that a signal during the
+# seconds of imports, configuration and data checks is answered like one during training.
 
 # Set by a stopping signal; checked after every training batch and between pieces of work.
 STOP = threading.Event()
@@ -25,8 +22,12 @@ SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 REQUEUE = 3  # the exit code after SIGUSR1: checkpointed, not failed
 
 
-class Interrupted(RuntimeError):
-    """A signal asked the run to stop; the training state is checkpointed."""
+_TRAINING: list[bool] = []  # non-empty inside `stop_on_signals`: a signal waits there for the next checkpoint
+
+
+class Interrupted(BaseException):
+    """A signal asked the command to stop; what it was training is checkpointed. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way (a file read, a report) takes it for a failure."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -38,10 +39,15 @@ def _received(signum, frame) -> None:
         raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait for the checkpoint
     RECEIVED[:] = [signum]
     STOP.set()
+    if not _TRAINING:  # nothing is being trained, so nothing to checkpoint: stop here (every file is written whole)
+        raise interrupted("with nothing in training to checkpoint")
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[None]:
+def installed() -> Iterator[None]:
+    """Every command's first act (`lth.cli.main`): a stopping signal at any moment ends the command with its exit code
+    and one line (SIGUSR1 3, SIGTERM 143, SIGINT 130), never with Python's default (SIGUSR1 kills silently, 138).
+    The handlers the caller had are back afterwards (`main` called from Python, as the tests do)."""
     STOP.clear()
     RECEIVED.clear()
     previous = {s: signal.signal(s, _received) for s in SIGNALS}
@@ -52,15 +58,32 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Inside: a stopping signal sets `STOP`, and training checkpoints at its next step and raises `Interrupted`."""
+    STOP.clear()
+    RECEIVED.clear()
+    previous = {s: signal.signal(s, _received) for s in SIGNALS}
+    _TRAINING.append(True)
+    try:
+        yield
+    finally:
+        _TRAINING.pop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def interrupted(where: str) -> Interrupted:
     signum = RECEIVED[0]
     return Interrupted(f"stopped by {signal.Signals(signum).name} {where}", signum)
 
 
-def stopping(device: torch.device | None = None) -> bool:
+def stopping(device=None) -> bool:
     """Whether a stopping signal has arrived: at any rank, under data parallelism, so that every rank stops at
     the same step (a signal reaches the ranks at different moments; a rank one step ahead would wait for the
     others' gradients for ever)."""
+    from lth import distributed
+
     signum = RECEIVED[0] if STOP.is_set() else 0
     if distributed.WORLD.size > 1:
         signum = distributed.largest(signum, device)
@@ -73,15 +96,3 @@ def stopping(device: torch.device | None = None) -> bool:
 def check(where: str) -> None:
     if stopping():
         raise interrupted(where)
-
-
-class StopOnSignal(Callback):
-    """Checkpoints the exact training position and stops when a stopping signal has arrived."""
-
-    def __init__(self, saved: list[Path]):
-        self.saved = saved
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if stopping(pl_module.device):
-            trainer.save_checkpoint("last.ckpt")
-            raise interrupted(f"at step {trainer.global_step}; checkpointed to {', '.join(map(str, self.saved))}")

@@ -19,28 +19,36 @@ from lth import masks as M
 
 
 def check_levels(counts: dict[str, int], fractions: dict[str, float], strategy: str, levels: int, floor: int, what: str) -> str | None:
-    """What stops `levels` levels of `keep`'s counting short, before anything is built (one line): a level that would
-    remove none of a group's R remaining units (round(p × R) = 0, so that a "pruned" level trains the network
-    before it again) or all of them. `counts`: each layer's units; `floor`: the units every layer keeps. The loop
-    ends at the first such level, at most the group's units later, however large `levels` is."""
+    """What stops `levels` levels of `keep`'s counting short, before anything is built (one line): the first level
+    that would remove none of a group's R remaining units (round(p × R) = 0, so that a "pruned" level trains the
+    network before it again) or all of them. `counts`: each layer's units; `floor`: the units every layer keeps.
+    Each group's loop ends at its first such level, at most its units later, however large `levels` is."""
     groups: dict[object, list[str]] = {}
     for name, fraction in fractions.items():
         if fraction:
             groups.setdefault(fraction if strategy == "global" else name, []).append(name)
-    for names in groups.values():
-        fraction, remaining, kept = fractions[names[0]], sum(counts[n] for n in names), floor * len(names)
-        group = names[0] if len(names) == 1 else f"{len(names)} layers sharing fraction {fraction} ({names[0]}, ...)"
-        for level in range(1, levels + 1):
-            removed = min(round(fraction * remaining), remaining - kept)
-            if removed == remaining:
-                return f"prune: a fraction of {fraction} removes all {remaining} {what} of {group} at level {level}; choose a smaller one"
-            if removed <= 0:
-                if level == 1:
-                    return (f"prune: a fraction of {fraction} removes none of the {remaining} {what} of {group} (round({fraction} × {remaining}) = 0); "
-                            f"choose at least {0.5 / remaining:.2g}")
-                return (f"prune.levels: level {level} would remove none of the {remaining} {what} left in {group} (round({fraction} × {remaining}) = 0); "
-                        f"at most {level - 1} levels, got {levels}")
-            remaining -= removed
+    problems = [problem for names in groups.values() if (problem := _stops_at(names, counts, fractions[names[0]], levels, floor, what))]
+    return min(problems)[1] if problems else None
+
+
+def _stops_at(names: list[str], counts: dict[str, int], fraction: float, levels: int, floor: int, what: str) -> tuple[int, str] | None:
+    """The first level (and why) at which one group of layers would lose none or all of its remaining units."""
+    remaining, kept = sum(counts[n] for n in names), floor * len(names)
+    group = names[0] if len(names) == 1 else f"{len(names)} layers sharing fraction {fraction} ({names[0]}, ...)"
+    for level in range(1, levels + 1):
+        removed = min(round(fraction * remaining), remaining - kept)
+        if removed == remaining and level == 1:
+            return level, f"prune: a fraction of {fraction} removes all {remaining} {what} of {group} at level 1; choose a smaller one"
+        if removed == remaining:
+            return level, (f"prune.levels: level {level} would remove all {remaining} {what} left in {group} (fraction {fraction}); at most {level - 1} "
+                           f"levels, got {levels}, or prune it more slowly (prune.layer_fractions)")
+        if removed <= 0 and level == 1:
+            return level, (f"prune: a fraction of {fraction} removes none of the {remaining} {what} of {group} (round({fraction} × {remaining}) = 0); "
+                           f"choose at least {0.5 / remaining:.2g}")
+        if removed <= 0:
+            return level, (f"prune.levels: level {level} would remove none of the {remaining} {what} left in {group} (round({fraction} × {remaining}) = 0); "
+                           f"at most {level - 1} levels, got {levels}")
+        remaining -= removed
     return None
 
 

@@ -95,6 +95,10 @@ def read_rows(run_dirs: list[Path]) -> list[Row]:
     rows, studies = [], {}
     for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):  # `R` and `R/` are one run
         run_dir = RunDir(path)
+        if not run_dir.results.is_file() and (lost := run_dir.divergences()):
+            first = lost[0]
+            raise ValueError(f"{path}: no level of it finished: seed {first['seed']} {first['arm']} at level {first['level']} diverged at step {first['step']} "
+                             f"({first['why']}){f' and {len(lost) - 1} more' if len(lost) > 1 else ''}; nothing to report")
         if not run_dir.results.is_file():
             raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
         _one_study(studies, config.load(run_dir.config).study_id(), path)

@@ -16,6 +16,7 @@ same command after a kill or a requeue continues it.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import types
 import typing
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from lth import locks
-from lth.files import atomic_open, atomic_write
+from lth.files import atomic_write
 
 # The checkpoints of an arm's level (its start, its latest position, its end) and the dense run's training
 # state at the rewind step.
@@ -211,16 +212,20 @@ class RunDir:
     def append(self, row: Row) -> list[Row]:
         """Record one finished (level, arm) in `results.jsonl`, in place of any line it had (a level trained again
         because its final.ckpt was moved aside: the ledger describes the weights on disk); returns every row now in it."""
-        replaced = (row.level, row.arm)
-        lines = self.append_line(self.results, row.to_json(), lambda line: (line.get("level"), line.get("arm")) != replaced)
+        key = (row.level, row.arm)
+        lines = self.append_line(self.results, row.to_json(), lambda line: (line.get("level"), line.get("arm")) == key)
         return [Row.from_json(line, where) for where, line in lines]
 
-    def append_line(self, ledger: Path, line: dict[str, Any], keep=lambda line: True) -> list[tuple[str, Any]]:
-        """Add a line to one of the run's ledgers (`results.jsonl`, `stability.jsonl`), keeping of the lines there
-        those `keep` accepts; other processes may record at the same time, hence the lock. Returns every line now in it."""
+    def append_line(self, ledger: Path, line: dict[str, Any], same=lambda line: False) -> list[tuple[str, Any]]:
+        """Add a line to one of the run's ledgers (`results.jsonl`, `stability.jsonl`), in the place of a line `same`
+        says it replaces; other processes may record at the same time, hence the lock. Returns every line now in it."""
         with locks.held(self.lock(ledger.stem)):
-            lines = [r for _, r in read_lines(ledger) if keep(r)] if ledger.exists() else []
-            lines.append(line)
+            lines = [r for _, r in read_lines(ledger)] if ledger.exists() else []
+            at = next((i for i, r in enumerate(lines) if same(r)), None)
+            if at is None:
+                lines.append(line)
+            else:
+                lines[at] = line
             atomic_write(ledger, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines).encode())
         return [(f"{ledger}:{number}", r) for number, r in enumerate(lines, 1)]  # as written: no second read
 
@@ -228,8 +233,11 @@ class RunDir:
 
     @staticmethod
     def save(obj: Any, path: Path) -> None:
-        with atomic_open(path) as handle:
-            torch.save(obj, handle)
+        """Serialised in memory first, then written: torch.save writing to a file turns a full disk (ENOSPC) into a
+        RuntimeError of its zip writer, while a plain write keeps the OSError that `lth.cli` reports in one line."""
+        serialised = io.BytesIO()
+        torch.save(obj, serialised)
+        atomic_write(path, serialised.getbuffer())
 
     @staticmethod
     def load(path: Path) -> Any:

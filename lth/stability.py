@@ -15,6 +15,7 @@ checkpointing (a killed copy resumes where it stopped), and writes one line per 
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -252,12 +253,12 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
         try:
             for point in todo:
                 kind, level, step = point
-                try:
-                    held = locks.claim(run.dir.lock(f"stability_{kind}_{level}_{step}"))
-                except locks.Busy:
-                    run.say(f"stability: {kind} of level {level} at rewind step {step} is being measured by another process")
-                    continue
-                with held:
+                with ExitStack() as held:
+                    try:
+                        held.enter_context(locks.claim(run.dir.lock(f"stability_{kind}_{level}_{step}")))
+                    except locks.Busy:
+                        run.say(f"stability: {kind} of level {level} at rewind step {step} is being measured by another process")
+                        continue
                     if point in study.done():
                         continue
                     check(f"before the stability of level {level} at rewind step {step}")

@@ -21,7 +21,7 @@ from lth.data import DataModule
 from lth.masks import Masks
 from lth.module import MaskedModule
 from lth.packing import pack_checkpoint, pack_state, unpack_checkpoint
-from lth.preemption import StopOnSignal
+from lth.preemption import interrupted, stopping
 from lth.run_dir import FINAL, LAST, REWIND_CKPT, RunDir
 from lth.steps import Steps
 from lth.tracking import Tracker
@@ -115,6 +115,18 @@ class MemberCheckpoints(CheckpointIO):
 
     def remove_checkpoint(self, path) -> None:
         raise NotImplementedError("lth never deletes checkpoints")
+
+
+class StopOnSignal(Callback):
+    """Checkpoints the exact training position and stops when a stopping signal has arrived."""
+
+    def __init__(self, saved: list[Path]):
+        self.saved = saved
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if stopping(pl_module.device):
+            trainer.save_checkpoint("last.ckpt")
+            raise interrupted(f"at step {trainer.global_step}; checkpointed to {', '.join(map(str, self.saved))}")
 
 
 class SaveLast(Callback):

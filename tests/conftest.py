@@ -52,6 +52,53 @@ def here(config_path, fake_imagenet) -> list[str]:
     return [f"--data.root={fake_imagenet}"] if yaml.safe_load(Path(config_path).read_text())["data"]["name"] == "imagefolder" else []
 
 
+def pruned_weights_problems(run_dir: Path) -> list[str]:
+    """Where a run's stored networks break the invariant every schedule, method and arm must keep: a weight its mask
+    removes is exactly 0 in every checkpoint (start, last, final, rewind), and a results line's weights_remaining is
+    the share of nonzero prunable weights in its final.ckpt. Unreadable files and diverged arms are other tests' cases."""
+    import torch
+
+    problems = []
+    rows = {(r.level, r.arm): r for r in RunDir(run_dir).rows()} if (run_dir / "results.jsonl").exists() else {}
+    for path in sorted(run_dir.rglob("*.ckpt")):
+        if (path.parent / "diverged.json").exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        except Exception:  # noqa: BLE001 - a file a test damaged on purpose
+            continue
+        masks = {k[: -len("_mask")]: m for k, m in state.items() if k.endswith("_mask")}
+        problems += [f"{path.relative_to(run_dir)}: {int((state[k][~m] != 0).sum())} pruned weights of {k} are not 0"
+                     for k, m in masks.items() if k in state and state[k].shape == m.shape and (state[k][~m] != 0).any()]
+        level, arm = path.parent.parent.name, path.parent.name
+        row = rows.get((int(level[len("level_"):]), arm)) if path.name == "final.ckpt" and level.startswith("level_") else None
+        if row and all(state[k].shape == m.shape for k, m in masks.items()):  # a narrow network's weights are not its wide masks' shape
+            nonzero = sum(int((state[k] != 0).sum()) for k in masks) / sum(m.numel() for m in masks.values())
+            if abs(nonzero - row.weights_remaining) > 1e-12:
+                problems.append(f"{path.relative_to(run_dir)}: {nonzero:.6f} of the prunable weights are nonzero, its line says {row.weights_remaining:.6f}")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def every_run_keeps_pruned_weights_at_zero(request):
+    """After every test, each run it left under its tmp_path is checked (`pruned_weights_problems`): whatever schedule,
+    method and arms the test trained, so the invariant is guarded across the registries, not plugin by plugin."""
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None  # set up first, so torn down after
+    yield
+    if root is None:
+        return
+    problems = [p for config_file in root.rglob("config.yaml") for p in pruned_weights_problems(config_file.parent)]
+    assert not problems, problems[:5]
+
+
+def held_by_another_process(lock: Path):
+    """An open handle holding `lock` as another process would: a flock of its own, which this process's record of the
+    locks it holds (`lth.locks.MINE`) does not know. Closing it releases the lock."""
+    from lth import locks
+
+    return locks._try(lock)
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """The argument list of a tiny synthetic experiment writing under tmp_path."""

@@ -4,7 +4,7 @@
 import torch
 from conftest import result_rows
 
-from lth import cli, config
+from lth import cli, config, locks
 from lth.arms import ARMS
 from lth.flops import macs
 from lth.imp import Run
@@ -70,10 +70,12 @@ def test_scratch_b_budget_follows_macs_and_the_cap(tiny):
     assert ARMS["scratch_b"].own_steps(capped.level_context(1, ARMS["scratch_b"], module, masks))[0].total_steps == 72
 
 
-def test_controls_fan_out_over_an_existing_run_without_retraining_the_ticket(tiny, capsys):
+def test_controls_fan_out_over_an_existing_run_without_retraining_the_ticket(tiny, capsys, monkeypatch):
     base = ["run", "experiments/quickstart.yaml"] + tiny + ["--prune.levels=1"]
+    monkeypatch.setattr(locks, "START_SECONDS", 0.2)  # no process will take up the ticket: no need to allow it a minute
     assert cli.main(base + ["--arms=[reinit]"]) == 2
-    assert "train the ticket arm first" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "waiting up to 0 s for a process to take up the ticket" in err and "train the ticket arm first" in err
     assert cli.main(base) == 0
     run_dir = config.load("experiments/quickstart.yaml", tiny).run_dir()
     ticket_files = {p: p.stat().st_mtime_ns for p in run_dir.rglob("ticket/*")}

@@ -91,6 +91,10 @@ def test_data_order_depends_on_seed_and_epoch_only():
     assert [y for _, y in stream([1], 0)][0].tolist() != epoch0[0].tolist()
     assert [y for _, y in stream([0], 12)][0].tolist() != epoch0[0].tolist()  # the next epoch reshuffles
     assert len(list(stream([0], 12 + 5))) == 12 - 5
+    # A resumed epoch serves exactly the batches the uninterrupted epoch serves from that step on, not merely as many.
+    epoch1 = list(stream([0], 12))
+    resumed = list(stream([0], 12 + 5))
+    assert all(torch.equal(x, xe) and torch.equal(y, ye) for (x, y), (xe, ye) in zip(resumed, epoch1[5:], strict=True))
     # A pack's batch holds each member's own batch, side by side in the channel dimension.
     x0, y0 = next(iter(stream([0], 0)))
     x1, y1 = next(iter(stream([1], 0)))

@@ -7,17 +7,27 @@ import os
 import socket
 
 import pytest
-from conftest import result_rows, without_timing
+from conftest import held_by_another_process, result_rows, without_timing
 
-from lth import cli, config, locks
+from lth import cli, config, ranking
 from lth.files import atomic_write
 from lth.run_dir import RunDir
 
 RUN = ["run", "experiments/quickstart.yaml"]
 
 
-def test_a_level_that_would_empty_a_layer_stops_with_the_levels_before_it_recorded(tiny, capsys):
+def test_levels_that_would_empty_a_layer_are_refused_before_any_work(tiny, tmp_path, capsys):
     """Layerwise 90% per level: the 4-class output layer's 400 weights keep 40, then 4, then none."""
+    assert cli.main([*RUN, *tiny, "--prune.strategy=layerwise", "--prune.fraction=0.9", "--prune.levels=5"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["lth: error: prune.levels: level 3 would remove all 4 weights left in layers.2.weight (fraction 0.9); "
+                                                    "at most 2 levels, got 5, or prune it more slowly (prune.layer_fractions)"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_level_that_would_empty_a_layer_stops_with_the_levels_before_it_recorded(tiny, capsys, monkeypatch):
+    """As a global threshold can empty one layer of its group, which the configuration cannot foresee: the same
+    layerwise run with that check left out meets the driver's own."""
+    monkeypatch.setattr(ranking.Weights, "check_levels", lambda *given: None)
     args = tiny + ["--prune.strategy=layerwise", "--prune.fraction=0.9", "--prune.levels=5"]
     assert cli.main([*RUN, *args]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lth:")]
@@ -83,7 +93,7 @@ def test_arms_beside_one_another_process_trains_are_trained_not_skipped(tiny, ca
     masks (here already made) instead of exiting 0 with nothing done."""
     assert cli.main([*RUN, *tiny, "--prune.levels=1"]) == 0
     run_dir = config.load(None, tiny).run_dir()
-    holder = locks.claim(run_dir / "locks" / "ticket.lock")  # as another process training the ticket would
+    holder = held_by_another_process(run_dir / "locks" / "ticket.lock")  # as another process training the ticket would
     try:
         assert cli.main([*RUN, *tiny, "--prune.levels=1", "--arms=[ticket,reinit]"]) == 0
     finally:

@@ -15,7 +15,7 @@ from lth.schedules import SCHEDULES
 PACKAGE = Path(__file__).resolve().parents[1] / "lth"
 # What each plugin needs besides its name to be a valid tiny experiment (the nested and the flat spellings both).
 NEEDS = {
-    "nm": ["--prune.nm=[2,4]"],
+    "nm": ["--prune.nm=[2,4]", "--prune.levels=1"],
     "slimming": ["--model=mnist1d_cnn_bn", "--prune.strategy=global", "--prune.slimming.l1=1e-4"],
     "oneshot": ["--prune.oneshot.target=0.5", "--prune.levels=1"],
     "gradual": ["--prune.target=0.5", "--prune.levels=1", "--prune.begin_step=7", "--prune.end_step=30", "--prune.frequency=5"],

@@ -1,0 +1,200 @@
+"""What a user who trusts lth with a month of cluster time expects when things go wrong (issue 31): it never hangs
+(every case that hung runs in a process with a time limit, so a hang fails the test), never takes one experiment
+for another, and answers every signal, at any moment, with its exit code and one line."""
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import held_by_another_process, result_rows, without_timing
+
+from lth import cli, config, files
+from lth.run_dir import FINAL, RunDir
+
+QUICKSTART = str(Path("experiments/quickstart.yaml").resolve())
+LIMIT = 240  # seconds: each of these finishes in a fraction of it; a hang is killed there and fails the test
+
+
+def _lth(args, cwd, **popen):
+    return subprocess.run([sys.executable, "-m", "lth.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=LIMIT,
+                          env={**os.environ, "WANDB_MODE": "disabled"}, **popen)
+
+
+def _said(stderr: str) -> list[str]:
+    """What lth said to the user, its progress lines aside."""
+    return [line for line in stderr.splitlines() if line.startswith("lth:")]
+
+
+@pytest.mark.slow
+def test_a_divergence_with_levels_after_it_exits_4_and_so_does_the_rerun(tiny, tmp_path):
+    args = ["run", QUICKSTART, *tiny, "--train.lr=1e6", "--prune.levels=3", "--arms=[ticket,reinit]"]
+    for _ in range(2):
+        done = _lth(args, tmp_path)
+        assert done.returncode == cli.DIVERGED, done.stderr[-2000:]
+        said = _said(done.stderr)
+        assert said[1:] == [f"lth: seed 0 {arm} at level {level}: not trained, as the ticket's level 0 diverged"
+                            for level in (1, 2, 3) for arm in ("ticket", "reinit")], said
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moved, redone", [(f"level_01/ticket/{FINAL}", 1), ("rewind.ckpt", 0)], ids=["final", "rewind"])
+def test_a_checkpoint_moved_aside_as_advised_is_made_again_and_the_run_goes_on(tiny, tmp_path, moved, redone):
+    """`RunDir.load` says "move it aside to redo that step": the rerun redoes it (the dense run again, which alone
+    captures the rewind point), replaces its results line with an equal one, and trains the levels after it."""
+    args = ["run", QUICKSTART, *tiny, "--prune.levels=1"]
+    assert _lth(args, tmp_path).returncode == 0
+    run_dir = config.load(None, tiny).run_dir()
+    before = without_timing(result_rows(run_dir))
+    kept = torch.load(run_dir / moved, weights_only=False)["state_dict"]
+    (run_dir / moved).rename(tmp_path / "aside.ckpt")
+    done = _lth(args[:-1] + ["--prune.levels=2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"level {redone}/2 ticket: recorded earlier, trained again" in done.stderr
+    again = torch.load(run_dir / moved, weights_only=False)["state_dict"]
+    assert again.keys() == kept.keys() and all(torch.equal(again[k], kept[k]) for k in kept)
+    rows = without_timing(result_rows(run_dir))
+    assert [(r["level"], r["arm"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (2, "ticket")]
+    assert rows[:2] == before
+
+
+def test_a_busy_seed_leaves_the_free_seeds_to_train(tiny, capsys):
+    seed0 = config.load(None, tiny).run_dir()
+    holder = held_by_another_process(seed0 / "locks" / "ticket.lock")
+    try:
+        assert cli.main(["run", QUICKSTART, *tiny, "--prune.levels=0", "--seed=[0,1]"]) == 0
+    finally:
+        holder.close()
+    assert "this process leaves seed 0 to it" in capsys.readouterr().err
+    assert not (seed0 / "results.jsonl").exists()
+    assert [(r["level"], r["seed"]) for r in result_rows(config.load(None, [*tiny, "--seed=1"]).run_dir())] == [(0, 1)]
+
+
+@pytest.mark.slow
+def test_a_control_started_before_its_ticket_waits_for_it(tiny, tmp_path):
+    """A sweep starts a ticket's job and its controls' together; the control may reach its check first."""
+    args = ["run", QUICKSTART, *tiny, "--prune.levels=1"]
+    control = subprocess.Popen([sys.executable, "-m", "lth.cli", *args, "--arms=[reinit]"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(1.0)
+    ticket = _lth([*args, "--arms=[ticket]"], tmp_path)
+    assert ticket.returncode == 0, ticket.stderr[-2000:]
+    assert control.wait(timeout=LIMIT) == 0, control.stderr.read()[-2000:]
+    assert {(r["level"], r["arm"]) for r in result_rows(config.load(None, tiny).run_dir())} == {(0, "ticket"), (1, "ticket"), (1, "reinit")}
+
+
+# A stand-in for a slow stretch of a command (`owner.name` in `module`): where it says "ready", the signal is sent.
+PAUSE = """
+import importlib, sys, time
+owner = importlib.import_module({module!r})
+for part in {owner!r}.split(".")[:-1]:
+    owner = getattr(owner, part)
+real = getattr(owner, {owner!r}.split(".")[-1])
+def slow(*given, **named):
+    print("ready", file=sys.stderr, flush=True)
+    time.sleep(60)
+    return real(*given, **named)
+setattr(owner, {owner!r}.split(".")[-1], slow)
+from lth import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+STOPPED = "lth: stopped by {} with nothing in training to checkpoint; rerun the same command to resume"
+
+
+CODES = {signal.SIGUSR1: 3, signal.SIGINT: 130, signal.SIGTERM: 143}
+STRETCHES = {"checking-the-data": ("lth.data", "DataModule.check", "run"), "writing-the-report": ("lth.report", "write", "run"),
+             "sensitivity": ("lth.sensitivity", "evaluate", "sensitivity")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, stretch", [(stop, stretch) for stretch in STRETCHES for stop in CODES
+                                           # SLURM's warning after training is ignored: the results are recorded (test_preemption)
+                                           if (stop, stretch) != (signal.SIGUSR1, "writing-the-report")])
+def test_a_signal_outside_training_exits_with_its_code_and_one_line(tiny, tmp_path, stop, stretch):
+    (module, owner, command), code = STRETCHES[stretch], CODES[stop]
+    args = ["run", QUICKSTART, *tiny, "--prune.levels=0"]
+    if command == "sensitivity":
+        assert _lth(args, tmp_path).returncode == 0
+        args = ["sensitivity", str(config.load(None, tiny).run_dir()), "--fractions=[0.5]"]
+    process = subprocess.Popen([sys.executable, "-c", PAUSE.format(module=module, owner=owner), *args], stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               env={**os.environ, "WANDB_MODE": "disabled"})
+    lines = []
+    for line in process.stderr:  # until the command reaches the stretch
+        lines.append(line)
+        if line.strip() == "ready":
+            break
+    assert lines and lines[-1].strip() == "ready", "".join(lines)[-2000:]
+    process.send_signal(stop)
+    assert process.wait(timeout=LIMIT) == code
+    rest = process.stderr.read()
+    assert _said(rest) == [STOPPED.format(stop.name)] and "Traceback" not in rest, rest[-2000:]
+
+
+def test_a_signal_while_the_configuration_is_read_exits_with_its_code_and_one_line(tmp_path):
+    """The handlers are the command's first act, before the configuration is read and torch imported."""
+    script = ("import os, signal, sys; import lth.config as c; real = c.load_seeds; "
+              "c.load_seeds = lambda *a: (os.kill(os.getpid(), signal.SIGUSR1), real(*a))[1]; from lth import cli; sys.exit(cli.main(['run', 'x.yaml']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=LIMIT)
+    assert done.returncode == 3 and _said(done.stderr) == [STOPPED.format("SIGUSR1")], done.stderr[-2000:]
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_the_rerun_resumes(tiny, monkeypatch, capsys):
+    """torch.save writing to a file turns ENOSPC into a RuntimeError of its zip writer; lth writes the bytes itself."""
+    real = files.tempfile.NamedTemporaryFile
+    full = {"after": 3}  # the fourth file written meets a full disk
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.handle.__exit__(*exc)
+
+    def opened(*given, **named):
+        handle = real(*given, **named)
+        full["after"] -= 1
+        return Full(handle) if full["after"] < 0 else handle
+
+    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", opened)
+    args = ["run", QUICKSTART, *tiny, "--prune.levels=1"]
+    assert cli.main(args) == 1
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lth:")]
+    assert len(said) == 1 and "No space left on device; every file written before is whole" in said[0], said
+    run_dir = config.load(None, tiny).run_dir()
+    assert not [p for p in run_dir.rglob(".*~*")], "no temporary file left"
+    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", real)
+    assert cli.main(args) == 0
+    assert [(r.level, r.arm) for r in RunDir(run_dir).rows()] == [(0, "ticket"), (1, "ticket")]
+
+
+def test_unusable_arguments_are_one_line(capsys):
+    for argv, message in ((["report"], "give run directories"), (["export", "x"], "the following arguments are required: --level, --out"),
+                          (["frobnicate"], "unknown command 'frobnicate' (one of run, ")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_the_report_of_a_run_whose_only_level_diverged_says_so(tiny, tmp_path, capsys):
+    args = [*tiny, "--train.lr=1e6", "--prune.levels=0"]
+    assert cli.main(["run", QUICKSTART, *args]) == cli.DIVERGED
+    capsys.readouterr()
+    assert cli.main(["report", str(config.load(None, args).run_dir()), "--out", str(tmp_path / "report")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no level of it finished: seed 0 ticket at level 0 diverged at step" in line
+    shutil.rmtree(tmp_path / "runs")
