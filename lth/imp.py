@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 import yaml
@@ -38,7 +40,7 @@ from lth.rewinding import RewindCapture, start_checkpoint
 from lth.run_dir import FINAL, LAST, START, Row, RunDir, RunError
 from lth.steps import Steps
 from lth.tracking import Tracker
-from lth.training import Member, Training, packs, resume_from, train_pack
+from lth.training import Member, MemberCheckpoints, Training, packs, resume_from, train_pack, trainer
 
 
 @dataclass
@@ -187,9 +189,8 @@ class Run:
             fresh=module.model.state_dict, macs=lambda masks: macs(module.model, shape, masks),
         )
 
-    def member(self, level: int, arm: Arm, from_start: bool = False) -> Member:
-        """(level, arm), ready: its module built and started as its arm's `Start` says; `from_start`: from its first
-        step even if it finished (to capture the rewind point again)."""
+    def member(self, level: int, arm: Arm) -> Member:
+        """(level, arm), ready: its module built and started as its arm's `Start` says."""
         seed = arm.init_seed(self.cfg.seed, level)
         module = self.build_module(seed)
         chain = self.level_masks(level, module, arm)
@@ -210,8 +211,8 @@ class Run:
         module.steps, module.train_cfg = steps, train
         if arm.chain() == arm.name:  # the networks that are pruned next train with the method's penalty
             module.penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params)
-        resume = first if from_start else resume_from(arm_dir, first)
-        return self.as_member(level, arm, module, start.masks, resume, start_step, arm_dir, self.dir.rewind, self.cfg.seed, start.narrow)
+        return self.as_member(level, arm, module, start.masks, resume_from(arm_dir, first), start_step, arm_dir, self.dir.rewind, self.cfg.seed,
+                              start.narrow)
 
     def as_member(self, level: int, arm: Arm, module: MaskedModule, masks: M.Masks, resume, start_step: int, directory, rewind,
                   data_order: int, narrow: bool = False) -> Member:
@@ -251,7 +252,7 @@ class Run:
             check(f"before level {level} {arm.name}")
             if source is not None:
                 self.wait_for(level, arm.name, *source)
-            out.append(self.member(level, arm, from_start=again is not None and level == 0))
+            out.append(self.member(level, arm))
         return out
 
     def lost(self, level: int, arm: str) -> str | None:
@@ -269,15 +270,36 @@ class Run:
         return [(level, arm) for level in range(self.cfg.prune.levels + 1) for arm in self.arms() if arm.trains_at(level) and (level, arm.name) not in done]
 
     def redo(self, level: int, arm: Arm) -> str | None:
-        """Why a recorded (level, arm) trains again, if it must: a file later levels build on was moved aside, as
-        `RunDir.load` advises for a damaged one, or deleted to save disk. Its results line is then replaced by the
-        new one (`RunDir.append`), which describes the weights now on disk."""
-        later = [(lv, a) for lv, a in self.pending() if lv > 0]
-        if level == 0 and arm.is_ticket and not self.dir.rewind.exists() and any(not (self.dir.arm(lv, a.name) / START).exists() for lv, a in later):
-            return f"{self.dir.rewind.name} is missing, and only the dense run captures it (at step {self.steps.rewind_step})"
-        if not (self.dir.arm(level, arm.name) / FINAL).exists() and any(self.mask_source(lv, a) == (level, arm.name) for lv, a in later):
+        """Why a recorded (level, arm) trains again, if it must: its final.ckpt, which a level still to train is made
+        from, was moved aside, as `RunDir.load` advises for a damaged one, or deleted to save disk. Its results line is
+        then replaced by the new one (`RunDir.append`), which describes the weights now on disk."""
+        if not (self.dir.arm(level, arm.name) / FINAL).exists() and any(self.mask_source(lv, a) == (level, arm.name) for lv, a in self.pending() if lv > 0):
             return f"its {FINAL} is missing, and a level still to train is made from it"
         return None
+
+    def replay(self, step: int, path: Path, scratch: Path) -> Path:
+        """The dense run's training state at `step`, made once into `path` by replaying the dense run from its init (its
+        trajectory is a function of the seed): a rewind point moved aside, or another k for `lth stability`. It
+        checkpoints in `scratch` like any training, so a stopped replay resumes; `scratch` is removed once done."""
+        if not path.exists():
+            module = self.build_module(self.cfg.seed)
+            module.steps = replace(self.steps, total_steps=max(step, 1))
+            scratch.mkdir(parents=True, exist_ok=True)
+            resume = scratch / LAST
+            member = self.as_member(0, ARMS["ticket"], module, module.masks(), resume if resume.exists() else None, 0, scratch, path, self.cfg.seed)
+            fit = trainer(module.steps, MemberCheckpoints([member]), [RewindCapture(step, [path])], self.cfg.train, self.progress)
+            fit.fit(module, datamodule=self.data([self.cfg.seed]), ckpt_path=None if member.resume is None else str(resume), weights_only=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return path
+
+    def rewind_again(self) -> None:
+        """Capture the rewind point again if it was moved aside while levels still to train start from it (only the
+        dense run holds it; its level 0 is recorded, so it is replayed to the rewind step, not retrained)."""
+        later = [(level, arm) for level, arm in self.pending() if level > 0]
+        if self.dir.rewind.exists() or not self.dir.done(0, "ticket") or all((self.dir.arm(lv, a.name) / START).exists() for lv, a in later):
+            return
+        self.say(f"{self.dir.rewind.name} is missing and levels still to train start from it: replaying the dense run to step {self.steps.rewind_step}")
+        self.replay(self.steps.rewind_step, self.dir.rewind, self.dir.root / "replay_rewind")
 
     def training(self) -> Training:
         return Training(lambda pack: self.build_module(0, pack), self.data, self.cfg.train, self.progress)
@@ -509,6 +531,9 @@ def _train(runs: list[Run]) -> None:
         run.tracker = Tracker.open(run.cfg, run.dir) if distributed.writer() else None  # one W&B run per run, not per rank
     trackers = [run.tracker for run in runs if run.tracker]
     try:
+        for run in runs:
+            if "ticket" in run.cfg.arms:  # the rewind point is the dense run's: made under the ticket's lock
+                run.rewind_again()
         train_levels(runs, runs[0].pack)
     except Interrupted as stop:
         for tracker in trackers:

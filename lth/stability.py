@@ -33,10 +33,10 @@ from lth.imp import Run, run_experiments
 from lth.models import MODELS
 from lth.module import MaskedModule
 from lth.preemption import Interrupted, check, stop_on_signals
-from lth.rewinding import RewindCapture, start_checkpoint
-from lth.run_dir import FINAL, LAST, START, read_lines
+from lth.rewinding import start_checkpoint
+from lth.run_dir import FINAL, START, read_lines
 from lth.tracking import Tracker
-from lth.training import Member, MemberCheckpoints, packs, resume_from, train_pack, trainer
+from lth.training import Member, packs, resume_from, train_pack
 
 COPIES = 2
 # Train error and batch-norm statistics are measured on a fixed subset of the training split (its first
@@ -103,17 +103,7 @@ class Study:
         run = self.run
         if step == run.steps.rewind_step:
             return run.dir.rewind
-        path = self.root / f"rewind_{step}.ckpt"
-        if not path.exists():
-            module = run.build_module(run.cfg.seed)
-            module.steps = replace(run.steps, total_steps=max(step, 1))
-            replay = self.root / f"replay_{step}"
-            replay.mkdir(parents=True, exist_ok=True)
-            resume = replay / LAST
-            member = run.as_member(0, ARMS["ticket"], module, module.masks(), resume if resume.exists() else None, 0, replay, path, run.cfg.seed)
-            fit = trainer(module.steps, MemberCheckpoints([member]), [RewindCapture(step, [path])], run.cfg.train, run.progress)
-            fit.fit(module, datamodule=run.data([run.cfg.seed]), ckpt_path=None if member.resume is None else str(resume), weights_only=False)
-        return path
+        return run.replay(step, self.root / f"rewind_{step}.ckpt", self.root / f"replay_{step}")
 
     def copies(self, level: int, step: int) -> list[Member]:
         """The two copies of (level, k): the same start and masks, each its own data order."""

@@ -45,10 +45,12 @@ def test_a_divergence_with_levels_after_it_exits_4_and_so_does_the_rerun(tiny, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moved, redone", [(f"level_01/ticket/{FINAL}", 1), ("rewind.ckpt", 0)], ids=["final", "rewind"])
+@pytest.mark.parametrize("moved, redone", [(f"level_01/ticket/{FINAL}", "level 1/2 ticket: recorded earlier, trained again"),
+                                           ("rewind.ckpt", "rewind.ckpt is missing and levels still to train start from it: replaying")],
+                         ids=["final", "rewind"])
 def test_a_checkpoint_moved_aside_as_advised_is_made_again_and_the_run_goes_on(tiny, tmp_path, moved, redone):
-    """`RunDir.load` says "move it aside to redo that step": the rerun redoes it (the dense run again, which alone
-    captures the rewind point), replaces its results line with an equal one, and trains the levels after it."""
+    """`RunDir.load` says "move it aside to redo that step": the rerun redoes it (a level's training, replacing its
+    results line with an equal one; the dense run replayed to the rewind step) and trains the levels after it."""
     args = ["run", QUICKSTART, *tiny, "--prune.levels=1"]
     assert _lth(args, tmp_path).returncode == 0
     run_dir = config.load(None, tiny).run_dir()
@@ -57,7 +59,7 @@ def test_a_checkpoint_moved_aside_as_advised_is_made_again_and_the_run_goes_on(t
     (run_dir / moved).rename(tmp_path / "aside.ckpt")
     done = _lth(args[:-1] + ["--prune.levels=2"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"level {redone}/2 ticket: recorded earlier, trained again" in done.stderr
+    assert redone in done.stderr
     again = torch.load(run_dir / moved, weights_only=False)["state_dict"]
     assert again.keys() == kept.keys() and all(torch.equal(again[k], kept[k]) for k in kept)
     rows = without_timing(result_rows(run_dir))
