@@ -37,7 +37,7 @@ from lth.module import Diverged, MaskedModule
 from lth.packing import auto_pack, unpack_state
 from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import RewindCapture, start_checkpoint
-from lth.run_dir import FINAL, LAST, START, Row, RunDir, RunError
+from lth.run_dir import FINAL, LAST, PREVIOUS, START, Row, RunDir, RunError
 from lth.steps import Steps
 from lth.tracking import Tracker
 from lth.training import Member, MemberCheckpoints, Training, packs, resume_from, train_pack, trainer
@@ -399,7 +399,7 @@ class Run:
         todo = self.pending()
         paths = [self.dir.rewind] if todo else []
         for level, arm in todo:
-            paths += [self.dir.arm(level, arm.name) / name for name in (START, LAST, FINAL)]
+            paths += [self.dir.arm(level, arm.name) / name for name in (START, LAST, PREVIOUS, FINAL)]
             if level > 0:
                 source_level, source = self.mask_source(level, arm)
                 previous = self.dir.arm(source_level, source) / FINAL

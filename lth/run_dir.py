@@ -3,7 +3,7 @@
     config.yaml            the resolved experiment
     results.jsonl          one line per finished (level, arm); rewritten atomically under a lock
     rewind.ckpt            the dense run's full training state at the rewind step
-    level_00/ticket/       last.ckpt (written after each evaluation), final.ckpt
+    level_00/ticket/       last.ckpt (written after each evaluation) and previous.ckpt (the one before), final.ckpt
     level_01/mask.pt       the level's masks (the ticket's, shared by its controls), made once
     level_01/ARM/          start.ckpt (where the arm starts, masks applied), last.ckpt, final.ckpt, and mask.pt
                            for an arm with a chain of its own (finetune, lr_rewind)
@@ -32,6 +32,9 @@ from lth.files import atomic_write
 # The checkpoints of an arm's level (its start, its latest position, its end) and the dense run's training
 # state at the rewind step.
 START, LAST, FINAL, REWIND_CKPT = "start.ckpt", "last.ckpt", "final.ckpt", "rewind.ckpt"
+# The last.ckpt before the newest: a pack writes its members' checkpoints one after another, and a kill between two
+# writes leaves them a save apart; the members ahead step back to this one (`lth.training.common_step`).
+PREVIOUS = "previous.ckpt"
 
 # The fields of a results line that measure the machine rather than the network: two runs of the same
 # computation agree in every other field, bit for bit.

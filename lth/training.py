@@ -4,6 +4,7 @@ driver (`lth.imp`, `lth.stability`) as values: the members and a `Training`."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from lth.masks import Masks
 from lth.module import MaskedModule
 from lth.packing import pack_checkpoint, pack_state, unpack_checkpoint
 from lth.preemption import interrupted, stopping
-from lth.run_dir import FINAL, LAST, REWIND_CKPT, RunDir
+from lth.run_dir import FINAL, LAST, PREVIOUS, REWIND_CKPT, RunDir
 from lth.steps import Steps
 from lth.tracking import Tracker
 
@@ -66,23 +67,45 @@ class Training:
 
 
 def resume_from(directory: Path, start: Path | None) -> Path | None:
-    """Where a member in `directory` continues: its final.ckpt if it finished, its last.ckpt if it was stopped,
-    else `start` (its start.ckpt, or None: its module at step 0)."""
-    return next((p for p in (directory / FINAL, directory / LAST) if p.exists()), start)
+    """Where a member in `directory` continues: its final.ckpt if it finished, its last.ckpt if it was stopped (or
+    the one before, if a kill came between setting that aside and writing the new one), else `start` (its
+    start.ckpt, or None: its module at step 0)."""
+    return next((p for p in (directory / FINAL, directory / LAST, directory / PREVIOUS) if p.exists()), start)
 
 
-def pack_key(member: Member) -> tuple:
+def _step(checkpoint: Path | None) -> int:
+    return 0 if checkpoint is None else RunDir.load(checkpoint)["global_step"]
+
+
+def pack_key(member: Member, step: bool = True) -> tuple:
     """Members with equal keys can train in lockstep as one pack: same network and data shapes, same schedule,
     optimizer settings and training penalty, at the same step, with optimizer states of the same origin (they
     share its scalars, such as Adam's step count)."""
-    step = 0 if member.resume is None else RunDir.load(member.resume)["global_step"]
     module = member.module
     alone = id(member) if member.narrow else None  # a narrow network's widths are its own masks': it trains alone
-    return (member.shared, module.steps, repr(module.train_cfg), repr(module.penalty), member.resume is None, step, member.optimizer_origin,
-            member.finished, alone)
+    return (member.shared, module.steps, repr(module.train_cfg), repr(module.penalty), member.resume is None, _step(member.resume) if step else None,
+            member.optimizer_origin, member.finished, alone)
+
+
+def common_step(members: list[Member]) -> None:
+    """Members that would pack together but for their step resume from one: a kill between two members' last.ckpt
+    writes leaves those written a save ahead, and trained as packs apart they would round differently from the
+    uninterrupted run. Each member ahead steps back to its previous.ckpt where that is the others' step."""
+    groups: dict[tuple, list[Member]] = {}
+    for member in members:
+        if not member.finished and member.resume is not None:
+            groups.setdefault(pack_key(member, step=False), []).append(member)
+    for group in groups.values():
+        steps = {id(m): _step(m.resume) for m in group}
+        behind = min(steps.values())
+        for m in group:
+            previous = m.dir / PREVIOUS
+            if steps[id(m)] > behind and m.resume != previous and previous.exists() and _step(previous) == behind:
+                m.resume = previous
 
 
 def packs(members: list[Member], size: int) -> list[list[Member]]:
+    common_step(members)
     groups: dict[tuple, list[Member]] = {}
     for member in members:
         groups.setdefault(pack_key(member), []).append(member)
@@ -108,7 +131,10 @@ class MemberCheckpoints(CheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         for member, part in zip(self.members, unpack_checkpoint(checkpoint, len(self.members))):
-            RunDir.save(part, member.file(str(path)))
+            target = member.file(str(path))
+            if target.name == LAST and target.exists() and distributed.writer():
+                os.replace(target, target.with_name(PREVIOUS))  # kept until every member has its new last.ckpt (`common_step`)
+            RunDir.save(part, target)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return pack_checkpoint([RunDir.load(m.resume) for m in self.members])
@@ -201,6 +227,7 @@ def train_pack(members: list[Member], how: Training, callbacks: list[Callback]) 
         if any(not h or h[-1]["step"] != module.steps.total_steps for h in module.val_history):
             fit.validate(module, datamodule=data, verbose=False)
         fit.save_checkpoint(FINAL)  # atomically, per member: other processes wait for these files
-    for m in members if distributed.writer() else ():  # a finished level resumes from final.ckpt: its last position is of no more use
+    for m in members if distributed.writer() else ():  # a finished level resumes from final.ckpt: its last positions are of no more use
         (m.dir / LAST).unlink(missing_ok=True)
+        (m.dir / PREVIOUS).unlink(missing_ok=True)
     return module

@@ -200,3 +200,40 @@ def test_the_report_of_a_run_whose_only_level_diverged_says_so(tiny, tmp_path, c
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "no level of it finished: seed 0 ticket at level 0 diverged at step" in line
     shutil.rmtree(tmp_path / "runs")
+
+
+KILL_BETWEEN = """
+import os, signal, sys
+from lth.run_dir import RunDir
+save = RunDir.save
+def killing(obj, path):
+    save(obj, path)
+    if path.name == "last.ckpt" and path.parent.name == "ticket" and path.parent.parent.name == "level_01" and obj["global_step"] == 20:
+        os.kill(os.getpid(), signal.SIGKILL)  # the ticket has its new last.ckpt, the reinit of its pack not yet
+RunDir.save = staticmethod(killing)
+from lth import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_between_two_members_checkpoint_writes_resumes_them_from_one_step(tiny, tmp_path):
+    """The members of a pack go on from one common step, so they train as the same pack and the rerun equals the
+    uninterrupted run bit for bit (as two packs of one they would round differently)."""
+    args = ["run", QUICKSTART, *tiny[:-2], "--prune.levels=1", "--arms=[ticket,reinit]", "--pack=2", "--name=tiny"]
+    reference = _lth([*args, f"--out_dir={tmp_path / 'reference'}"], tmp_path)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    killed = subprocess.run([sys.executable, "-c", KILL_BETWEEN, *args, f"--out_dir={tmp_path / 'runs'}"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=LIMIT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run_dir = config.load(None, tiny).run_dir()
+    steps = {arm: torch.load(run_dir / "level_01" / arm / "last.ckpt", weights_only=False)["global_step"] for arm in ("ticket", "reinit")}
+    assert steps["ticket"] == 20 > steps["reinit"], "the kill came between the two writes"
+    done = _lth([*args, f"--out_dir={tmp_path / 'runs'}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(a pack of 2)" in done.stderr.split("level 1:")[1]
+    expected = config.load(None, [*tiny[:-2], f"--out_dir={tmp_path / 'reference'}", "--name=tiny"]).run_dir()
+    assert without_timing(result_rows(run_dir)) == without_timing(result_rows(expected))
+    for arm in ("ticket", "reinit"):
+        ours, theirs = (torch.load(d / "level_01" / arm / FINAL, weights_only=False)["state_dict"] for d in (run_dir, expected))
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), arm
