@@ -62,8 +62,7 @@ def semi_structured_problem(shape: tuple[int, int], dtype: torch.dtype = torch.f
 def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict[str, Any]:
     """Write the export and return what was checked: the largest output difference and the weights kept."""
     directory = RunDir(run_dir)
-    if not directory.config.is_file():
-        raise RunError(f"{run_dir} is not an lth run directory (no config.yaml)")
+    cfg = directory.experiment()
     final = directory.arm(level, arm) / FINAL
     if not final.is_file():
         raise RunError(f"{final} does not exist: level {level} of {arm} has not finished training")
@@ -71,7 +70,6 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
         raise RunError(f"--out {out} is a directory; name the file to write")
     if not os.access(next(p for p in (out.parent, *out.parents) if p.exists()), os.W_OK):
         raise RunError(f"--out {out}: its folder is not writable by this user")
-    cfg = config.load(directory.config)
     spec = dataset(cfg.data)
     run = Run(cfg, directory, config.steps(cfg), progress=False)
     unit = run.unit

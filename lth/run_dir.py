@@ -165,6 +165,23 @@ class RunDir:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
+    def experiment(self):
+        """The run's experiment, from its config.yaml, checked against the run id its results lines were written under:
+        a config edited by hand since would describe another experiment than the one trained (and its shapes would not
+        fit). The folder may have been renamed or copied; its lines keep their run id."""
+        from lth import config
+
+        if not self.config.is_file():
+            raise RunError(f"{self.root} is not an lth run directory (no config.yaml)")
+        cfg = config.load(self.config)
+        trained = {row.run_id for row in self.rows()}
+        if trained and (now := cfg.run_id()) not in trained:
+            was = sorted(trained)[0]
+            what = f"model, data or seed ({now.rpartition('-')[0]}, the run's {was.rpartition('-')[0]})" if now.rpartition("-")[0] != was.rpartition("-")[0] \
+                else f"settings (digest {now.rpartition('-')[2]}, the run's {was.rpartition('-')[2]})"
+            raise RunError(f"{self.config} was edited since the run was trained: its {what} differ from those of its results lines; restore it")
+        return cfg
+
     @property
     def results(self) -> Path:
         return self.root / "results.jsonl"

@@ -62,8 +62,7 @@ def prune_one(state: dict[str, torch.Tensor], layer: str, fraction: float, metho
 def check(run_dir: Path, level: int, fractions: list[float], method: str) -> tuple[config.Experiment, Path]:
     """Everything that can be wrong, before any work: one line each."""
     directory = RunDir(run_dir)
-    if not directory.config.is_file():
-        raise RunError(f"{run_dir} is not an lth run directory (no config.yaml)")
+    cfg = directory.experiment()
     final = directory.arm(level, "ticket") / FINAL
     if not final.is_file():
         raise RunError(f"--level {level}: {final} does not exist; that level of the ticket has not finished training")
@@ -71,7 +70,6 @@ def check(run_dir: Path, level: int, fractions: list[float], method: str) -> tup
         raise config.ConfigError(f"--method: one of {', '.join(METHODS)}, got {method!r}")
     if not fractions or any(not 0 < f < 1 for f in fractions):
         raise config.ConfigError(f"--fractions: each must lie in (0, 1), got {fractions}")
-    cfg = config.load(directory.config)
     if dataset(cfg.data).stream:
         raise config.ConfigError("lth sensitivity: evaluates on in-memory data, and these images stream from their files")
     if method == "channel" and not layers(cfg, method):

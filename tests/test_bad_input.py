@@ -9,6 +9,7 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import TINY
 
 from lth import cli, config, data
@@ -37,6 +38,14 @@ def _mnist(tmp: Path) -> Path:
 
 def _results(run: Path, text: str) -> str:
     (run / "results.jsonl").write_text(text)
+    return str(run)
+
+
+def _edited(run: Path, section: str, key: str, value) -> str:
+    """The finished run with one setting of its config.yaml changed by hand; the case's check restores it."""
+    settings = yaml.safe_load((run / "config.yaml").read_text())
+    settings[section][key] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(settings))
     return str(run)
 
 
@@ -87,6 +96,10 @@ CASES = [
     ("a run over a mistyped results line", lambda tmp, run: [*RUN, *TINY, "--prune.levels=1", "--name=tiny", f"--out_dir={run.parents[1]}",
                                                              _results(run, _line(run, level="0")) and "--seed=0"],
      "results.jsonl:1: level is '0', not int"),
+    ("export of a run whose config was edited", lambda tmp, run: ["export", _edited(run, "model", "name", "mnist1d_cnn"), "--level=0", f"--out={tmp / 'x.pt'}"],
+     "config.yaml was edited since the run was trained: its model, data or seed (mnist1d_cnn-synthetic-seed0, the run's mnist1d_mlp-synthetic-seed0)"),
+    ("sensitivity of a run whose config was edited", lambda tmp, run: ["sensitivity", _edited(run, "train", "lr", 0.5)],
+     "config.yaml was edited since the run was trained: its settings (digest "),
     ("an empty results file", lambda tmp, run: ["report", _results(run, ""), "--out", str(tmp / "report")], "holds no results line yet: nothing to report"),
     ("a report into a path below a file", lambda tmp, run: ["report", str(run), "--out", str(_file(tmp) / "report")], "a_file/report: Not a directory"),
     ("export to a directory", lambda tmp, run: ["export", str(run), "--level=0", f"--out={tmp}"], "is a directory; name the file to write"),
@@ -118,8 +131,8 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("command, message", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, finished, capsys, command, message):
-    results = finished / "results.jsonl"
-    kept = results.read_bytes()
+    results, settings = finished / "results.jsonl", finished / "config.yaml"
+    kept, kept_settings = results.read_bytes(), settings.read_bytes()
     argv = command(tmp_path, finished)
     if argv[0] == "run" and not any(a.startswith("--out_dir") for a in argv):
         argv.append(f"--out_dir={tmp_path / 'runs'}")
@@ -129,6 +142,7 @@ def test_bad_input_is_one_line_exit_2_before_any_work(tmp_path, finished, capsys
         after = _hashes(tmp_path), _hashes(finished)
     finally:
         results.write_bytes(kept)  # the finished run as the next case expects it
+        settings.write_bytes(kept_settings)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lth: error: ") and message in err[0], err
     assert after == before, "nothing on disk changed"
