@@ -89,25 +89,22 @@ def taken_up(path: Path, lock: Path, waiting: Callable[[], None], what: str) -> 
     """Whether `path` exists or another process holds `lock` (it is making `path`), allowing a process started at the
     same moment (a sweep starts a ticket's job and its controls' together) `START_SECONDS` to take its lock."""
     deadline = time.monotonic() + START_SECONDS
-    said = False
-    while not path.exists() and not held_elsewhere(lock):
-        if time.monotonic() >= deadline:
-            return False
-        if not said:
-            waiting()
-            said = True
-        if STOP.wait(WAIT_SECONDS):
-            raise interrupted(f"while {what}")
-    return True
+    return _poll(lambda: path.exists() or held_elsewhere(lock), lambda: time.monotonic() >= deadline, waiting, what)
 
 
 def wait_while_held(path: Path, lock: Path, waiting: Callable[[], None], what: str) -> bool:
     """Wait for `path` while another process holds `lock` (it is making `path`): True once `path` exists, False
-    if it does not and nobody is making it. `waiting()` is called once, when the wait begins; a stopping signal ends it."""
+    if it does not and nobody is making it."""
+    return _poll(path.exists, lambda: not held_elsewhere(lock), waiting, what)
+
+
+def _poll(ready: Callable[[], bool], hopeless: Callable[[], bool], waiting: Callable[[], None], what: str) -> bool:
+    """Look every `WAIT_SECONDS` until `ready()` (True) or `hopeless()` (then whether it became ready meanwhile).
+    `waiting()` is called once, when the wait begins; a stopping signal ends it."""
     said = False
-    while not path.exists():
-        if not held_elsewhere(lock):
-            return path.exists()  # it may have appeared between the two looks
+    while not ready():
+        if hopeless():
+            return ready()
         if not said:
             waiting()
             said = True
