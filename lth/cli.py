@@ -137,8 +137,8 @@ def _training(work):
         if distributed.writer():
             print(f"lth: {err}; rerun the same command to resume", file=sys.stderr)
         return None, err.exit_code
-    except OSError as err:  # a full disk, a quota, a folder made read-only mid-run: nothing written so far is damaged
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+    except OSError as err:  # a full disk, a quota or file-size limit, a folder made read-only mid-run: nothing written so far is damaged
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES):
             raise
         print(f"lth: error: {err.filename or 'writing'}: {err.strerror}; every file written before is whole (all are written atomically), "
               "so rerunning the same command once this is fixed resumes", file=sys.stderr)

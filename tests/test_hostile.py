@@ -2,7 +2,6 @@
 (every case that hung runs in a process with a time limit, so a hang fails the test), never takes one experiment
 for another, and answers every signal, at any moment, with its exit code and one line."""
 
-import errno
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ import pytest
 import torch
 from conftest import held_by_another_process, result_rows, without_timing
 
-from lth import cli, config, files
+from lth import cli, config
 from lth.run_dir import FINAL, RunDir
 
 QUICKSTART = str(Path("experiments/quickstart.yaml").resolve())
@@ -146,41 +145,27 @@ def test_a_signal_while_the_configuration_is_read_exits_with_its_code_and_one_li
     assert done.returncode == 3 and _said(done.stderr) == [STOPPED.format("SIGUSR1")], done.stderr[-2000:]
 
 
-def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_the_rerun_resumes(tiny, monkeypatch, capsys):
-    """torch.save writing to a file turns ENOSPC into a RuntimeError of its zip writer; lth writes the bytes itself."""
-    real = files.tempfile.NamedTemporaryFile
-    full = {"after": 3}  # the fourth file written meets a full disk
+FILE_SIZE_LIMIT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as a full disk fails with ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+from lth import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
-    class Full:
-        def __init__(self, handle):
-            self.handle = handle
 
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self.handle.__exit__(*exc)
-
-    def opened(*given, **named):
-        handle = real(*given, **named)
-        full["after"] -= 1
-        return Full(handle) if full["after"] < 0 else handle
-
-    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", opened)
+@pytest.mark.slow
+def test_a_checkpoint_write_that_meets_a_disk_limit_is_one_line_and_the_rerun_resumes(tiny, tmp_path):
+    """torch.save writing to a file turns the write's OSError into a RuntimeError of its zip writer (a 90-line
+    traceback); lth serialises first and writes the bytes itself. A file-size limit stands in for a full disk."""
     args = ["run", QUICKSTART, *tiny, "--prune.levels=1"]
-    assert cli.main(args) == 1
-    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lth:")]
-    assert len(said) == 1 and "No space left on device; every file written before is whole" in said[0], said
+    limited = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, *args], capture_output=True, text=True, cwd=tmp_path, timeout=LIMIT)
+    assert limited.returncode == 1 and "Traceback" not in limited.stderr, limited.stderr[-2000:]
+    (said,) = _said(limited.stderr)
+    assert "File too large; every file written before is whole" in said
     run_dir = config.load(None, tiny).run_dir()
     assert not [p for p in run_dir.rglob(".*~*")], "no temporary file left"
-    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", real)
-    assert cli.main(args) == 0
+    assert _lth(args, tmp_path).returncode == 0
     assert [(r.level, r.arm) for r in RunDir(run_dir).rows()] == [(0, "ticket"), (1, "ticket")]
 
 
