@@ -66,6 +66,16 @@ def test_a_checkpoint_moved_aside_as_advised_is_made_again_and_the_run_goes_on(t
     assert rows[:2] == before
 
 
+def test_levels_past_the_last_weight_are_refused_at_once(tmp_path):
+    """A billion levels once built a list over every level before any check (memory past 9 GB, never an answer)."""
+    started = time.monotonic()
+    done = _lth(["run", QUICKSTART, "--seed=0", "--prune.levels=1000000000", f"--out_dir={tmp_path / 'runs'}"], tmp_path)
+    assert done.returncode == 2 and time.monotonic() - started < 60
+    assert _said(done.stderr) == ["lth: error: prune.levels: level 40 would remove none of the 2 weights left in 3 layers sharing fraction 0.2 "
+                                  "(layers.0.weight, ...) (round(0.2 × 2) = 0); at most 39 levels, got 1000000000"]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_busy_seed_leaves_the_free_seeds_to_train(tiny, capsys):
     seed0 = config.load(None, tiny).run_dir()
     holder = held_by_another_process(seed0 / "locks" / "ticket.lock")
