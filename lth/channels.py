@@ -28,7 +28,7 @@ import torch_pruning as tp
 from torch import nn
 
 from lth.masks import Masks, channels_alive
-from lth.models import MODELS, prunable_names
+from lth.models import Architecture, prunable_names
 
 _OUT = {nn.Linear: tp.prune_linear_out_channels, nn.Conv1d: tp.prune_conv_out_channels, nn.Conv2d: tp.prune_conv_out_channels}
 
@@ -52,10 +52,10 @@ def _graph(model: nn.Module, input_shape: tuple[int, ...]) -> tp.DependencyGraph
 
 
 @functools.cache
-def removable(model_name: str, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Removable]:
+def removable(architecture: Architecture) -> dict[str, Removable]:
     """Every layer of the (unpacked) network whose output channels can be removed alone, by weight name."""
-    model = MODELS[model_name](input_shape, num_classes)
-    graph = _graph(model, input_shape)
+    model = architecture.build()
+    graph = _graph(model, architecture.input_shape)
     names = {module: name for name, module in model.named_modules()}
     out = {}
     for layer in prunable_names(model):

@@ -54,6 +54,9 @@ class ModelConfig:
     # initialises its CIFAR ResNets and VGGs (models/bn_initializers.py, `batchnorm_init='uniform'` in their
     # default hparams), which produced Frankle et al.'s (2020) ResNet-20 and VGG-16 numbers.
     bn_init: Literal["ones", "uniform"] = "ones"
+    # Keyword arguments of the model's builder (`lth.models.Architecture`): a model of your own, named by import path
+    # (`model: {name: mymodels:SmallCNN, kwargs: {width: 32}}`), takes its settings here.
+    kwargs: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -282,6 +285,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(kind, value, key + ".")
+    if kind is object:  # any YAML value: a user's own builder checks its own arguments
+        return value
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -460,10 +465,12 @@ def validate(cfg: Experiment) -> None:
     from lth import pruning
     from lth.arms import ARMS
     from lth.data import names
-    from lth.models import MODELS, prunable_names
+    from lth.models import Architecture, ModelError, prunable_names, resolve
 
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"model.name: unknown model {cfg.model.name!r} (known: {', '.join(sorted(MODELS))})")
+    try:
+        resolve(cfg.model.name)
+    except ModelError as err:
+        raise ConfigError(str(err)) from None
     if cfg.data.name not in names():
         raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(names())})")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
@@ -515,8 +522,18 @@ def validate(cfg: Experiment) -> None:
     if problem := pruning.schedule(p).check(p.schedule_params, p, steps(cfg)):
         raise ConfigError(problem)
     spec = dataset(cfg.data)
-    with torch.device("meta"):  # shapes alone, no memory and no init
-        model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes)
+    architecture = Architecture.of(cfg.model, spec)
+    if cfg.pack not in (None, 1) and not architecture.packs:
+        raise ConfigError(f"pack: {cfg.model.name} is not written in lth's packing convention (its builder takes no `pack`); its runs train one at a time: "
+                          "leave pack unset")
+    try:
+        with torch.device("meta"):  # shapes alone, no memory and no init
+            model = architecture.build()
+    except Exception as err:  # noqa: BLE001 - a user's own builder may fail in any way; one line, theirs to read
+        raise ConfigError(f"model: {cfg.model.name}{f' with {cfg.model.kwargs}' if cfg.model.kwargs else ''} could not be built "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model: {cfg.model.name} built a {type(model).__name__}, not a torch.nn.Module")
     if ranks > 1 and not torch.cuda.is_available() and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ConfigError(f"train.devices: {cfg.model.name} has batch norm, whose statistics over the whole batch across ranks (SyncBatchNorm) "
                           "torch computes only on GPUs; on CPUs train it on one process")
@@ -528,7 +545,7 @@ def validate(cfg: Experiment) -> None:
     fractions = pruning.layer_fractions(p, model, names)
     if not any(fractions.values()):
         raise ConfigError(f"prune: every prunable layer of {cfg.model.name} is left dense (prune.dense_layers, prune.layer_fractions); nothing would be pruned")
-    unit = pruning.unit(p, cfg.model.name, spec)
+    unit = pruning.unit(p, architecture)
     if problem := pruning.method(p).check(p.method_params, p.strategy, shapes, fractions, unit):
         raise ConfigError(problem)
     if problem := unit.check_levels(shapes, fractions, p.strategy, p.levels):

@@ -26,7 +26,7 @@ from lth import channels, config
 from lth.arms import ARMS
 from lth.data import dataset
 from lth.imp import Run
-from lth.models import MODELS
+from lth.models import Architecture
 from lth.ranking import NMGroups
 from lth.run_dir import FINAL, RunDir, RunError
 
@@ -80,7 +80,8 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     masked.eval()
     masks = {name: mask.clone() for name, mask in masked.masks().items()}
     plain = {k: v.clone() for k, v in masked.model.state_dict().items() if not k.endswith("_mask")}
-    payload: dict[str, Any] = {"model": cfg.model.name, "input_shape": spec.input_shape, "num_classes": spec.num_classes, "state_dict": plain}
+    payload: dict[str, Any] = {"model": cfg.model.name, "kwargs": cfg.model.kwargs, "input_shape": spec.input_shape, "num_classes": spec.num_classes,
+                               "state_dict": plain}
     if wide_masks is not None:  # trained narrow: its state is the narrow network's
         payload["masks"] = wide_masks
     elif unit.removes_channels:  # the masked wide network, made narrow here
@@ -134,9 +135,10 @@ def load(exported: dict[str, Any] | Path) -> nn.Module:
     made narrow as its masks say when it was channel-pruned, with its weights."""
     if not isinstance(exported, dict):
         exported = torch.load(exported, weights_only=False)
-    network = MODELS[exported["model"]](exported["input_shape"], exported["num_classes"])
+    architecture = Architecture(exported["model"], tuple(exported["input_shape"]), exported["num_classes"], tuple(exported.get("kwargs", {}).items()))
+    network = architecture.build()
     if "masks" in exported:
-        structure = channels.removable(exported["model"], tuple(exported["input_shape"]), exported["num_classes"])
+        structure = channels.removable(architecture)
         network = channels.narrow(network, exported["masks"], structure, tuple(exported["input_shape"]))
     network.load_state_dict(exported["state_dict"])
     return network.eval()

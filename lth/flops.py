@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lth import masks as M
-from lth.models import MODELS, prunable_names
+from lth.models import Architecture, prunable_names
 
 
 def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor] | None = None) -> int:
@@ -42,11 +42,11 @@ def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.
     return sum(positions[name] * used[name] for name in positions)
 
 
-def dense_macs(model_name: str, input_shape: tuple[int, ...], num_classes: int) -> int:
+def dense_macs(architecture: Architecture) -> int:
     """The dense network's MACs per example, from shapes alone: built on the meta device, so it takes no memory
     and draws no init from the global generator."""
     with torch.device("meta"):
-        return macs(MODELS[model_name](input_shape, num_classes), input_shape)
+        return macs(architecture.build(), architecture.input_shape)
 
 
 def parameters(model: nn.Module, followers: dict[str, tuple[str, ...]], masks: M.Masks) -> int:

@@ -32,7 +32,7 @@ from lth.data import DataModule, MissingDataError, dataset
 from lth.files import atomic_write, remove_orphans
 from lth.flops import dense_macs, macs, parameters, speedup
 from lth.methods.base import Scoring, State
-from lth.models import MODELS, init_batch_norm
+from lth.models import Architecture, init_batch_norm, initialise
 from lth.module import Diverged, MaskedModule
 from lth.packing import auto_pack, unpack_state
 from lth.preemption import Interrupted, check, stop_on_signals
@@ -73,18 +73,26 @@ class Run:
         return dataset(self.cfg.data)
 
     @property
+    def architecture(self) -> Architecture:
+        """The experiment's network for its dataset's shapes: what builds it (`lth.models.Architecture`)."""
+        return Architecture.of(self.cfg.model, self.spec)
+
+    @property
     def unit(self):
         """What the experiment's method removes (`lth.ranking`)."""
-        return pruning.unit(self.cfg.prune, self.cfg.model.name, self.spec)
+        return pruning.unit(self.cfg.prune, self.architecture)
 
     @property
     def example_macs(self) -> int:
         """The dense network's multiply-accumulates per example."""
-        return dense_macs(self.cfg.model.name, self.spec.input_shape, self.spec.num_classes)
+        return dense_macs(self.architecture)
 
     @property
     def pack(self) -> int:
-        """How many runs train as one packed network (`pack`, or `auto_pack` for the dense network's size)."""
+        """How many runs train as one packed network (`pack`, or `auto_pack` for the dense network's size); 1 for a
+        network not written in lth's packing convention."""
+        if not self.architecture.packs:
+            return 1
         return self.cfg.pack or auto_pack(self.example_macs)
 
     @property
@@ -97,12 +105,12 @@ class Run:
         physically (`lth.channels.narrow`), then initialised afresh at its own widths."""
         spec = self.spec
         torch.manual_seed(seed)  # the init is a function of the seed (OpenLTH leaves it unseeded)
-        model = MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes, pack=pack)
+        model = self.architecture.build(pack)
         init_batch_norm(model, self.cfg.model.bn_init)
         structure = self.unit.structure
         if narrow is not None:
             model = channels.narrow(model, narrow, structure, spec.input_shape)
-            model.initialise()
+            initialise(model)
             init_batch_norm(model, self.cfg.model.bn_init)
         followers = None if narrow is not None else channels.followers(structure)
         return MaskedModule(model, self.cfg.train, self.steps, spec.num_classes, pack, followers)
@@ -111,7 +119,7 @@ class Run:
         """A plain (unpacked, unmasked) network holding `state`'s weights, masked: what criteria that run the
         network score (`lth.methods.base.Scoring.network`). Built on the meta device: no init is drawn."""
         with torch.device("meta"):
-            model = MODELS[self.cfg.model.name](self.spec.input_shape, self.spec.num_classes)
+            model = self.architecture.build()
         masks = {k[: -len("_mask")]: v for k, v in state.items() if k.endswith("_mask")}
         model.load_state_dict({k: v * masks[k] if k in masks else v.clone() for k, v in state.items() if not k.endswith("_mask")}, assign=True)
         return model.train()
@@ -364,7 +372,7 @@ class Run:
         weights do not change their speed, so both are built fresh."""
         spec = self.spec
         with torch.random.fork_rng(devices=[]):  # leaves the global generator as training left it
-            wide = MODELS[self.cfg.model.name](spec.input_shape, spec.num_classes)
+            wide = self.architecture.build()
         narrow = channels.narrow(wide, masks, self.unit.structure, spec.input_shape)
         return round(speedup(wide, narrow, spec.input_shape, self.cfg.data.batch_size, device), 3)
 

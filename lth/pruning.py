@@ -12,6 +12,7 @@ from lth import channels
 from lth import masks as M
 from lth.methods import METHODS
 from lth.methods.base import Method, Scoring
+from lth.models import Architecture, dense_layers
 from lth.ranking import Channels, Weights
 from lth.schedules import SCHEDULES
 from lth.schedules.base import Schedule
@@ -25,14 +26,14 @@ def schedule(prune) -> Schedule:
     return SCHEDULES[prune.schedule]
 
 
-def unit(prune, model_name: str, spec) -> Weights | Channels:
+def unit(prune, architecture: Architecture) -> Weights | Channels:
     """What the method removes from this network (a channel unit knows which channels can go alone)."""
-    return method(prune).unit(prune.method_params, lambda: channels.removable(model_name, tuple(spec.input_shape), spec.num_classes))
+    return method(prune).unit(prune.method_params, lambda: channels.removable(architecture))
 
 
 def layer_fractions(prune, model: nn.Module, names: list[str]) -> dict[str, float]:
     """Each prunable layer's fraction per pruned level under the experiment's `prune` settings (0: dense)."""
-    dense = list(model.dense_layers if prune.dense_layers is None else prune.dense_layers)
+    dense = list(dense_layers(model) if prune.dense_layers is None else prune.dense_layers)
     return M.layer_fractions(names, schedule(prune).fraction(prune.schedule_params, prune.fraction), prune.layer_fractions, dense)
 
 

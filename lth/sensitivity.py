@@ -25,7 +25,7 @@ from lth.data import EvalBatches, dataset, load_split
 from lth.files import atomic_open, atomic_write
 from lth.flops import dense_macs
 from lth.masks import channels_alive
-from lth.models import MODELS, prunable_names
+from lth.models import Architecture, prunable_names
 from lth.packing import auto_pack, pack_state
 from lth.run_dir import FINAL, RunDir, RunError, read_lines
 
@@ -78,12 +78,12 @@ def check(run_dir: Path, level: int, fractions: list[float], method: str) -> tup
 
 
 def layers(cfg: config.Experiment, method: str) -> list[str]:
-    spec = dataset(cfg.data)
+    architecture = Architecture.of(cfg.model, dataset(cfg.data))
     with torch.device("meta"):
-        names = prunable_names(MODELS[cfg.model.name](spec.input_shape, spec.num_classes))
+        names = prunable_names(architecture.build())
     if method == "magnitude":
         return names
-    removable = channels.removable(cfg.model.name, spec.input_shape, spec.num_classes)
+    removable = channels.removable(architecture)
     return [n for n in names if n in removable]
 
 
@@ -102,7 +102,8 @@ def run(run_dir: Path, level: int, fractions: list[float], method: str) -> Path:
     batches = EvalBatches(split.arrays["x_test"], split.arrays["y_test"], BATCH, split.normalise)
     # The same packs on every run on one kind of device, the missing lines' packs evaluated whole: a resumed run
     # computes exactly what an uninterrupted one did (a pack's size changes float rounding).
-    size = auto_pack(dense_macs(cfg.model.name, spec.input_shape, spec.num_classes))
+    architecture = Architecture.of(cfg.model, spec)
+    size = auto_pack(dense_macs(architecture)) if architecture.packs else 1
     for start in range(0, len(every), size):
         pack = every[start : start + size]
         if all((level, method, layer, f) in done for layer, f in pack):
@@ -120,9 +121,8 @@ def run(run_dir: Path, level: int, fractions: list[float], method: str) -> Path:
 @torch.no_grad()
 def evaluate(states: list[dict[str, torch.Tensor]], cfg: config.Experiment, batches: EvalBatches) -> list[float]:
     """Test accuracy of each network in `states`, all of them in one packed forward pass per batch."""
-    spec = dataset(cfg.data)
     with torch.random.fork_rng(devices=[]):  # its init is overwritten; the global generator stays as it was
-        model = MODELS[cfg.model.name](spec.input_shape, spec.num_classes, pack=len(states))
+        model = Architecture.of(cfg.model, dataset(cfg.data)).build(len(states))
     model.load_state_dict(pack_state(states))
     model.eval().to(memory_format=torch.channels_last)  # oneDNN's NHWC kernels: 1.6-1.9× ResNet-20 on 2 CPU cores
     correct = torch.zeros(len(states))

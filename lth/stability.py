@@ -30,7 +30,6 @@ from lth.config import ConfigError, Experiment, dataset, steps, to_steps
 from lth.data import EVAL_BATCH, EvalBatches, load_split, seeded_generator
 from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
-from lth.models import MODELS
 from lth.module import MaskedModule
 from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import start_checkpoint
@@ -234,9 +233,8 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
     except locks.Busy:  # another process trains the chain (another point of a sweep): follow it
         run.wait_for(chain, "stability", chain, "ticket")
     study = Study(run, alphas)
-    spec = run.spec
     with torch.device("meta"):  # its layers alone, no memory and no init
-        norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in MODELS[cfg.model.name](spec.input_shape, spec.num_classes).modules())
+        norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.architecture.build().modules())
     recomputed = f" (batch-norm statistics recomputed on {TRAIN_SUBSET:,} training examples at each of {alphas} points)" if norms else ""
     run.tracker = Tracker.open(replace(cfg, arms=["stability"]), run.dir)  # its own W&B run, job_type "stability"
     with stop_on_signals():

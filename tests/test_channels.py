@@ -13,7 +13,7 @@ from lth import masks as M
 from lth.arms import ARMS
 from lth.flops import macs, parameters
 from lth.methods import METHODS
-from lth.models import MODELS
+from lth.models import MODELS, Architecture
 from lth.module import MaskedModule
 from lth.preemption import REQUEUE
 from lth.run_dir import FINAL, RunDir
@@ -24,7 +24,7 @@ CIFAR = (3, 8, 8)  # the networks' structure, at a size a test can run
 def _network(name, shape, seed=0):
     torch.manual_seed(seed)
     model = MODELS[name](shape, 10)
-    structure = channels.removable(name, shape, 10)
+    structure = channels.removable(Architecture(name, shape, 10))
     module = MaskedModule(model, config.TrainConfig(), None, 10, followers=channels.followers(structure))
     return module, structure
 
@@ -190,7 +190,7 @@ def test_an_exported_narrow_resnet_computes_the_masked_networks_outputs(tiny):
     # What the method guarantees under global ranking, whatever rounding decides which channels go: each layer's
     # width is the channels its mask keeps (at least one), half the removable channels go, the stream stays.
     masks = torch.load(run_dir / "level_01" / "mask.pt")
-    structure = channels.removable("resnet20", (3, 8, 8), 4)
+    structure = channels.removable(Architecture("resnet20", (3, 8, 8), 4))
     alive = {layer: int(M.channels_alive(masks[layer]).sum()) for layer in structure}
     total = sum(masks[layer].shape[0] for layer in structure)
     assert sum(alive.values()) == total - round(0.5 * total) and min(alive.values()) >= 1
