@@ -160,6 +160,9 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # Python modules to import before anything else (`lth.plugins`): a user's own arms, methods, schedules and
+    # models. Their code, where the experiment uses it, is part of the run's identity (`code`).
+    plugins: list[str] = field(default_factory=list)
     # Each registered arm's own settings (its `Params`), by arm name, written in YAML under the arm's name at
     # the top level (`scratch_b: {max_factor: 2}`), whether or not the arm is trained.
     arm_params: dict[str, Any] = field(default_factory=dict)
@@ -191,7 +194,21 @@ class Experiment:
                 continue
             if key in ALWAYS_IN_IDENTITY or value != defaults.get(key):
                 _set_dotted(identity, key, _ordered(value))
+        if code := self.code():
+            identity["code"] = code
         return identity
+
+    def code(self) -> dict[str, str]:
+        """The code outside lth that the experiment runs (its model, method, schedule), by role: a digest of its
+        source (`lth.plugins.code_digest`), so that editing a user's model gives another run rather than the old
+        results. lth's own code is identified by the names alone, as before."""
+        from lth.methods import METHODS
+        from lth.models import resolve
+        from lth.plugins import code_digest
+        from lth.schedules import SCHEDULES
+
+        used = {"model": resolve(self.model.name), "method": type(METHODS[self.prune.method]), "schedule": type(SCHEDULES[self.prune.schedule])}
+        return {role: code_digest(thing) for role, thing in used.items() if not thing.__module__.startswith("lth.")}
 
     def run_id(self) -> str:
         return f"{self.model.name}-{self.data.name}-seed{self.seed}-{_digest(self.identity())[:10]}"
@@ -209,7 +226,7 @@ class Experiment:
 # Never part of a run's identity: where it is written, logged and packed, which arms and how many levels this
 # invocation trains, how often it checkpoints, on how many threads and decoding processes, and where data is
 # read and cached from (a run moved to a node with a local copy of its data continues).
-NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "prune.levels", "data.root", "data.cache", "data.workers",
+NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "plugins", "prune.levels", "data.root", "data.cache", "data.workers",
                    "train.checkpoint_every", "train.threads", "train.devices", "train.num_nodes")
 # The settings that made up every run's identity before settings at their default were left out of it: they
 # stay in at any value, so that run directories made before keep their names. Nothing is ever added here.
@@ -402,6 +419,7 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     values = _merge(values, parse_overrides(list(overrides)))
+    _load_plugins(values.get("plugins", []))
     seeds = values.get("seed", Experiment.seed)
     if not isinstance(seeds, list):
         seeds = [seeds]
@@ -411,6 +429,20 @@ def load_seeds(path: str | Path | None, overrides: list[str] = ()) -> list[Exper
     for experiment in experiments:
         validate(experiment)
     return experiments
+
+
+def _load_plugins(modules: Any) -> None:
+    """Before the experiment is read: its plugins define names (arms, methods, schedules, models) it may use."""
+    from lth.plugins import PluginError, load
+
+    if isinstance(modules, str):
+        modules = [modules]
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+        raise ConfigError(f"plugins: expected a list of module names, got {modules!r}")
+    try:
+        load(modules)
+    except PluginError as err:
+        raise ConfigError(str(err)) from None
 
 
 def from_dict(values: dict[str, Any]) -> Experiment:

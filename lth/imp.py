@@ -501,6 +501,8 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
                             workers=stream.workers if stream else 0)
     threads.apply(chosen)
     runs[0].say(f"threads: {chosen.count} ({chosen.why})")
+    if not runs[0].architecture.packs:
+        runs[0].say(f"{cfg.model.name} is not written in lth's packing convention (its builder takes no `pack`): its runs train one at a time")
     for run in runs:  # recorded in config.yaml; not part of the identity (`lth.config.NOT_IN_IDENTITY`)
         run.cfg = replace(run.cfg, train=replace(run.cfg.train, threads=chosen.count))
     with stop_on_signals(), ExitStack() as held:

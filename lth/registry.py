@@ -1,6 +1,7 @@
 """Plugin discovery: every file of a plugin package (`lth.arms`, `lth.methods`, `lth.schedules`) is imported, and
 each class in it that derives from the package's base class and names itself (`name = ...`) is registered under
-that name. Adding a plugin is adding its file; nothing else lists it."""
+that name. Adding a plugin is adding its file; nothing else lists it. A class of a module outside lth, imported as
+an experiment's plugin (`lth.plugins`), is registered alike by `extend`."""
 
 from __future__ import annotations
 
@@ -21,3 +22,19 @@ def discover(package: str, base: type[T]) -> dict[str, T]:
         importlib.import_module(f"{package}.{module.name}")
     plugins = {c for c in _subclasses(base) if "name" in c.__dict__ and c.__module__.startswith(f"{package}.")}
     return {c.name: c() for c in sorted(plugins, key=lambda c: (c.order, c.name))}
+
+
+def extend(registry: dict[str, T], base: type[T]) -> None:
+    """Register, in place, the classes deriving from `base` that name themselves in modules outside lth (a user's
+    plugins, imported by `lth.plugins.load`), keeping the registry in its order. A name already taken by another
+    class is refused: a plugin never replaces a built-in one unnoticed."""
+    added = {c for c in _subclasses(base) if "name" in c.__dict__ and not c.__module__.startswith("lth.")}
+    for c in sorted(added, key=lambda c: (c.__module__, c.__qualname__)):
+        if c.name in registry and type(registry[c.name]) is not c:
+            taken = type(registry[c.name])
+            raise ValueError(f"{c.__module__}.{c.__qualname__}: the name {c.name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+        if c.name not in registry:
+            registry[c.name] = c()
+    ordered = sorted(registry.items(), key=lambda item: (type(item[1]).order, item[0]))
+    registry.clear()
+    registry.update(ordered)

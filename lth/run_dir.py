@@ -179,7 +179,8 @@ class RunDir:
             was = sorted(trained)[0]
             what = f"model, data or seed ({now.rpartition('-')[0]}, the run's {was.rpartition('-')[0]})" if now.rpartition("-")[0] != was.rpartition("-")[0] \
                 else f"settings (digest {now.rpartition('-')[2]}, the run's {was.rpartition('-')[2]})"
-            raise RunError(f"{self.config} was edited since the run was trained: its {what} differ from those of its results lines; restore it")
+            raise RunError(f"{self.config}, or the code it names, changed since the run was trained: its {what} differ from those of its results "
+                           "lines; restore it")
         return cfg
 
     @property

@@ -83,8 +83,8 @@ def test_settings_added_later_keep_earlier_run_directories(tiny):
     levels; at those values its identity, and so its directory, is unchanged, while another value is a new run."""
     cfg = config.load(None, tiny)
     assert "method" not in cfg.identity()["prune"] and "schedule" not in cfg.identity()["prune"]
-    cfg.prune.method = "other"
-    assert cfg.identity()["prune"]["method"] == "other" and cfg.run_id() != config.load(None, tiny).run_id()
+    cfg.prune.method = "snip"
+    assert cfg.identity()["prune"]["method"] == "snip" and cfg.run_id() != config.load(None, tiny).run_id()
 
 
 def _every_run_id(tiny, fake_imagenet) -> dict[str, str]:

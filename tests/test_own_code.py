@@ -1,0 +1,141 @@
+"""Your own code, from outside the package (issue 32): a plain `nn.Module` by import path and arms, methods and
+schedules from a plugin module register as lth's own do, every command finds them again from the run's config.yaml
+with no launcher, and editing them gives another run rather than the old results."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+from lth import config
+
+LIMIT = 300
+QUICKSTART = str(Path("experiments/quickstart.yaml").resolve())
+
+MODEL = '''
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """A plain module: no lth attribute, no packing convention."""
+
+    def __init__(self, input_shape, num_classes, width=8):
+        super().__init__()
+        self.channels = input_shape[0] if len(input_shape) > 1 else 1
+        channels = self.channels
+        self.features = nn.Sequential(nn.Conv1d(channels, width, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(8))
+        self.head = nn.Linear(width * 8, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x.view(len(x), self.channels, -1)).flatten(1))
+'''
+PLUGINS = '''
+import torch
+from lth.arms.base import INIT, Arm
+from lth.methods.base import Method
+from lth.schedules.base import Schedule
+
+
+class FreshInit(Arm):
+    """A user's control: the ticket's masks on a fresh init (reinit under another name)."""
+    name = "fresh_init"
+    order = 50
+    weights = INIT
+
+
+class Smallest(Method):
+    """Keeps the smallest weights: the opposite of magnitude pruning."""
+    name = "smallest"
+
+    def scores(self, scoring, params):
+        return {n: -scoring.trained[n].abs() for n in scoring.masks}
+
+
+class Halving(Schedule):
+    name = "halving"
+
+    def fraction(self, params, fraction):
+        return 0.5
+'''
+
+
+def _write(folder: Path, **modules: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in modules.items():
+        (folder / f"{name}.py").write_text(text)
+
+
+def _lth(args, cwd):
+    """The plain `lth` command, as a user types it (no launcher, no `python -m`: the current directory is not on its path)."""
+    command = Path(sys.executable).with_name("lth")
+    return subprocess.run([str(command), *args], capture_output=True, text=True, cwd=cwd, timeout=LIMIT, env={**os.environ, "WANDB_MODE": "disabled"})
+
+
+def _said(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("lth:")]
+
+
+def _tiny(tmp_path, *extra):
+    return [*(a for a in TINY if not a.startswith("--model=")), "--model.name=mymodels:SmallCNN", "--model.kwargs={width: 8}", "--plugins=[myplugins]",
+            f"--out_dir={tmp_path / 'runs'}", "--name=own", *extra]
+
+
+@pytest.mark.slow
+def test_a_plain_module_and_plugins_run_every_command_through_the_plain_lth_command(tmp_path):
+    _write(tmp_path, mymodels=MODEL, myplugins=PLUGINS)
+    args = _tiny(tmp_path, "--arms=[ticket,reinit,fresh_init]", "--prune.method=smallest", "--prune.schedule=halving", "--prune.levels=1")
+    done = _lth(["run", QUICKSTART, *args], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mymodels:SmallCNN is not written in lth's packing convention" in done.stderr
+    (run_dir,) = (p.parent for p in (tmp_path / "runs" / "own").glob("*/config.yaml"))
+    assert run_dir.name.startswith("mymodels:SmallCNN-synthetic-seed0-")
+    arms = [json.loads(line)["arm"] for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert sorted(arms) == ["fresh_init", "reinit", "ticket", "ticket"]
+    assert "plugins:\n- myplugins" in (run_dir / "config.yaml").read_text()
+    elsewhere = tmp_path / "elsewhere"  # every later command reads the run's config.yaml, from the run's folder's side
+    elsewhere.mkdir()
+    for command in (["report", str(run_dir), "--out", str(tmp_path / "report")], ["export", str(run_dir), "--level=1", f"--out={tmp_path / 'own.pt'}"],
+                    ["sensitivity", str(run_dir), "--level=1", "--fractions=[0.5]"], ["stability", QUICKSTART, *args, "--levels=[1]", "--alphas=3"]):
+        later = _lth(command, tmp_path)
+        assert later.returncode == 0, (command, later.stderr[-3000:])
+    assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "own.pt").exists() and (run_dir / "stability.jsonl").exists()
+
+
+def test_editing_a_users_model_gives_another_run(tmp_path, monkeypatch):
+    """The stale-model trap: the run id knows the model by its code, not its name alone."""
+    _write(tmp_path, mymodels=MODEL, myplugins=PLUGINS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("mymodels", "myplugins"):  # this process's modules of these names, if another test imported them, are not these
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    before = config.load(QUICKSTART, _tiny(tmp_path)).identity()
+    (tmp_path / "mymodels.py").write_text(MODEL.replace("nn.ReLU()", "nn.Tanh()"))
+    from lth import plugins
+
+    plugins._digest.cache_clear()  # a new process reads the file anew; this one cached it
+    after = config.load(QUICKSTART, _tiny(tmp_path)).identity()
+    assert config._digest(before) != config._digest(after) and before["code"]["model"] != after["code"]["model"]
+    assert before["code"].keys() == {"model"}, "lth's own method and schedule are known by name"
+    assert {k: v for k, v in before.items() if k != "code"} == {k: v for k, v in after.items() if k != "code"}
+    built_in = config.load(QUICKSTART, [*TINY])
+    assert "code" not in built_in.identity(), "lth's own models keep their run ids"
+
+
+@pytest.mark.parametrize("modules, extra, message", [
+    ({"myplugins": PLUGINS.replace('name = "fresh_init"', 'name = "reinit"')}, [],
+     "plugins: myplugins.FreshInit: the name 'reinit' is taken by lth.arms.reinit.Reinit"),
+    ({"myplugins": "import nonexistent_package\n"}, [],
+     "plugins: myplugins could not be imported (ModuleNotFoundError: No module named 'nonexistent_package')"),
+    ({"myplugins": PLUGINS}, ["--pack=4"], "pack: mymodels:SmallCNN is not written in lth's packing convention"),
+    ({"myplugins": PLUGINS}, ["--model.name=mymodels:Nothing"], "model.name: mymodels has no callable 'Nothing'"),
+    ({"myplugins": PLUGINS}, ["--model.kwargs={depth: 3}"], "could not be built (TypeError: "),
+], ids=["a name clash", "an import error", "packing a plain module", "no such callable", "a wrong keyword"])
+def test_a_plugin_or_model_that_cannot_be_used_is_one_line_exit_2(tmp_path, modules, extra, message):
+    _write(tmp_path, mymodels=MODEL, **modules)
+    done = _lth(["run", QUICKSTART, *_tiny(tmp_path, *extra)], tmp_path)
+    assert done.returncode == 2 and _said(done.stderr) == [_said(done.stderr)[0]] and message in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
