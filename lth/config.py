@@ -57,6 +57,11 @@ class ModelConfig:
     # Keyword arguments of the model's builder (`lth.models.Architecture`): a model of your own, named by import path
     # (`model: {name: mymodels:SmallCNN, kwargs: {width: 32}}`), takes its settings here.
     kwargs: dict[str, object] = field(default_factory=dict)
+    # Pretrained weights loaded into the dense network at step 0, so that rewinding to "0" rewinds to them (Chen et
+    # al. 2020, "The Lottery Ticket Hypothesis for Pre-trained BERT Networks"): a PyTorch state dict, a safetensors
+    # file, or a `save_pretrained` folder. Fresh-init arms still draw the model's own init. The file's content, not
+    # its path, is part of the run's identity.
+    weights: str | None = None
 
 
 @dataclass
@@ -196,6 +201,10 @@ class Experiment:
                 _set_dotted(identity, key, _ordered(value))
         if code := self.code():
             identity["code"] = code
+        if self.model.weights is not None:
+            from lth.models import weights_digest
+
+            identity["weights"] = weights_digest(self.model.weights)
         return identity
 
     def code(self) -> dict[str, str]:
@@ -226,7 +235,7 @@ class Experiment:
 # Never part of a run's identity: where it is written, logged and packed, which arms and how many levels this
 # invocation trains, how often it checkpoints, on how many threads and decoding processes, and where data is
 # read and cached from (a run moved to a node with a local copy of its data continues).
-NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "plugins", "prune.levels", "data.root", "data.cache", "data.workers",
+NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "plugins", "model.weights", "prune.levels", "data.root", "data.cache", "data.workers",
                    "train.checkpoint_every", "train.threads", "train.devices", "train.num_nodes")
 # The settings that made up every run's identity before settings at their default were left out of it: they
 # stay in at any value, so that run directories made before keep their names. Nothing is ever added here.
@@ -497,7 +506,7 @@ def validate(cfg: Experiment) -> None:
     from lth import pruning
     from lth.arms import ARMS
     from lth.data import names
-    from lth.models import Architecture, ModelError, prunable_names, resolve
+    from lth.models import Architecture, ModelError, pretrained, prunable_names, resolve, weights_problem
 
     try:
         resolve(cfg.model.name)
@@ -566,6 +575,13 @@ def validate(cfg: Experiment) -> None:
                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model: {cfg.model.name} built a {type(model).__name__}, not a torch.nn.Module")
+    if cfg.model.weights is not None:
+        try:
+            problem = weights_problem(model, pretrained(cfg.model.weights))
+        except ModelError as err:
+            problem = str(err)
+        if problem:
+            raise ConfigError(problem)
     if ranks > 1 and not torch.cuda.is_available() and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ConfigError(f"train.devices: {cfg.model.name} has batch norm, whose statistics over the whole batch across ranks (SyncBatchNorm) "
                           "torch computes only on GPUs; on CPUs train it on one process")

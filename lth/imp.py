@@ -32,7 +32,7 @@ from lth.data import DataModule, MissingDataError, dataset
 from lth.files import atomic_write, remove_orphans
 from lth.flops import dense_macs, macs, parameters, speedup
 from lth.methods.base import Scoring, State
-from lth.models import Architecture, init_batch_norm, initialise
+from lth.models import Architecture, init_batch_norm, initialise, pretrained
 from lth.module import Diverged, MaskedModule
 from lth.packing import auto_pack, unpack_state
 from lth.preemption import Interrupted, check, stop_on_signals
@@ -211,6 +211,8 @@ class Run:
             start_step = self.steps.rewind_step
         elif start.weights is not None:
             module.model.load_state_dict(start.weights)
+        elif level == 0 and self.cfg.model.weights is not None:  # the dense network starts from them, and so rewinds to them
+            module.model.load_state_dict({**pretrained(self.cfg.model.weights), **{k: v for k, v in module.model.state_dict().items() if k.endswith("_mask")}})
         steps, train = start.steps or self.steps, self.cfg.train if start.lr is None else replace(self.cfg.train, lr=start.lr)
         if start.narrow:
             module = self.build_module(seed, narrow=start.masks)

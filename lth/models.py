@@ -14,11 +14,14 @@ A small network leaves a GPU idle between kernel launches; K copies per launch f
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import inspect
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -106,6 +109,59 @@ def _parameters(builder: Callable) -> set[str]:
     except (TypeError, ValueError):
         return set()
     return {"**" if p.kind is p.VAR_KEYWORD else p.name for p in signature.parameters.values()}
+
+
+def pretrained(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a file: PyTorch's (`torch.save` of a state dict, or of a checkpoint holding one under
+    `state_dict`), safetensors, or a folder written by `save_pretrained` (its `model.safetensors` or
+    `pytorch_model.bin`)."""
+    path = Path(path)
+    if path.is_dir():
+        path = next((path / name for name in ("model.safetensors", "pytorch_model.bin") if (path / name).is_file()), path / "model.safetensors")
+    if not path.is_file():
+        raise ModelError(f"model.weights: {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise ModelError(f"model.weights: {path.name} is a safetensors file: pip install safetensors") from None
+    except Exception as err:  # noqa: BLE001 - any failure to read is the same answer: not a state dict lth can read
+        raise ModelError(f"model.weights: {path} is not a state dict lth can read ({type(err).__name__})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"model.weights: {path} holds no state dict of tensors")
+    return state
+
+
+@functools.cache
+def weights_digest(path: str) -> str:
+    """What the weights are, for a run's identity: a sha256 of every tensor's name, dtype, shape and bytes, so that the
+    same weights moved, renamed or saved in another format are the same run, and any changed weight another. A file
+    that cannot be read has no digest yet: `lth.config.validate` refuses it in one line."""
+    try:
+        state = pretrained(path)
+    except ModelError:
+        return "unreadable"
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def weights_problem(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps `state` from loading into `model` exactly (one line naming the first few keys), or None."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in state.items()}
+    for what, keys in (("missing", [k for k in expected if k not in given]), ("unexpected", [k for k in given if k not in expected]),
+                       ("of another shape", [f"{k} {given[k]} for {expected[k]}" for k in expected if k in given and given[k] != expected[k]])):
+        if keys:
+            return f"model.weights: {len(keys)} keys {what}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+    return None
 
 
 def dense_layers(model: nn.Module) -> tuple[str, ...]:

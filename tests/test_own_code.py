@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY
 
-from lth import config
+from lth import cli, config
 
 LIMIT = 300
 QUICKSTART = str(Path("experiments/quickstart.yaml").resolve())
@@ -138,4 +139,61 @@ def test_a_plugin_or_model_that_cannot_be_used_is_one_line_exit_2(tmp_path, modu
     _write(tmp_path, mymodels=MODEL, **modules)
     done = _lth(["run", QUICKSTART, *_tiny(tmp_path, *extra)], tmp_path)
     assert done.returncode == 2 and _said(done.stderr) == [_said(done.stderr)[0]] and message in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+# The tiny experiment with its model as a section, so that `--model.weights` can join it.
+BASE = [*(a for a in TINY if not a.startswith("--model=")), "--model.name=mnist1d_mlp"]
+
+
+def _trained_weights(tmp_path) -> dict:
+    """A dense network trained once (the tiny run's level 0), as a plain state dict: the "pretrained" weights."""
+    assert cli.main(["run", QUICKSTART, *BASE, "--prune.levels=0", f"--out_dir={tmp_path / 'dense'}", "--name=dense"]) == 0
+    run_dir = config.load(None, [*BASE, f"--out_dir={tmp_path / 'dense'}", "--name=dense"]).run_dir()
+    state = torch.load(run_dir / "level_00" / "ticket" / "final.ckpt", weights_only=False)["state_dict"]
+    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.") and not k.endswith("_mask")}
+
+
+def test_pretrained_weights_are_the_dense_start_and_the_rewind_point_and_fresh_arms_draw_their_own(tmp_path):
+    """Chen et al. (2020): IMP from pre-trained weights rewinds to them; reinit still draws the model's own init."""
+    from safetensors.torch import save_file
+
+    weights = _trained_weights(tmp_path)
+    save_file(weights, tmp_path / "dense.safetensors")
+    args = [*BASE, "--prune.levels=1", "--prune.rewind=0", "--arms=[ticket,reinit]", "--model.weights=" + str(tmp_path / "dense.safetensors"),
+            f"--out_dir={tmp_path / 'runs'}", "--name=pretrained"]
+    assert cli.main(["run", QUICKSTART, *args]) == 0
+    run_dir = config.load(None, args).run_dir()
+    rewound = torch.load(run_dir / "rewind.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(rewound[f"model.{k}"], v) for k, v in weights.items())
+    ticket = torch.load(run_dir / "level_01" / "ticket" / "start.ckpt", weights_only=False)["state_dict"]
+    reinit = torch.load(run_dir / "level_01" / "reinit" / "start.ckpt", weights_only=False)["state_dict"]
+    kept = ticket["model.layers.0.weight_mask"]
+    assert torch.equal(ticket["model.layers.0.weight"][kept], weights["layers.0.weight"][kept])
+    assert not torch.equal(reinit["model.layers.0.weight"][kept], weights["layers.0.weight"][kept])
+
+
+def test_the_weights_content_not_their_path_is_part_of_the_identity(tmp_path):
+    weights = _trained_weights(tmp_path)
+    torch.save(weights, tmp_path / "a.pt")
+    torch.save(weights, tmp_path / "b.pt")
+    torch.save({k: v + 1 for k, v in weights.items()}, tmp_path / "c.pt")
+    ids = {name: config.load(None, [*BASE, f"--model.weights={tmp_path / name}"]).run_id() for name in ("a.pt", "b.pt", "c.pt")}
+    assert ids["a.pt"] == ids["b.pt"] != ids["c.pt"] and ids["a.pt"] != config.load(None, BASE).run_id()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda w: {k: v for k, v in w.items() if k != "layers.1.bias"}, "model.weights: 1 keys missing: layers.1.bias"),
+    (lambda w: {**w, "extra.weight": torch.zeros(3)}, "model.weights: 1 keys unexpected: extra.weight"),
+    (lambda w: {**w, "layers.0.bias": torch.zeros(7)}, "model.weights: 1 keys of another shape: layers.0.bias (7,) for ("),
+], ids=["missing", "unexpected", "mis-shaped"])
+def test_weights_that_do_not_fit_are_one_line_exit_2_before_any_work(tmp_path, capsys, change, message):
+    from lth.models import Architecture
+
+    spec = config.dataset(config.load(None, BASE).data)
+    weights = Architecture("mnist1d_mlp", tuple(spec.input_shape), spec.num_classes).build().state_dict()
+    torch.save(change(weights), tmp_path / "w.pt")
+    assert cli.main(["run", QUICKSTART, *BASE, f"--model.weights={tmp_path / 'w.pt'}", f"--out_dir={tmp_path / 'runs'}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("lth: error: ") and message in line
     assert not (tmp_path / "runs").exists()
