@@ -35,6 +35,7 @@ from lth.methods.base import Scoring, State
 from lth.models import Architecture, init_batch_norm, initialise, pretrained
 from lth.module import Diverged, MaskedModule
 from lth.packing import auto_pack, unpack_state
+from lth.plugins import code_digest
 from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import RewindCapture, start_checkpoint
 from lth.run_dir import FINAL, LAST, PREVIOUS, START, Row, RunDir, RunError
@@ -367,6 +368,7 @@ class Run:
             test_loss_at_early_stop=best.get("test_loss"),
             gap=final["train_acc"] - final["test_acc"] if "train_acc" in final else None,
             gap_at_early_stop=best["train_acc"] - best["test_acc"] if "train_acc" in best else None,
+            code=arm_code(member.arm),
         )
 
     def speedup(self, masks: M.Masks, device: torch.device) -> float:
@@ -397,7 +399,12 @@ class Run:
 
     def preflight(self, module: MaskedModule) -> None:
         """Read every stored file this invocation will build on, so that a damaged or mismatched one stops
-        the run before any training, with nothing deleted."""
+        the run before any training, with nothing deleted; and check that no arm of a user's own was edited since
+        its levels were recorded."""
+        for row in self.dir.rows():
+            if row.arm in self.cfg.arms and (now := arm_code(ARMS[row.arm])) != row.code:
+                raise RunError(f"{self.dir.results}: the code of the arm {row.arm} changed since its level {row.level} was recorded ({row.code} then, "
+                               f"{now} now); its results would not be this code's: give the changed arm another name, or move the run aside")
         expected = module.masks()
         for path in self.dir.masks_stored():
             stored = self.dir.load(path)
@@ -424,6 +431,11 @@ class Run:
     def say(self, text: str) -> None:
         if distributed.writer():
             print(f"[lth] {text}", file=sys.stderr, flush=True)
+
+
+def arm_code(arm: Arm) -> str | None:
+    """The digest of an arm's code if it is a user's plugin (`Row.code`); None for lth's own, known by name."""
+    return None if type(arm).__module__.startswith("lth.") else code_digest(type(arm))
 
 
 def early_stop(history: list[dict[str, float]]) -> dict[str, float]:

@@ -82,6 +82,9 @@ class Row:
     test_loss_at_early_stop: float | None = None
     gap: float | None = None  # train_acc - test_acc
     gap_at_early_stop: float | None = None
+    # The digest of the arm's code where it is a user's plugin (`lth.plugins.code_digest`), None for lth's own: arms
+    # are not part of a run's identity (a run gains arms), so a plugin arm edited since is caught by its lines.
+    code: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -197,3 +197,21 @@ def test_weights_that_do_not_fit_are_one_line_exit_2_before_any_work(tmp_path, c
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("lth: error: ") and message in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_plugin_arm_edited_since_its_levels_were_recorded_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """Arms are not part of a run's identity (a run gains arms), so each line of a user's arm carries its code's digest."""
+    _write(tmp_path, myplugins=PLUGINS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "myplugins", raising=False)
+    args = ["run", QUICKSTART, *TINY, "--plugins=[myplugins]", "--arms=[ticket,fresh_init]", "--prune.levels=1", f"--out_dir={tmp_path / 'runs'}"]
+    assert cli.main(args) == 0
+    from lth import plugins
+
+    (tmp_path / "myplugins.py").write_text(PLUGINS.replace("reinit under another name", "reinit, renamed"))
+    plugins._digest.cache_clear()  # a new process reads the file anew; this one cached it
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "the code of the arm fresh_init changed since its level 1 was recorded" in line
