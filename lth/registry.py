@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,16 +25,22 @@ def discover(package: str, base: type[T]) -> dict[str, T]:
     return {c.name: c() for c in sorted(plugins, key=lambda c: (c.order, c.name))}
 
 
+def _live(c: type) -> bool:
+    """Whether a class is still what its module names (not a class of a module since imported again)."""
+    module = sys.modules.get(c.__module__)
+    return module is not None and getattr(module, c.__qualname__, None) is c
+
+
 def extend(registry: dict[str, T], base: type[T]) -> None:
     """Register, in place, the classes deriving from `base` that name themselves in modules outside lth (a user's
     plugins, imported by `lth.plugins.load`), keeping the registry in its order. A name already taken by another
     class is refused: a plugin never replaces a built-in one unnoticed."""
-    added = {c for c in _subclasses(base) if "name" in c.__dict__ and not c.__module__.startswith("lth.")}
+    added = {c for c in _subclasses(base) if "name" in c.__dict__ and not c.__module__.startswith("lth.") and _live(c)}
     for c in sorted(added, key=lambda c: (c.__module__, c.__qualname__)):
-        if c.name in registry and type(registry[c.name]) is not c:
-            taken = type(registry[c.name])
+        taken = type(registry[c.name]) if c.name in registry else c
+        if (taken.__module__, taken.__qualname__) != (c.__module__, c.__qualname__):
             raise ValueError(f"{c.__module__}.{c.__qualname__}: the name {c.name!r} is taken by {taken.__module__}.{taken.__qualname__}")
-        if c.name not in registry:
+        if taken is not c or c.name not in registry:  # new, or its module imported again (a notebook, a test)
             registry[c.name] = c()
     ordered = sorted(registry.items(), key=lambda item: (type(item[1]).order, item[0]))
     registry.clear()
