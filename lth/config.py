@@ -87,7 +87,9 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    # "adamw": Adam with decoupled weight decay (Loshchilov & Hutter 2019), none on biases, norms' scales and
+    # embeddings, as BERT is trained (Devlin et al. 2019) and pruned (Chen et al. 2020).
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -114,6 +116,15 @@ class TrainConfig:
     # A linear learning-rate warm-up from 0 over this long ("5ep"), which large-batch ImageNet schedules need
     # (Goyal et al. 2017, §2.2; OpenLTH's ImageNet ResNet-50: 5 epochs at batch 1024).
     warmup: str = "0"
+    # "step": the rate times gamma at each milestone; "cosine": from lr after the warm-up down to 0 at the end of
+    # training (Loshchilov & Hutter 2017), the transformers' recipe.
+    lr_schedule: Literal["step", "cosine"] = "step"
+    # Each run's gradients scaled to at most this global L2 norm before its step (None: not clipped); in a pack, each
+    # member's norm is its own.
+    clip_grad_norm: float | None = None
+    # Label smoothing of the training loss (Szegedy et al. 2016); validation, early stopping and the gap read the
+    # plain cross-entropy.
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -552,6 +563,12 @@ def validate(cfg: Experiment) -> None:
     for key in ("lr", "gamma"):
         if getattr(cfg.train, key) <= 0:
             raise ConfigError(f"train.{key}: must be positive, got {getattr(cfg.train, key)}")
+    if not 0 <= cfg.train.label_smoothing < 1:
+        raise ConfigError(f"train.label_smoothing: must lie in [0, 1), got {cfg.train.label_smoothing}")
+    if cfg.train.clip_grad_norm is not None and cfg.train.clip_grad_norm <= 0:
+        raise ConfigError(f"train.clip_grad_norm: must be positive or null, got {cfg.train.clip_grad_norm}")
+    if cfg.train.lr_schedule == "cosine" and cfg.train.milestones:
+        raise ConfigError("train.milestones: the cosine schedule has none; give one or the other")
     for key in ("momentum", "weight_decay"):
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"train.{key}: must be 0 or more, got {getattr(cfg.train, key)}")
