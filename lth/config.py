@@ -224,11 +224,14 @@ class Experiment:
         results. lth's own code is identified by the names alone, as before."""
         from lth.methods import METHODS
         from lth.models import resolve
-        from lth.plugins import code_digest
+        from lth.plugins import PluginError, code_digest
         from lth.schedules import SCHEDULES
 
         used = {"model": resolve(self.model.name), "method": type(METHODS[self.prune.method]), "schedule": type(SCHEDULES[self.prune.schedule])}
-        return {role: code_digest(thing) for role, thing in used.items() if not thing.__module__.startswith("lth.")}
+        try:
+            return {role: code_digest(thing) for role, thing in used.items() if not thing.__module__.startswith("lth.")}
+        except PluginError as err:
+            raise ConfigError(str(err)) from None
 
     def run_id(self) -> str:
         return f"{self.model.name}-{self.data.name}-seed{self.seed}-{_digest(self.identity())[:10]}"

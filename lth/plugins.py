@@ -63,7 +63,10 @@ def code_digest(obj: object) -> str:
 @functools.cache
 def _digest(top: str) -> str:
     module = importlib.import_module(top)
-    origin = Path(getattr(module, "__file__", "") or "")
+    if not getattr(module, "__file__", None):  # a notebook's or an interpreter's own code: nothing on disk says what it was
+        raise PluginError(f"{top}: code with no source file (a notebook's, an interactive session's) cannot be identified, and a run's identity "
+                          "must know it; define it in a module and name it by import path")
+    origin = Path(module.__file__)
     if "site-packages" in origin.parts or "dist-packages" in origin.parts:
         names = packages_distributions().get(top, [top])
         return "; ".join(f"{name} {version(name)}" for name in names)

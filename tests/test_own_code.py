@@ -215,3 +215,14 @@ def test_a_plugin_arm_edited_since_its_levels_were_recorded_is_refused_in_one_li
     assert cli.main(args) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "the code of the arm fresh_init changed since its level 1 was recorded" in line
+
+
+def test_a_model_with_no_source_file_is_refused_in_one_line(tmp_path, monkeypatch):
+    """A notebook's class has no file whose digest could identify it: refused rather than trusted by name."""
+    import types
+
+    notebook = types.ModuleType("notebook_cell")
+    exec(MODEL, notebook.__dict__)
+    monkeypatch.setitem(sys.modules, "notebook_cell", notebook)
+    with pytest.raises(config.ConfigError, match="notebook_cell: code with no source file .* cannot be identified"):
+        config.load(None, [*BASE[:-1], "--model.name=notebook_cell:SmallCNN"])
