@@ -26,7 +26,7 @@ from lth import channels, config
 from lth.arms import ARMS
 from lth.data import dataset
 from lth.imp import Run
-from lth.models import Architecture
+from lth.models import Architecture, logits
 from lth.ranking import NMGroups
 from lth.run_dir import FINAL, RunDir, RunError
 
@@ -94,7 +94,7 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     with torch.no_grad():
         reference = masked(x)[:, 0]
         # Relative to the logits' scale: a narrow network sums the same products in another order.
-        difference = float((network(x) - reference).abs().max()) / max(1.0, float(reference.abs().max()))
+        difference = float((logits(network(x)) - reference).abs().max()) / max(1.0, float(reference.abs().max()))
     if difference > 1e-5:
         raise RunError(f"the exported network's outputs differ from the masked network's by {difference:.2e} (relative)")
     kept = sum(int(m.sum()) for m in masks.values())

@@ -164,6 +164,20 @@ def weights_problem(model: nn.Module, state: dict[str, torch.Tensor]) -> str | N
     return None
 
 
+def logits(output: Any) -> torch.Tensor:
+    """A network's logits from what its forward returns: a tensor, or, as Hugging Face models and many users' modules
+    return them, an output with `.logits` (`ModelOutput`), a mapping with "logits", or a tuple whose first item they are."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise ModelError(f"the model returned a {type(output).__name__}, with no logits lth can find (a tensor, .logits, ['logits'] or a tuple's first item)")
+
+
 def dense_layers(model: nn.Module) -> tuple[str, ...]:
     """The globs a model leaves dense by default: its own `dense_layers`, none for a plain module."""
     return tuple(getattr(model, "dense_layers", ()))

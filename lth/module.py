@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from lth import distributed
 from lth import masks as M
 from lth.config import TrainConfig
-from lth.models import prunable_names
+from lth.models import logits, prunable_names
 from lth.steps import Steps
 
 # The training step runs the optimizer itself (see `optimizer_step`), so it returns no loss for Lightning to
@@ -186,7 +186,7 @@ class MaskedModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, K, classes] for the K runs' inputs side by side, [B, K·C, ...]."""
-        return self.model(x).view(len(x), self.pack, self.num_classes)
+        return logits(self.model(x)).view(len(x), self.pack, self.num_classes)
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, K, classes] for inputs [B, C, ...] that all K runs see (validation and test)."""

@@ -26,6 +26,7 @@ from lth.files import atomic_open, atomic_write
 from lth.flops import dense_macs
 from lth.masks import channels_alive
 from lth.models import Architecture, prunable_names
+from lth.models import logits as network_logits
 from lth.packing import auto_pack, pack_state
 from lth.run_dir import FINAL, RunDir, RunError, read_lines
 
@@ -127,7 +128,7 @@ def evaluate(states: list[dict[str, torch.Tensor]], cfg: config.Experiment, batc
     model.eval().to(memory_format=torch.channels_last)  # oneDNN's NHWC kernels: 1.6-1.9× ResNet-20 on 2 CPU cores
     correct = torch.zeros(len(states))
     for x, y in batches:
-        logits = model(x.repeat(1, len(states), *[1] * (x.dim() - 2))).view(len(x), len(states), -1)
+        logits = network_logits(model(x.repeat(1, len(states), *[1] * (x.dim() - 2)))).view(len(x), len(states), -1)
         correct += (logits.argmax(-1) == y[:, None]).sum(0)
     return (correct / len(batches.x)).tolist()
 

@@ -13,6 +13,7 @@ import torch
 from conftest import TINY
 
 from lth import cli, config
+from lth.imp import Run
 
 LIMIT = 300
 QUICKSTART = str(Path("experiments/quickstart.yaml").resolve())
@@ -226,3 +227,21 @@ def test_a_model_with_no_source_file_is_refused_in_one_line(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "notebook_cell", notebook)
     with pytest.raises(config.ConfigError, match="notebook_cell: code with no source file .* cannot be identified"):
         config.load(None, [*BASE[:-1], "--model.name=notebook_cell:SmallCNN"])
+
+
+@pytest.mark.parametrize("returned", ["{'logits': out}", "(out, None)", "types.SimpleNamespace(logits=out)"], ids=["a dict", "a tuple", "a ModelOutput"])
+def test_a_model_that_returns_its_logits_inside_an_output_trains_and_prunes_at_initialisation(tmp_path, monkeypatch, returned):
+    """Hugging Face models return a ModelOutput, many users' modules a dict or a tuple: lth reads their logits, in
+    training, evaluation and the criteria that run the network (SNIP here)."""
+    wrapped = MODEL.replace("from torch import nn", "import types\nfrom torch import nn").replace(
+        "        return self.head(self.features(x.view(len(x), self.channels, -1)).flatten(1))",
+        f"        out = self.head(self.features(x.view(len(x), self.channels, -1)).flatten(1))\n        return {returned}")
+    _write(tmp_path, outputs=wrapped)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "outputs", raising=False)
+    args = [*BASE[:-1], "--model.name=outputs:SmallCNN", "--prune.method=snip", "--prune.schedule=oneshot", "--prune.oneshot.target=0.3",
+            "--prune.levels=1", "--prune.rewind=0", f"--out_dir={tmp_path / 'runs'}"]
+    assert cli.main(["run", QUICKSTART, *args]) == 0
+    rows = {r.level: r for r in Run.open(config.load(QUICKSTART, args), progress=False).dir.rows()}
+    assert rows[1].weights_remaining == pytest.approx(0.3, abs=0.01) and 0 < rows[1].test_acc <= 1

@@ -28,7 +28,9 @@ class Scoring:
     strategy: str  # `prune.strategy`
     structure: dict[str, channels.Removable]  # the layers whose channels the unit removes (empty for weights)
     rewound: Callable[[], State]  # the weights the level's arms start from: what a criterion at initialisation scores
-    network: Callable[[State], nn.Module]  # a fresh unpacked network holding a state (its weights times its masks), in train mode
+    # A fresh unpacked network holding a state (its weights times its masks), in train mode; `lth.models.logits` reads
+    # its output, whatever form the model returns it in.
+    network: Callable[[State], nn.Module]
     batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # the first training batch of the run's data order (inputs, labels)
     input_shape: tuple[int, ...]  # of one example
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lth.methods.base import Method
+from lth.models import logits
 
 
 @dataclass
@@ -33,7 +34,7 @@ class SynFlow(Method):
             for tensor in [*network.parameters(), *network.buffers()]:
                 if tensor.is_floating_point():
                     tensor.abs_()
-        network(torch.ones(1, *scoring.input_shape, dtype=torch.float64)).sum().backward()
+        logits(network(torch.ones(1, *scoring.input_shape, dtype=torch.float64))).sum().backward()
         return {n: (network.get_parameter(n).grad * network.get_parameter(n)).detach().abs() for n in scoring.masks}
 
     def check(self, params, strategy, shapes, fractions, unit):
