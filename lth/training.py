@@ -4,6 +4,7 @@ driver (`lth.imp`, `lth.stability`) as values: the members and a `Training`."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -74,7 +75,17 @@ def resume_from(directory: Path, start: Path | None) -> Path | None:
 
 
 def _step(checkpoint: Path | None) -> int:
-    return 0 if checkpoint is None else RunDir.load(checkpoint)["global_step"]
+    """The step a member resumes at; each checkpoint is read once however often its step is asked for (a member's
+    pack key, its common step), and again only once rewritten."""
+    if checkpoint is None:
+        return 0
+    written = checkpoint.stat()
+    return _step_of(checkpoint, written.st_mtime_ns, written.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _step_of(checkpoint: Path, mtime_ns: int, size: int) -> int:
+    return RunDir.load(checkpoint)["global_step"]
 
 
 def pack_key(member: Member, step: bool = True) -> tuple:
