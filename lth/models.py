@@ -111,10 +111,12 @@ def _parameters(builder: Callable) -> set[str]:
     return {"**" if p.kind is p.VAR_KEYWORD else p.name for p in signature.parameters.values()}
 
 
+@functools.lru_cache(maxsize=1)
 def pretrained(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a file: PyTorch's (`torch.save` of a state dict, or of a checkpoint holding one under
     `state_dict`), safetensors, or a folder written by `save_pretrained` (its `model.safetensors` or
-    `pytorch_model.bin`)."""
+    `pytorch_model.bin`). Read once per process: the check before any work, the run id and the dense start all ask
+    for it, and a transformer's weights are hundreds of MB. Callers copy from it and never change it."""
     path = Path(path)
     if path.is_dir():
         path = next((path / name for name in ("model.safetensors", "pytorch_model.bin") if (path / name).is_file()), path / "model.safetensors")
