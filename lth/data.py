@@ -252,7 +252,9 @@ class Split:
 
     def __init__(self, spec: DatasetSpec, root: str, val_size: int):
         x, y, x_test, y_test = spec.load(Path(root))
-        x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        # Labels as int64, whatever a reader gives (MNIST's IDX files hold uint8): eager cross-entropy takes uint8 on a
+        # CPU, but torch.compile's tracing of the CUDA step refuses it (found on the first GPU run of LeNet-300-100).
+        x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)).long()
         train, val = carve(len(x), val_size)
         self.scale = 255.0 if x.dtype == torch.uint8 else 1.0
         dims = [d for d in range(x.dim()) if d != 1]
@@ -261,7 +263,7 @@ class Split:
         self.std = x_train.std(dims, keepdim=True)[0]
         self.arrays = {
             "x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val],
-            "x_test": torch.from_numpy(np.ascontiguousarray(x_test)), "y_test": torch.from_numpy(np.ascontiguousarray(y_test)),
+            "x_test": torch.from_numpy(np.ascontiguousarray(x_test)), "y_test": torch.from_numpy(np.ascontiguousarray(y_test)).long(),
         }
 
     def to(self, device: torch.device) -> Split:

@@ -29,6 +29,18 @@ def test_mnist_reader_on_the_real_files():
     assert xb.shape == (1000, 1, 28, 28) and xb.dtype == torch.float32
 
 
+@pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
+def test_labels_reach_the_step_as_int64_which_the_compiled_cuda_step_needs():
+    """MNIST's IDX labels are uint8. Eager cross-entropy takes them on a CPU; torch.compile's tracing of the CUDA step
+    refused them on the first GPU run of LeNet-300-100. The "eager" backend traces as that step does, here."""
+    cfg = config.load("experiments/lenet300_mnist.yaml", [f"--data.root={SHARED / 'data'}", "--seed=0"])
+    run = Run.open(cfg)
+    xb, yb = next(iter(run.data([0]).val_dataloader()[0]))
+    assert yb.dtype == torch.int64
+    losses = torch.compile(run.build_module(0).losses, backend="eager", fullgraph=True)(xb, yb[:, None])
+    assert losses.shape == (1,) and torch.isfinite(losses).all()
+
+
 def _write_cifar(root, n_per_batch=20):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
