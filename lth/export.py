@@ -116,6 +116,8 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
             why_not = device or semi_structured_problem(tuple(layout.shape))
             if why_not is None:
                 compressed[name] = torch.sparse.to_sparse_semi_structured(layout.cuda().half())
+                if not torch.equal(compressed[name].to_dense().cpu(), layout.half()):
+                    raise RunError(f"the 2:4 semi-structured copy of {name} does not reproduce it")
                 continue
             compressed[name] = weight.flatten(1).to_sparse_csr()
             if not torch.equal(compressed[name].to_dense(), weight.flatten(1)):
@@ -128,6 +130,20 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     out.parent.mkdir(parents=True, exist_ok=True)
     RunDir.save(payload, out)
     return summary
+
+
+def sparse_copies(exported: dict[str, Any] | Path) -> dict[str, torch.Tensor]:
+    """The compressed weights of a `--sparse` export, by layer name, ready to multiply. torch fills a semi-structured
+    tensor class's table of operations when the first one is made in a process, and unpickling makes none: the first
+    product with one read from a file fails (AttributeError: ... has no attribute 'SPARSE_DISPATCH'; torch 2.11 on
+    an H200). Filled here."""
+    if not isinstance(exported, dict):
+        exported = torch.load(exported, weights_only=False)
+    copies = exported["sparse"]
+    for copy in copies.values():
+        if isinstance(copy, torch.sparse.SparseSemiStructuredTensor):
+            type(copy)._load_dispatch_table()
+    return copies
 
 
 def load(exported: dict[str, Any] | Path) -> nn.Module:

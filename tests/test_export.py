@@ -1,5 +1,8 @@
 """`lth export`: a trained ticket as a plain network that computes what the masked one does."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import prune
@@ -53,6 +56,20 @@ def test_export_of_a_level_not_trained_or_a_2_4_mask_on_a_cpu(tiny, tmp_path, ca
     if not torch.cuda.is_available():
         assert "CSR copy instead of a 2:4 semi-structured one (no CUDA device)" in capsys.readouterr().err
     assert (tmp_path / "nm.pt").exists()
+
+
+def test_a_2_4_copy_read_from_an_export_in_a_new_process_can_be_used(tmp_path):
+    """torch fills a semi-structured tensor class's operations when a process makes its first one, and unpickling
+    makes none: the first product with a copy read from an export failed on the H200. The copy is made here on the
+    CPU from its parts (the kernels need a GPU; the operations table does not), and read in a fresh process."""
+    from torch.sparse import SparseSemiStructuredTensorCUTLASS as Cutlass
+
+    copy = Cutlass(torch.Size([32, 64]), packed=torch.zeros(32, 32, dtype=torch.half), meta=torch.zeros(32, 2, dtype=torch.int16), packed_t=None,
+                   meta_t=None, compressed_swizzled_bitmask=None)
+    torch.save({"sparse": {"fc.weight": copy}}, tmp_path / "ticket.pt")
+    script = f"from lth.export import sparse_copies; print(type(sparse_copies({str(tmp_path / 'ticket.pt')!r})['fc.weight'].detach()).__name__)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "SparseSemiStructuredTensorCUTLASS", done.stderr[-1000:]
 
 
 def test_the_2_4_layout_handed_to_the_kernel_holds_two_of_every_four_along_the_input():
