@@ -107,7 +107,7 @@ def _run(rest: list[str]) -> int:
         print("\nGeneralisation gap (train − test accuracy) at the early-stopping step, mean ± std over seeds:")
         print(report.markdown(cells, "gap_at_early_stop", 4))
         print("results: " + " ".join(str(run.dir.results) for run in runs))
-        print(f"report: {paths[0]}\nfigure: {paths[1]}")
+        print(f"report: {paths[0]}" + (f"\nfigure: {paths[1]}" if len(paths) > 1 else ""))
     for line in diverged:
         print(f"lth: {line}", file=sys.stderr)
     return DIVERGED if diverged else 0

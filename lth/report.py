@@ -353,6 +353,9 @@ def _diverged(notes: list[dict]) -> str:
 def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged: list[dict] = ()) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     sources_list = list(sources)
+    # Figures plot against weights remaining: a study of dense networks alone (level 0) has nothing to draw.
+    pruned = any(level > 0 for _, level in cells)
+    image = lambda alt, name: f"![{alt}]({name})" if pruned else ""  # noqa: E731
     # A run directory as `name/run id`, relative to its out_dir: a report names no machine's paths.
     sources = "\n".join(f"- `{d if isinstance(d, str) else '/'.join(Path(d).resolve().parts[-2:])}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
@@ -363,7 +366,8 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
         f"{markdown(cells, ACCURACY, 4)}\n\n"
         f"## Test accuracy at the final weights\n\n{markdown(cells, 'test_acc', 4)}\n\n"
         f"## Early-stop step (lowest validation loss)\n\n{markdown(cells, 'early_stop_step', 0)}\n\n"
-        f"{GAP}{markdown(cells, 'gap_at_early_stop', 4)}\n\nAt the final weights:\n\n{markdown(cells, 'gap', 4)}\n\n![generalisation gap](gap.png)\n\n"
+        f"{GAP}{markdown(cells, 'gap_at_early_stop', 4)}\n\nAt the final weights:\n\n{markdown(cells, 'gap', 4)}\n\n"
+        f"{image('generalisation gap', 'gap.png')}\n\n"
         "## What the ticket's network computes\n\nMultiply-accumulates per example of its Linear and Conv layers and "
         "parameters as deployed (a removed channel also removes the next layer's inputs; `lth.flops`); under a "
         "channel method, the narrow network's forward pass against the full-width one's, measured at the training "
@@ -372,17 +376,17 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
         f"{cost(cells)}\n\n"
         "## Where the weights go\n\nEach prunable layer's weights remaining at each arm's deepest level (mean over seeds); "
         "the figure follows the ticket level by level.\n\n"
-        f"{layers(cells)}\n\n![per-layer density](density.png)\n\n"
+        f"{layers(cells)}\n\n{image('per-layer density', 'density.png')}\n\n"
         "## Mask overlap\n\nIntersection over union of kept weights: between the tickets of different seeds (mean over "
         "pairs), against the expected IoU of random masks with those tickets' per-layer counts (random pruning's "
         "control), between a ticket's consecutive levels, and "
         "between the ticket's and the fine-tuning chain's masks at the same level.\n\n"
         f"{overlap(sources_list)}\n\n"
-        "![test accuracy at early stop](accuracy.png)\n\n![early-stop step](early_stop.png)\n"
+        f"{image('test accuracy at early stop', 'accuracy.png')}\n\n{image('early-stop step', 'early_stop.png')}\n"
     ).encode())
     paths = [out / "report.md"]
     drawn = [(lambda field=field, ylabel=ylabel: figure(cells, field, ylabel), name) for field, ylabel, name in FIGURES]
-    for draw, name in [*drawn, (lambda: density_figure(cells), "density.png")]:
+    for draw, name in [*drawn, (lambda: density_figure(cells), "density.png")] if pruned else []:
         with atomic_open(out / name) as handle:
             draw().savefig(handle, format="png", dpi=120)
         paths.append(out / name)

@@ -97,6 +97,16 @@ def test_run_over_two_seeds_ends_with_the_report_of_both(tiny, tmp_path, capsys)
     assert f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in out and f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in Path(lines["report"]).read_text()
 
 
+def test_a_study_of_dense_networks_alone_reports_without_empty_figures(tiny, tmp_path, capsys):
+    """Its figures plot against weights remaining, of which it has one value: they came out as empty axes."""
+    assert cli.main(["run", "experiments/quickstart.yaml", *tiny, "--seed=[0,1]", "--prune.levels=0"]) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "runs" / "tiny" / "report"
+    assert "figure:" not in out and sorted(p.name for p in folder.iterdir()) == ["report.md"]
+    text = (folder / "report.md").read_text()
+    assert "![" not in text and "| 0 | 100.00% |" in text
+
+
 def test_summary_gives_matching_sparsity_and_welch_intervals_on_a_hand_made_file(tmp_path, capsys):
     """Dense 0.90/0.92/0.91: mean 0.91, std 0.01, so an arm matches at a mean of at least 0.90. The ticket's
     means are 0.91, 0.905 and 0.895 at 80%, 64% and 51.2%: it matches down to 64%. Reinit's 0.89, 0.85, 0.80
