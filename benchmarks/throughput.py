@@ -350,7 +350,8 @@ def spin(seconds: float) -> None:
 
 
 def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int], workers: int, deterministic: bool, device: str, tmp: Path,
-            busy: bool = False) -> dict:
+            busy: bool = False, measured=lambda rows: None) -> dict:
+    """Every configuration's figures; `measured(rows)` after each, so that a run stopped at a time cap keeps them."""
     study = Study.of(model)
     cfg0 = study.cfgs[0]
     synthetic_name = f"synthetic_{cfg0.data.name}"
@@ -379,6 +380,7 @@ def measure(model: str, precision: str, steps: int, warmup: int, packs: list[int
             "train_share": 1 - timer.evaluating / seconds if timed_evaluations else None, "peak_memory_mb": peak_memory_mb(device),
         })
         print(f"  {name:<18} {rate:>12,.0f} images/s", flush=True)
+        measured(rows)
 
     def timed(name: str, k: int, timed_evaluations: bool, count: int, train, *args) -> None:
         """`count` threads: lth's policy for lth and the plain loop doing its work, torch's default (every CPU) for the reference."""
@@ -552,13 +554,22 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name() if on_cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"{args.model}: torch {torch.__version__}, {device}", flush=True)
     results = []
+
+    def save(partial: list[dict] | None = None) -> None:
+        """The JSON so far: a configuration's figures as soon as it is measured (the GPU script caps each part)."""
+        if args.json:
+            unfinished = [{"precision": precision, "busy": busy, "rows": partial, "unfinished": True}] if partial else []
+            args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "deterministic": args.deterministic,
+                                             "results": results + unfinished}, indent=2))
+
     for precision, busy in itertools.product(precisions, (False, True) if args.busy else (False,)):
         competitor = multiprocessing.get_context("spawn").Process(target=spin, args=(3600,)) if busy else None
         if competitor:
             competitor.start()
         try:
             with tempfile.TemporaryDirectory() as tmp:  # the runs' checkpoints
-                results.append(measure(args.model, precision, steps, warmup, packs, args.workers, args.deterministic, args.device, Path(tmp), busy))
+                results.append(measure(args.model, precision, steps, warmup, packs, args.workers, args.deterministic, args.device, Path(tmp), busy,
+                                       lambda rows: save([dict(row) for row in rows])))
         finally:
             if competitor:
                 competitor.terminate()
@@ -566,8 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(results[-1]), flush=True)
     if args.busy:
         print(slowdowns(results), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "deterministic": args.deterministic, "results": results}, indent=2))
+    save()
     return 0
 
 

@@ -57,6 +57,22 @@ def test_the_json_carries_every_figure_printed_and_every_configuration(tmp_path,
     assert not missing, f"printed but not in the JSON: {missing}"
 
 
+def test_a_benchmark_stopped_at_its_time_cap_keeps_what_it_measured(tmp_path, monkeypatch):
+    """The GPU script stops each part at a cap: on the first lent GPU the JSON, written only at the end, was lost
+    with the figures printed before the cap. Here the third configuration stops the benchmark."""
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(throughput, "lth_path", stopped)
+    out = tmp_path / "throughput.json"
+    with pytest.raises(KeyboardInterrupt):
+        throughput.main(["--model=mnist1d_mlp", "--device=cpu", "--steps=30", "--warmup=2", "--packs=2", "--workers=0", f"--json={out}"])
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["unfinished"] and [r["config"] for r in result["rows"]] == ["reference", "plain"]
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+
+
 def test_a_study_counts_every_seed_level_and_arm_with_scratch_b_longer():
     lenet = throughput.Study.of("lenet_300_100")  # 3 seeds: the dense run, then 15 levels × 3 arms, 50,000 steps each
     assert lenet.steps == 3 * 50_000 * (1 + 15 * 3) and lenet.images == lenet.steps * 60
