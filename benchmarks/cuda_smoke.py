@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_own_code import PLUGINS  # noqa: E402 - the test suite's own plugins: one source for both
 
 from lth.cli import DIVERGED  # noqa: E402
+from lth.export import sparse_copies  # noqa: E402
 from lth.run_dir import TIMING_FIELDS  # noqa: E402
 
 QUICKSTART = str(ROOT / "experiments/quickstart.yaml")
@@ -175,7 +176,7 @@ def semi_structured(work: Path) -> str | None:
     if not torch.cuda.is_available():
         return None  # exported, its CSR copies checked; the 2:4 kernels need a GPU
     payload = torch.load(work / "ticket.pt", weights_only=False)
-    compressed = {name: t for name, t in payload["sparse"].items() if isinstance(t, torch.sparse.SparseSemiStructuredTensor)}
+    compressed = {name: t for name, t in sparse_copies(payload).items() if isinstance(t, torch.sparse.SparseSemiStructuredTensor)}
     if not compressed:
         return "no layer was exported as a 2:4 semi-structured tensor"
     for name, weight in compressed.items():
@@ -186,6 +187,15 @@ def semi_structured(work: Path) -> str | None:
         if error > 1e-2:  # fp16 accumulations in another order: ~1e-3 of the scale
             return f"{name}: the semi-structured product differs from the dense one by {error:.1e} of its scale"
     return None
+
+
+def outcome(job: concurrent.futures.Future, read=lambda r: r, default=None):
+    """A check's answer; a check that raised failed, with the exception as its reason (every other check still reports)."""
+    try:
+        return read(job.result())
+    except Exception as err:  # noqa: BLE001 - any failure of a check is its result
+        why = f"raised {type(err).__name__}: {err}"
+        return why if default is None else dict.fromkeys(default, why)
 
 
 def main() -> int:
@@ -210,10 +220,10 @@ def main() -> int:
             "divergence": pool.submit(divergence, work),
             "imagefolder-stream": pool.submit(stream, work, args.images),
         }
-        results["reference"] = ref.result()["why_not"]
+        results["reference"] = outcome(ref, lambda r: r["why_not"])
         for name, job in jobs.items():
-            results[name] = job.result()
-        results.update(own.result())
+            results[name] = outcome(job)
+        results.update(outcome(own, default={"plugins-2:4-export": None, "plugins-pretrained": None}))
     for name, why in results.items():
         print(f"{name}: {'ok' if why is None else 'FAILED: ' + why}")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"

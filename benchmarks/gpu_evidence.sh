@@ -15,7 +15,8 @@
 #      RESNET_EPOCHS epochs (milestones at the same fractions, 1/2 and 3/4)                              RESNET_CAP
 #
 # What comes back, at most 8 files a command: summary.txt, logs.tar.gz, the JSON of parts 1 and 2; the ledgers
-# and reports of parts 3 and 4 (*.tar.gz) and part 3's resume state (lenet300-resume.tar.part-*, 15 MB each).
+# and reports of parts 3 and 4 (*.tar.gz) and part 3's resume state (lenet300-resume.tar.part-*, 15 MB each:
+# copy them into .gpu/resume/, and the next lease's `... 2` continues the run at the level it had reached).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-}
@@ -26,7 +27,7 @@ export WANDB_MODE=disabled PYTHONUNBUFFERED=1
 
 if [[ $MODE == --prepare ]]; then
     # torch-pruning (lth.channels) and mnist1d (the quickstart) are not on the device image, which has no network.
-    mkdir -p .gpu/wheels .gpu/data
+    mkdir -p .gpu/wheels .gpu/data .gpu/resume
     grep -qx '/.gpu/' .gitignore || echo '/.gpu/' >> .gitignore
     python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .gpu/wheels torch-pruning mnist1d
     cp -r ../shared/data/mnist .gpu/data/
@@ -95,6 +96,10 @@ if [[ $MODE == 2 || $MODE == --smoke ]]; then
     # Priority 3: LeNet-300-100 at Frankle & Carbin's scale, ticket, reinit and random pruning, three seeds packed.
     LENET_RUN=(python -m lth.cli run experiments/lenet300_mnist.yaml --data.root=$DATA --seed=[0,1,2] --arms=[ticket,reinit,random_prune] $LENET
                --out_dir=$RUNS --name=lenet300_mnist_paper)
+    # A later lease continues where the last one stopped: its resume state, saved in .gpu/resume, is unpacked first.
+    if [[ $MODE == 2 && ! -d $RUNS/lenet300_mnist_paper ]] && compgen -G ".gpu/resume/lenet300-resume.tar.part-*" > /dev/null; then
+        cat .gpu/resume/lenet300-resume.tar.part-* | tar xf -
+    fi
     part lenet300-paper "${LENET_CAP:-270}" "${LENET_RUN[@]}"; FINISHED=$?
     python -m lth.cli report $RUNS/lenet300_mnist_paper/lenet* --out $RUNS/lenet300_mnist_paper/report > "$LOGS/lenet300-report.log" 2>&1
     tar czf "$OUT/lenet300_mnist_paper.tar.gz" $(find $RUNS/lenet300_mnist_paper -name results.jsonl -o -name config.yaml -o -path '*report/*' -type f)
