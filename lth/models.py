@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lth import hf
+
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -76,6 +78,8 @@ class Architecture:
         return "pack" in _parameters(self.builder)
 
     def build(self, pack: int = 1) -> nn.Module:
+        if hf.is_transformer(self.builder):
+            return hf.build(self.builder, dict(self.kwargs), self.input_shape, self.num_classes)
         accepts, named = _parameters(self.builder), dict(self.kwargs)
         for key, value in (("input_shape", self.input_shape), ("num_classes", self.num_classes)) + ((("pack", pack),) if pack > 1 else ()):
             if key in accepts or "**" in accepts:
@@ -181,7 +185,10 @@ def logits(output: Any) -> torch.Tensor:
 
 
 def dense_layers(model: nn.Module) -> tuple[str, ...]:
-    """The globs a model leaves dense by default: its own `dense_layers`, none for a plain module."""
+    """The globs a model leaves dense by default: its own `dense_layers`, a transformer's embeddings and head
+    (`lth.hf`), none for a plain module."""
+    if hf.is_transformer(type(model)):
+        return hf.dense_layers(model, prunable_names(model))
     return tuple(getattr(model, "dense_layers", ()))
 
 
