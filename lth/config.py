@@ -351,10 +351,21 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     raise TypeError(f"unsupported annotation {kind!r}")
 
 
+# Lightning Trainer options a researcher may reach for, which lth's own optimizer step (`MaskedModule.training_step`,
+# captured as one CUDA graph) would silently ignore: refused, naming what does the job.
+IGNORED_TRAINER_OPTIONS = {
+    "gradient_clip_val": "use train.clip_grad_norm (clipped inside the step, per run of a pack)",
+    "gradient_clip_algorithm": "use train.clip_grad_norm (by global norm)",
+    "accumulate_grad_batches": "raise data.batch_size instead (with train.devices to spread it over GPUs)",
+}
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     # Settings typed Any hold plugins' own settings, which `from_dict` builds with each plugin's `Params`.
     hints = {k: v for k, v in typing.get_type_hints(cls).items() if Any not in (v, *typing.get_args(v))}
     unknown = sorted(set(values) - set(hints))
+    if unknown and (instead := IGNORED_TRAINER_OPTIONS.get(unknown[0])) and cls is TrainConfig:
+        raise ConfigError(f"{prefix}{unknown[0]}: lth runs its own optimizer step, where Lightning's {unknown[0]} would do nothing; {instead}")
     if unknown:
         raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(hints))})")
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})

@@ -23,6 +23,9 @@ from lth import cli, config
         ("--train.lr=fast", "train.lr: expected a number"),
         ("--train.optimizer=rmsprop", "train.optimizer: expected one of sgd, adam"),
         ("--train.epochs=2", "unknown key train.epochs"),
+        ("--train.gradient_clip_val=1", "train.gradient_clip_val: lth runs its own optimizer step, where Lightning's gradient_clip_val would do nothing; "
+                                        "use train.clip_grad_norm"),
+        ("--train.accumulate_grad_batches=4", "raise data.batch_size instead"),
         ("--arms=[ticket,lucky]", "arms: unknown arm lucky"),
         ("--data.val_size=5000", "data.val_size: must lie in (0, 1024)"),
         ("--train.milestones=[9ep]", "train.milestones[0]: 9ep lies outside training"),
