@@ -63,15 +63,21 @@ def code_digest(obj: object) -> str:
 @functools.cache
 def _digest(top: str) -> str:
     module = importlib.import_module(top)
-    if not getattr(module, "__file__", None):  # a notebook's or an interpreter's own code: nothing on disk says what it was
+    # A package's folders (a folder without __init__.py, such as a project's experiments/, is a namespace package
+    # with no file of its own), or a lone module's file.
+    if getattr(module, "__file__", None):
+        origin = Path(module.__file__)
+        folders, files = ([origin.parent], None) if origin.name == "__init__.py" else ([origin.parent], [origin])
+    elif getattr(module, "__path__", None):
+        folders, files = [Path(folder) for folder in module.__path__], None
+    else:  # a notebook's or an interpreter's own code: nothing on disk says what it was
         raise PluginError(f"{top}: code with no source file (a notebook's, an interactive session's) cannot be identified, and a run's identity "
                           "must know it; define it in a module and name it by import path")
-    origin = Path(module.__file__)
-    if "site-packages" in origin.parts or "dist-packages" in origin.parts:
+    if any("site-packages" in folder.parts or "dist-packages" in folder.parts for folder in folders):
         names = packages_distributions().get(top, [top])
         return "; ".join(f"{name} {version(name)}" for name in names)
-    files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.relative_to(origin.parent)}\0".encode() + path.read_bytes() + b"\0")
+    for folder in folders:
+        for path in files or sorted(folder.rglob("*.py")):
+            digest.update(f"{path.relative_to(folder)}\0".encode() + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]

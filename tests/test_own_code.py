@@ -127,6 +127,22 @@ def test_editing_a_users_model_gives_another_run(tmp_path, monkeypatch):
     assert "code" not in built_in.identity(), "lth's own models keep their run ids"
 
 
+def test_a_model_in_a_folder_without_init_is_identified_by_every_file_of_the_folder(tmp_path, monkeypatch):
+    """A project's own folder of code (experiments/mymodels.py) is a namespace package, with no file of its own: it
+    was refused as if it were a notebook's code. Its digest covers the folder, so a helper's edit is noticed too."""
+    _write(tmp_path / "project", mymodels=MODEL, helpers="WIDTH = 8\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "project", raising=False)
+    args = [*(a for a in TINY if not a.startswith("--model=")), "--model.name=project.mymodels:SmallCNN", f"--out_dir={tmp_path / 'runs'}"]
+    from lth import plugins
+
+    before = config.load(QUICKSTART, args).identity()["code"]["model"]
+    (tmp_path / "project" / "helpers.py").write_text("WIDTH = 16\n")
+    plugins._digest.cache_clear()
+    assert config.load(QUICKSTART, args).identity()["code"]["model"] != before
+
+
 @pytest.mark.parametrize("modules, extra, message", [
     ({"myplugins": PLUGINS.replace('name = "fresh_init"', 'name = "reinit"')}, [],
      "plugins: myplugins.FreshInit: the name 'reinit' is taken by lth.arms.reinit.Reinit"),
