@@ -34,6 +34,9 @@ MNIST = ["--data.root=../shared/data"]
 LENET = ["experiments/lenet300_mnist.yaml", *MNIST, "--train.duration=2500it", "--train.checkpoint_every=2500it"]
 # CIFAR-10 (JPEG copy): the CIFAR configs on real images, with overrides only (README, "Real images").
 CIFAR_JPEG = ["--data.name=imagefolder", "--data.root=../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"]
+# The "pretrained" network of pretrained_mnist1d: the quickstart's dense network trained once at a seed of its own,
+# saved as safetensors (`pretrain`). A path relative to the repository, so that config.yaml names no machine's path.
+PRETRAINED = "runs/evidence/pretrained_mnist1d_weights/pretrained.safetensors"
 # name: (lth command and arguments, the ledger it writes). The README of docs/results shows each.
 EVIDENCE = {
     "quickstart": (["run", "experiments/quickstart.yaml"], "results.jsonl"),
@@ -47,6 +50,11 @@ EVIDENCE = {
     "conv2_cifar10_jpeg": (["run", "experiments/conv2_cifar10.yaml", *CIFAR_JPEG, "--seed=[0,1,2]", "--prune.levels=10", "--data.val_size=1000",
                             "--train.duration=200it", "--train.eval_every=200it", "--train.checkpoint_every=200it", "--name=conv2_cifar10_jpeg"],
                            "results.jsonl"),
+    "own_cnn_mnist1d": (["run", "experiments/own_cnn_mnist1d.yaml"], "results.jsonl"),
+    # Pretrained tickets in miniature (Chen et al. 2020): IMP starting from and rewinding to a trained network (`pretrain`).
+    "pretrained_mnist1d": (["run", "experiments/quickstart.yaml", f"--model.weights={PRETRAINED}", "--arms=[ticket,reinit,random_prune]",
+                            "--name=pretrained_mnist1d"], "results.jsonl"),
+    "vit_cifar10_jpeg": (["run", "experiments/vit_cifar10.yaml", *CIFAR_JPEG, "--name=vit_cifar10_jpeg"], "results.jsonl"),
     "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
                                "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=150it",
                                "--train.checkpoint_every=150it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
@@ -69,8 +77,25 @@ TIMING = ("wall_seconds", "inference_speedup")
 THREADS = "--train.threads=2"
 
 
+def pretrain() -> None:
+    """The pretrained weights of pretrained_mnist1d: the quickstart's dense network at seed 100, trained as its level 0,
+    its weights (no mask buffers) written as safetensors, as `save_pretrained` writes them."""
+    from safetensors.torch import save_file
+
+    out_dir = REPO / Path(PRETRAINED).parent
+    command = ["run", "experiments/quickstart.yaml", "--seed=100", "--arms=[ticket]", "--prune.levels=0", "--name=pretrain", THREADS, f"--out_dir={out_dir}"]
+    subprocess.run([sys.executable, "-m", "lth.cli", *command], cwd=REPO, check=True)
+    (final,) = out_dir.glob("pretrain/*/level_00/ticket/final.ckpt")
+    import torch
+
+    state = torch.load(final, weights_only=False, map_location="cpu")["state_dict"]
+    save_file({k[len("model."):]: v.contiguous() for k, v in state.items() if k.startswith("model.") and not k.endswith("_mask")}, str(REPO / PRETRAINED))
+
+
 def run(name: str, out_dir: Path) -> list[Path]:
     """The evidence's command, into `out_dir`; its run directories."""
+    if name == "pretrained_mnist1d":
+        pretrain()
     command, ledger = EVIDENCE[name]
     subprocess.run([sys.executable, "-m", "lth.cli", *command, THREADS, f"--out_dir={out_dir}"], cwd=REPO, check=True)
     return sorted(p.parent for p in out_dir.glob(f"*/*/{ledger}"))
