@@ -31,9 +31,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lth.export import load  # noqa: E402
+from lth.export import architecture, load  # noqa: E402
 from lth.flops import macs  # noqa: E402
-from lth.models import MODELS  # noqa: E402
+from lth.models import logits  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -53,7 +53,7 @@ class CSRLinear(nn.Module):
 def networks(path: Path) -> tuple[nn.Module, nn.Module, dict, str]:
     """The dense network, the pruned one, the export and the pruned one's kind."""
     exported = torch.load(path, weights_only=False)
-    dense = MODELS[exported["model"]](exported["input_shape"], exported["num_classes"]).eval()
+    dense = architecture(exported).build().eval()
     if "masks" in exported:
         return dense, load(exported), exported, "narrow"
     if "sparse" not in exported:
@@ -98,7 +98,7 @@ def measure(path: Path, repeats: int) -> dict:
     difference = None
     if kind == "csr":
         with torch.no_grad():
-            difference = float((dense(batch) - pruned(batch)).abs().max())
+            difference = float((logits(dense(batch)) - logits(pruned(batch))).abs().max())
         if difference > 1e-5:
             raise SystemExit(f"{path}: the sparse network's outputs differ from the dense one's by {difference:.2e}")
         masks = {n: exported["state_dict"][n] != 0 for n in exported["sparse"]}

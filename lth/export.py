@@ -146,15 +146,20 @@ def sparse_copies(exported: dict[str, Any] | Path) -> dict[str, torch.Tensor]:
     return copies
 
 
+def architecture(exported: dict[str, Any]) -> Architecture:
+    """What builds an export's network at its full widths: lth's own model, or a user's by import path."""
+    return Architecture(exported["model"], tuple(exported["input_shape"]), exported["num_classes"], tuple(exported.get("kwargs", {}).items()))
+
+
 def load(exported: dict[str, Any] | Path) -> nn.Module:
     """The network of an export (a file or its loaded payload), in eval mode: the model built from the registry,
     made narrow as its masks say when it was channel-pruned, with its weights."""
     if not isinstance(exported, dict):
         exported = torch.load(exported, weights_only=False)
-    architecture = Architecture(exported["model"], tuple(exported["input_shape"]), exported["num_classes"], tuple(exported.get("kwargs", {}).items()))
-    network = architecture.build()
+    built = architecture(exported)
+    network = built.build()
     if "masks" in exported:
-        structure = channels.removable(architecture)
+        structure = channels.removable(built)
         network = channels.narrow(network, exported["masks"], structure, tuple(exported["input_shape"]))
     network.load_state_dict(exported["state_dict"])
     return network.eval()
