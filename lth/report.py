@@ -243,8 +243,7 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
         ax.axhline(getattr(cells["ticket", 0], field).mean, color="black", linestyle="--", linewidth=1, label="dense")
     ax.set_xscale("log")
     levels = sorted({round(c.weights_remaining * 100, 1) for (_, at), c in cells.items() if at > 0}, reverse=True)
-    if levels:  # a run of the dense network alone (`levels: 0`) has none
-        ax.set_xticks(levels[:: -(-len(levels) // 10)])  # the levels themselves, at most about ten of them
+    ax.set_xticks(levels[:: -(-len(levels) // 10)])  # the levels themselves, at most about ten of them (`write` draws none without)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
