@@ -67,7 +67,7 @@ def _digest(top: str) -> str:
     # with no file of its own), or a lone module's file.
     if getattr(module, "__file__", None):
         origin = Path(module.__file__)
-        folders, files = ([origin.parent], None) if origin.name == "__init__.py" else ([origin.parent], [origin])
+        folders, files = [origin.parent], None if origin.name == "__init__.py" else [origin]
     elif getattr(module, "__path__", None):
         folders, files = [Path(folder) for folder in module.__path__], None
     else:  # a notebook's or an interpreter's own code: nothing on disk says what it was
