@@ -137,13 +137,15 @@ def sparse_copies(exported: dict[str, Any] | Path) -> dict[str, torch.Tensor]:
     tensor class's table of operations when the first one is made in a process, and unpickling makes none: the first
     product with one read from a file fails (AttributeError: ... has no attribute 'SPARSE_DISPATCH'; torch 2.11 on
     an H200). Filled here."""
-    if not isinstance(exported, dict):
-        exported = torch.load(exported, weights_only=False)
-    copies = exported["sparse"]
+    copies = _payload(exported)["sparse"]
     for copy in copies.values():
         if isinstance(copy, torch.sparse.SparseSemiStructuredTensor):
             type(copy)._load_dispatch_table()
     return copies
+
+
+def _payload(exported: dict[str, Any] | Path) -> dict[str, Any]:
+    return exported if isinstance(exported, dict) else torch.load(exported, weights_only=False)
 
 
 def architecture(exported: dict[str, Any]) -> Architecture:
@@ -152,10 +154,9 @@ def architecture(exported: dict[str, Any]) -> Architecture:
 
 
 def load(exported: dict[str, Any] | Path) -> nn.Module:
-    """The network of an export (a file or its loaded payload), in eval mode: the model built from the registry,
+    """The network of an export (a file or its loaded payload), in eval mode: the model built as `architecture` says,
     made narrow as its masks say when it was channel-pruned, with its weights."""
-    if not isinstance(exported, dict):
-        exported = torch.load(exported, weights_only=False)
+    exported = _payload(exported)
     built = architecture(exported)
     network = built.build()
     if "masks" in exported:
