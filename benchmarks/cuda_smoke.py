@@ -153,26 +153,31 @@ def own_code(work: Path) -> dict:
     done = lth(work, "nm24", [*own, "--prune.method=nm", "--prune.nm={n: 2, m: 4}", "--prune.schedule=oneshot", "--prune.oneshot={target: 0.5}",
                               "--prune.levels=1"])
     out: dict = {"plugins-2:4-export": trained(done, rows(work, "nm24"), 1)}
-    if out["plugins-2:4-export"] is None:
-        out["plugins-2:4-export"] = semi_structured(work)
-    run_dir = next((work / "nm24").rglob("results.jsonl"), None)
-    if run_dir is None:
+    if out["plugins-2:4-export"] is not None:
         out["plugins-pretrained"] = "no dense network to start from (the 2:4 run failed)"
         return out
-    state = torch.load(run_dir.parent / "level_00/ticket/final.ckpt", weights_only=False, map_location="cpu")["state_dict"]
-    torch.save({k[len("model."):]: v for k, v in state.items() if k.startswith("model.") and not k.endswith("_mask")}, work / "pretrained.pt")
-    done = lth(work, "pretrained", [*own, f"--model.weights={work / 'pretrained.pt'}", "--prune.method=smallest", "--prune.schedule=halving"])
+    run_dir = next((work / "nm24").rglob("results.jsonl")).parent
+    out["plugins-2:4-export"] = semi_structured(work, run_dir)
+    # The dense network as a plain state dict, the way a user would make one: `lth export` of level 0.
+    if why := export(work, run_dir, 0, work / "dense.pt"):
+        out["plugins-pretrained"] = why
+        return out
+    done = lth(work, "pretrained", [*own, f"--model.weights={work / 'dense.pt'}", "--prune.method=smallest", "--prune.schedule=halving"])
     out["plugins-pretrained"] = trained(done, rows(work, "pretrained"), 2)
     return out
 
 
-def semi_structured(work: Path) -> str | None:
-    run_dir = next((work / "nm24").rglob("results.jsonl")).parent
-    done = subprocess.run([sys.executable, "-m", "lth.cli", "export", str(run_dir), "--level", "1", "--out", str(work / "ticket.pt"), "--sparse"],
+def export(work: Path, run_dir: Path, level: int, out: Path, *extra: str) -> str | None:
+    """`lth export` of the ticket's `level`, its output saved as work/OUT.log; why it failed, or None."""
+    done = subprocess.run([sys.executable, "-m", "lth.cli", "export", str(run_dir), "--level", str(level), "--out", str(out), *extra],
                           cwd=work, capture_output=True, text=True, timeout=300)
-    (work / "export.log").write_text(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
-    if done.returncode != 0:
-        return f"lth export: exit {done.returncode}: {done.stderr.strip()[-300:]}"
+    (work / f"{out.stem}.log").write_text(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return None if done.returncode == 0 else f"lth export: exit {done.returncode}: {done.stderr.strip()[-300:]}"
+
+
+def semi_structured(work: Path, run_dir: Path) -> str | None:
+    if why := export(work, run_dir, 1, work / "ticket.pt", "--sparse"):
+        return why
     if not torch.cuda.is_available():
         return None  # exported, its CSR copies checked; the 2:4 kernels need a GPU
     payload = torch.load(work / "ticket.pt", weights_only=False)

@@ -79,17 +79,17 @@ THREADS = "--train.threads=2"
 
 def pretrain() -> None:
     """The pretrained weights of pretrained_mnist1d: the quickstart's dense network at seed 100, trained as its level 0,
-    its weights (no mask buffers) written as safetensors, as `save_pretrained` writes them."""
+    exported as a plain network (`lth export`) and its weights written as safetensors, as `save_pretrained` writes them."""
+    import torch
     from safetensors.torch import save_file
 
     out_dir = REPO / Path(PRETRAINED).parent
     command = ["run", "experiments/quickstart.yaml", "--seed=100", "--arms=[ticket]", "--prune.levels=0", "--name=pretrain", THREADS, f"--out_dir={out_dir}"]
     subprocess.run([sys.executable, "-m", "lth.cli", *command], cwd=REPO, check=True)
-    (final,) = out_dir.glob("pretrain/*/level_00/ticket/final.ckpt")
-    import torch
-
-    state = torch.load(final, weights_only=False, map_location="cpu")["state_dict"]
-    save_file({k[len("model."):]: v.contiguous() for k, v in state.items() if k.startswith("model.") and not k.endswith("_mask")}, str(REPO / PRETRAINED))
+    (run_dir,) = (config.parent for config in out_dir.glob("pretrain/*/config.yaml"))
+    subprocess.run([sys.executable, "-m", "lth.cli", "export", str(run_dir), "--level=0", f"--out={out_dir / 'dense.pt'}"], cwd=REPO, check=True)
+    state = torch.load(out_dir / "dense.pt", weights_only=False)["state_dict"]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(REPO / PRETRAINED))
 
 
 def run(name: str, out_dir: Path) -> list[Path]:
