@@ -11,6 +11,8 @@ cores have room; torch.compile's cache is shared). The quickstart's network at a
   nondeterministic   train.deterministic off (cuDNN autotuning, no deterministic kernels) trains
   divergence         lr 1e6: the arm stops at its divergence, the later level is not trained, exit 4
   imagefolder-stream CIFAR-10 JPEGs decoded in DataLoader workers into pinned memory (data.cache_bytes=0)
+  transformers-vit   experiments/vit_cifar10.yaml's ViT from a Hugging Face config, on the same images, a level pruned
+                     under the compiled, captured step
   plugins-2:4-export a user's own network by import path and plugin arm, pruned 2:4, exported through
                      torch.sparse.to_sparse_semi_structured, its products against the dense masked weights
   plugins-pretrained a user's method and schedule, starting from pretrained weights
@@ -133,15 +135,23 @@ def divergence(work: Path) -> str | None:
     return None if not any(row["level"] > 0 for row in found) else "a level after the divergence was trained"
 
 
+# A few steps of a CIFAR-10 experiment on the images folder: every evaluation and checkpoint at the end.
+IMAGES = ["--data.name=imagefolder", "--data.image_size=32", "--data.val_size=100", "--seed=0", "--arms=[ticket]", "--train.duration=100it",
+          "--train.eval_every=100it", "--train.checkpoint_every=100it"]
+
+
 def stream(work: Path, images: Path) -> str | None:
-    with tarfile.open(images) as archive:  # streamed datasets are folders: an archive is read whole, into the cache
-        archive.extractall(work / "images", filter="data")
-    args = ["run", str(ROOT / "experiments/resnet20_cifar10.yaml"), "--data.name=imagefolder", f"--data.root={work / 'images'}",
-            "--data.cache_bytes=0", "--data.workers=8", "--data.image_size=32", f"--data.cache={work / 'cache'}", "--data.val_size=100", "--seed=0",
-            "--arms=[ticket]", "--prune.levels=0", "--train.duration=100it", "--train.eval_every=100it", "--train.checkpoint_every=100it",
-            "--train.milestones=[]", "--prune.rewind=0"]
+    args = ["run", str(ROOT / "experiments/resnet20_cifar10.yaml"), *IMAGES, f"--data.root={images}", "--data.cache_bytes=0", "--data.workers=8",
+            f"--data.cache={work / 'cache'}", "--prune.levels=0", "--train.milestones=[]", "--prune.rewind=0"]
     done = lth(work, "stream", args)
     return trained(done, rows(work, "stream"), 0)
+
+
+def vit(work: Path, images: Path) -> str | None:
+    args = ["run", str(ROOT / "experiments/vit_cifar10.yaml"), *IMAGES, f"--data.root={images}", f"--data.cache={work / 'vit-cache'}",
+            "--prune.levels=1", "--train.warmup=10it", "--prune.rewind=10it"]
+    done = lth(work, "vit", args)
+    return trained(done, rows(work, "vit"), 1)
 
 
 def own_code(work: Path) -> dict:
@@ -214,7 +224,10 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="lth-cuda-smoke-"))
     work.mkdir(parents=True, exist_ok=True)
     started, results = time.perf_counter(), {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:  # six processes compiling at once on a 16-core machine
+    images = work / "images"
+    with tarfile.open(args.images) as archive:  # a streamed dataset is a folder: an archive is read whole, into the cache
+        archive.extractall(images, filter="data")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:  # eight processes compiling at once on a 16-core machine
         ref = pool.submit(reference, work)
         own = pool.submit(own_code, work)  # the longest chain: three runs one after another
         jobs = {
@@ -223,7 +236,8 @@ def main() -> int:
             "bf16-mixed": pool.submit(variant, work, "bf16", "--train.precision=bf16-mixed"),
             "nondeterministic": pool.submit(variant, work, "nondeterministic", "--train.deterministic=false"),
             "divergence": pool.submit(divergence, work),
-            "imagefolder-stream": pool.submit(stream, work, args.images),
+            "imagefolder-stream": pool.submit(stream, work, images),
+            "transformers-vit": pool.submit(vit, work, images),
         }
         results["reference"] = outcome(ref, lambda r: r["why_not"])
         for name, job in jobs.items():

@@ -4,24 +4,25 @@
 #
 #   bash benchmarks/gpu_evidence.sh --prepare   # here, with PyPI: the wheels the device image lacks, MNIST and CIFAR-10 (JPEG) into .gpu/
 #   bash benchmarks/gpu_evidence.sh --smoke     # here, on the CPU: every part at tiny sizes, in about three minutes
-#   bash benchmarks/gpu_evidence.sh 1           # on the GPU (device run, carry [".gpu"]): priorities 1 and 2, about 5 minutes
-#   bash benchmarks/gpu_evidence.sh 2           # then: priorities 3 and 4, LENET_CAP + RESNET_CAP seconds (default 270 + 170)
+#   bash benchmarks/gpu_evidence.sh 1 2         # on the GPU (device run, carry [".gpu"]): the priorities named, in order
 #
-#   1. every CUDA path, smoke-tested (benchmarks/cuda_smoke.py)                                         cap 150 s
-#   2. the study benchmark: ResNet-20 fp32/bf16, packs 1/16/32, deterministic on and off; LeNet-300-100    cap 160 s
+#   1. every CUDA path, smoke-tested (benchmarks/cuda_smoke.py)                                         cap 200 s
+#   2. the study benchmark: ResNet-20 fp32 and bf16-mixed at pack 32, deterministic on and off;
+#      LeNet-300-100 at packs 16, 48, 96 (each against the reference loop in the same process)        cap 4 × 85 s
 #   3. LeNet-300-100 at Frankle & Carbin's 50,000 iterations per level, three seeds packed, as many levels
-#      as fit; stopped by SIGUSR1 (checkpointed); what a later lease needs to continue comes back        LENET_CAP
+#      as fit; stopped by SIGUSR1 (checkpointed); what a later lease needs to continue comes back        LENET_CAP (270 s)
 #   4. ResNet-20 dense on CIFAR-10 (JPEG copy), three seeds packed, the paper's schedule shortened to
-#      RESNET_EPOCHS epochs (milestones at the same fractions, 1/2 and 3/4)                              RESNET_CAP
+#      RESNET_EPOCHS epochs (milestones at the same fractions, 1/2 and 3/4)                              RESNET_CAP (170 s)
 #
-# What comes back, at most 8 files a command: summary.txt, logs.tar.gz, the JSON of parts 1 and 2; the ledgers
-# and reports of parts 3 and 4 (*.tar.gz) and part 3's resume state (lenet300-resume.tar.part-*, 15 MB each:
-# copy them into .gpu/resume/, and the next lease's `... 2` continues the run at the level it had reached).
+# What comes back, at most 8 files a command: summary.txt; evidence.tar.gz (every log and the JSON of parts 1 and
+# 2, rewritten after each part); the ledgers and reports of parts 3 and 4 (*.tar.gz); part 3's resume state
+# (lenet300-resume.tar.part-*, 15 MB each: copy them into .gpu/resume/, and the next lease's `... 3` continues
+# the run at the level it had reached).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-}
 OUT=${OUT:-gpu_evidence}
-LOGS=$(mktemp -d)  # bundled into $OUT/logs.tar.gz after every part: the device returns at most 8 files
+LOGS=$(mktemp -d)  # bundled into $OUT/evidence.tar.gz after every part: the device returns at most 8 files
 mkdir -p "$OUT"
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1
 
@@ -35,8 +36,12 @@ if [[ $MODE == --prepare ]]; then
     du -sh .gpu
     exit 0
 fi
-if [[ $MODE != --smoke && $MODE != 1 && $MODE != 2 ]]; then
-    echo "usage: $0 --prepare | --smoke | 1 | 2" >&2
+if [[ $MODE == --smoke ]]; then
+    PRIORITIES=" 1 2 3 4 "
+elif [[ $# -gt 0 && " $* " =~ ^(\ [1-4])+\ $ ]]; then
+    PRIORITIES=" $* "
+else
+    echo "usage: $0 --prepare | --smoke | PRIORITY... (1 to 4)" >&2
     exit 2
 fi
 
@@ -52,12 +57,12 @@ part() {  # part NAME CAP COMMAND...: run it under its cap (SIGUSR1: lth checkpo
     timeout --signal=USR1 --kill-after=30 "$cap" "$@" > "$LOGS/$name.log" 2>&1
     local rc=$?
     echo "$name: exit $rc after $((SECONDS - start)) s (cap $cap s)$([[ $rc == 124 || $rc == 3 ]] && echo ', stopped at its cap')" | tee -a "$OUT/summary.txt"
-    tar czf "$OUT/logs.tar.gz" -C "$LOGS" .
+    tar czf "$OUT/evidence.tar.gz" -C "$LOGS" .
     return $rc
 }
 
 if [[ $MODE == --smoke ]]; then
-    DEVICE=cpu; STEPS="--steps=8 --warmup=2"; R_PACKS="--packs=2"; N_PACKS="--packs=2"; L_PACKS="--packs=2"; PRECISIONS="--precision=32"
+    DEVICE=cpu; STEPS="--steps=8 --warmup=2"; R_PACKS="--packs=2"; L_PACKS="--packs=2"
     LENET="--train.duration=20it --train.eval_every=10it --train.checkpoint_every=10it --prune.levels=1 --data.val_size=500"
     RESNET="--train.duration=20it --train.milestones=[10it,15it] --train.eval_every=10it --train.checkpoint_every=10it --prune.rewind=0 --data.val_size=100"
     DATA=../shared/data; IMAGES=$(mktemp -d)/cifar-part.tar.gz; RUNS=$(mktemp -d)
@@ -73,31 +78,37 @@ with tarfile.open(sys.argv[1]) as source, tarfile.open(sys.argv[2], "w:gz") as p
             part.addfile(member, source.extractfile(member))
 EOF
 else
-    DEVICE=cuda; STEPS="--steps=200"; R_PACKS="--packs=16,32"; N_PACKS="--packs=32"; L_PACKS="--packs=16,48,96"; PRECISIONS="--precision=32,bf16-mixed"
+    DEVICE=cuda; STEPS="--steps=200"; R_PACKS="--packs=32"; L_PACKS="--packs=16,48,96"
     LENET="--train.duration=50000it --train.checkpoint_every=5000it"
     E=${RESNET_EPOCHS:-30}; RESNET="--train.duration=${E}ep --train.milestones=[$((E / 2))ep,$((E * 3 / 4))ep]"
     DATA=.gpu/data; IMAGES=$DATA/cifar10-jpeg.tar.gz; RUNS=gpu_runs  # gpu_runs: where a later lease unpacks the resume state
 fi
-echo "$(date -u +%FT%TZ) $MODE on $(python -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU", torch.__version__)')" | tee -a "$OUT/summary.txt"
+echo "$(date -u +%FT%TZ) ${*} on $(python -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU", torch.__version__)')" | tee -a "$OUT/summary.txt"
 
-if [[ $MODE == 1 || $MODE == --smoke ]]; then
-    # Priority 1: every CUDA path. Its runs' logs go back with the others.
+if [[ $PRIORITIES == *" 1 "* ]]; then
     SMOKE=$(mktemp -d)
-    part cuda-smoke 150 python benchmarks/cuda_smoke.py --images "$IMAGES" --json "$OUT/cuda_smoke.json" --work "$SMOKE"
+    part cuda-smoke 200 python benchmarks/cuda_smoke.py --images "$IMAGES" --json "$LOGS/cuda_smoke.json" --work "$SMOKE"
     cp "$SMOKE"/*.log "$LOGS/" 2>/dev/null; grep -h ": \(ok\|FAILED\)" "$LOGS/cuda-smoke.log" | tee -a "$OUT/summary.txt"
-    # Priority 2: the study benchmark.
-    part resnet20 90 python benchmarks/throughput.py --model resnet20 --device $DEVICE $STEPS $R_PACKS $PRECISIONS --json "$OUT/resnet20.json"
-    part resnet20-nondeterministic 35 python benchmarks/throughput.py --model resnet20 --device $DEVICE $STEPS $N_PACKS --precision=32 \
-        --no-deterministic --json "$OUT/resnet20-nondeterministic.json"
-    part lenet300 35 python benchmarks/throughput.py --model lenet_300_100 --device $DEVICE $L_PACKS --precision=32 --json "$OUT/lenet300.json"
+    tar czf "$OUT/evidence.tar.gz" -C "$LOGS" .
 fi
 
-if [[ $MODE == 2 || $MODE == --smoke ]]; then
+if [[ $PRIORITIES == *" 2 "* ]]; then
+    # The JSON is rewritten after every configuration, so a part stopped at its cap keeps what it measured.
+    bench() {  # bench NAME ARGS...
+        part "$1" 85 python benchmarks/throughput.py --device $DEVICE $STEPS "${@:2}" --json "$LOGS/$1.json"
+    }
+    bench resnet20 --model resnet20 $R_PACKS --precision=32
+    bench resnet20-bf16 --model resnet20 $R_PACKS --precision=bf16-mixed
+    bench lenet300 --model lenet_300_100 $L_PACKS --precision=32
+    bench resnet20-nondeterministic --model resnet20 $R_PACKS --precision=32 --no-deterministic
+fi
+
+if [[ $PRIORITIES == *" 3 "* ]]; then
     # Priority 3: LeNet-300-100 at Frankle & Carbin's scale, ticket, reinit and random pruning, three seeds packed.
     LENET_RUN=(python -m lth.cli run experiments/lenet300_mnist.yaml --data.root=$DATA --seed=[0,1,2] --arms=[ticket,reinit,random_prune] $LENET
                --out_dir=$RUNS --name=lenet300_mnist_paper)
     # A later lease continues where the last one stopped: its resume state, saved in .gpu/resume, is unpacked first.
-    if [[ $MODE == 2 && ! -d $RUNS/lenet300_mnist_paper ]] && compgen -G ".gpu/resume/lenet300-resume.tar.part-*" > /dev/null; then
+    if [[ $MODE != --smoke && ! -d $RUNS/lenet300_mnist_paper ]] && compgen -G ".gpu/resume/lenet300-resume.tar.part-*" > /dev/null; then
         cat .gpu/resume/lenet300-resume.tar.part-* | tar xf -
     fi
     part lenet300-paper "${LENET_CAP:-270}" "${LENET_RUN[@]}"; FINISHED=$?
@@ -114,6 +125,9 @@ if [[ $MODE == 2 || $MODE == --smoke ]]; then
         done > "$LOGS/resume-files.txt"
         tar cf - -T "$LOGS/resume-files.txt" | split -b 15M - "$OUT/lenet300-resume.tar.part-"
     fi
+fi
+
+if [[ $PRIORITIES == *" 4 "* ]]; then
     # Priority 4: ResNet-20 dense on the CIFAR-10 JPEG copy, the paper's schedule (160 epochs, LR ×0.1 at 80 and 120)
     # shortened to RESNET_EPOCHS with its milestones at the same fractions.
     part resnet20-cifar10-jpeg "${RESNET_CAP:-170}" python -m lth.cli run experiments/resnet20_cifar10.yaml --data.name=imagefolder --data.root="$IMAGES" \
