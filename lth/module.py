@@ -143,6 +143,8 @@ class MaskedModule(L.LightningModule):
         self.train_seconds = 0.0  # in fits that ended, this one's included once it ends (`on_train_end`)
         self._fit_started: float | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._static_x: torch.Tensor | None = None  # the graph's inputs (`_staged`)
+        self._static_y: torch.Tensor | None = None
         self._eager_steps = 0
         self._keep: list[torch.Tensor] | None = None  # float copies of the masks, made when training starts
 
@@ -246,9 +248,10 @@ class MaskedModule(L.LightningModule):
             # (`backward` below does nothing: the step above has done it).
             return self.last_loss.sum() if distributed.WORLD.size > 1 else None
         rates = [group["lr"] for group in optimizer.param_groups]
+        if x.dim() == 4:  # the graph's input layout; the eager steps use it too, or the compiled loss recompiles
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = self._staged(x, y)
         if self._graph is None or rates != self._graph_rates:
-            if x.dim() == 4:  # the graph's input layout; the eager steps use it too, or the compiled loss recompiles
-                x = x.contiguous(memory_format=torch.channels_last)
             if self._eager_steps < EAGER_STEPS_BEFORE_CAPTURE:
                 self._eager_steps += 1
                 side = torch.cuda.Stream()
@@ -258,19 +261,27 @@ class MaskedModule(L.LightningModule):
                 torch.cuda.current_stream().wait_stream(side)
                 return None
             self._capture(optimizer, x, y, rates)
-        self._static_x.copy_(x)
-        self._static_y.copy_(y)
         self._graph.replay()
         self.last_loss = self._static_loss
         return None
 
+    def _staged(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch copied into the fixed input tensors the graph reads: the same tensors in the eager warm-up steps
+        as in the capture. A batch is a view into the dataset on the device, and once its shapes have changed
+        (a pack's first level after the dense one) Dynamo guards on its storage offset: fed a fresh tensor at
+        capture, the compiled loss recompiled inside the capture, and with `train.deterministic: false` Inductor's
+        autotuning synchronised the device there, which a capture forbids (found on an H200; issue 38)."""
+        if self._static_x is None:  # once a fit: a graph holds their addresses
+            self._static_x, self._static_y = torch.empty_like(x), torch.empty_like(y)
+        self._static_x.copy_(x)
+        self._static_y.copy_(y)
+        return self._static_x, self._static_y
+
     def _capture(self, optimizer, x, y, rates) -> None:
-        self._static_x = x.clone()
-        self._static_y = y.clone()
         graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph):  # its own memory pool; the previous graph's is freed with it
-            self._static_loss = self._step(optimizer, self._static_x, self._static_y)
+            self._static_loss = self._step(optimizer, x, y)
         self._graph, self._graph_rates = graph, rates
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
@@ -289,7 +300,7 @@ class MaskedModule(L.LightningModule):
         # restore, and fixed for the fit (a captured graph holds their addresses).
         self._masked_weights, keep = self._masking()
         self._keep = [mask.to(w.dtype) for w, mask in zip(self._masked_weights, keep)]
-        self._graph, self._eager_steps = None, 0
+        self._graph, self._eager_steps, self._static_x, self._static_y = None, 0, None, None
         # On CUDA, Inductor fuses the batch norms, ReLUs and residual adds that eager mode runs as separate
         # memory-bound kernels: a 16-packed ResNet-20 step takes 22 ms instead of 26 on an H100 (README). Under
         # torch.use_deterministic_algorithms it turns its timing-based autotuning off (PyTorch >= 2.10), so

@@ -130,3 +130,37 @@ def test_a_warmup_rises_linearly_from_zero_then_milestones_apply(tiny):
     assert all(a < b for a, b in zip(rates[:10], rates[1:11]))
     with pytest.raises(config.ConfigError, match="train.warmup: 30it \\(30 steps\\) is not before the end of training"):
         config.load(None, tiny + ["--train.warmup=30it", "--train.duration=30it"])
+
+
+def test_the_captured_step_reads_the_tensors_its_warm_up_steps_read_so_the_compiled_loss_never_recompiles_in_a_capture(tiny):
+    """On CUDA the batches are views of the dataset on the device. The capture once got a fresh copy instead, Dynamo
+    (which guards on whether an input is a view) recompiled inside the capture, and with deterministic algorithms
+    off Inductor's autotuning synchronised the device there: the capture failed (an H200, issue 38). The CUDA graph
+    itself needs a GPU; what it reads is decided here, and Dynamo's guards (on a view's storage offset) are the
+    same on a CPU."""
+    import torch._dynamo
+
+    run = _run(tiny)
+    module = run.build_module(seed=0)
+    x_all = torch.randn(64, *run.spec.input_shape)
+    y_all = torch.randint(0, 4, (64, 1))
+    batches = [(x_all[i:i + 16], y_all[i:i + 16]) for i in range(0, 64, 16)]  # views, as TrainBatches hands them over
+    assert all(x._base is not None for x, _ in batches)
+    staged = [module._staged(x, y) for x, y in batches]
+    assert all(x is staged[0][0] and y is staged[0][1] for x, y in staged), "one pair of input tensors for the whole fit"
+    assert torch.equal(staged[-1][0], batches[-1][0]) and torch.equal(staged[-1][1], batches[-1][1])
+
+    def first_calls(compiled, x, y):
+        compiled(x_all[:8], y_all[:8])  # an earlier fit's shapes (the level before, a pack of another size)...
+        compiled(x, y)  # ...so this fit's first warm-up step recompiles, with dynamic shapes and offsets
+
+    torch._dynamo.reset()
+    compiled = torch.compile(module.losses, backend="eager")
+    first_calls(compiled, *staged[0])
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled(*module._staged(*batches[1]))  # the capture
+    torch._dynamo.reset()
+    compiled = torch.compile(module.losses, backend="eager")
+    first_calls(compiled, *batches[1])  # the old way: the batch itself (a view, offset into the data) in the warm-up...
+    with torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(Exception, match="[Rr]ecompil"):
+        compiled(batches[2][0].clone(), batches[2][1].clone())  # ...and a fresh copy (offset 0) in the capture
