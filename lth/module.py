@@ -280,7 +280,11 @@ class MaskedModule(L.LightningModule):
     def _capture(self, optimizer, x, y, rates) -> None:
         graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):  # its own memory pool; the previous graph's is freed with it
+        # "thread_local": in the default "global" mode a CUDA call from any thread breaks the capture, and the
+        # DataLoader's pin-memory thread (the image-folder stream) allocates pinned buffers and polls their events
+        # while this thread captures. It races, so a capture failed only at times (found on an H200; issue 38).
+        # The graph has its own memory pool; the previous graph's is freed with it.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._static_loss = self._step(optimizer, x, y)
         self._graph, self._graph_rates = graph, rates
 
