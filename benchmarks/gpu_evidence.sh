@@ -6,6 +6,9 @@
 #   bash benchmarks/gpu_evidence.sh --smoke     # here, on the CPU: every part at tiny sizes, in about three minutes
 #   bash benchmarks/gpu_evidence.sh 1 2         # on the GPU (device run, carry [".gpu"]): the priorities named, in order
 #
+# At most 64 MiB travel to the device: with a resume state in .gpu/resume (29 MB), carry only what the
+# priorities read (3 alone: .gpu/wheels, .gpu/data/mnist and .gpu/resume).
+#
 #   1. every CUDA path, smoke-tested (benchmarks/cuda_smoke.py)                                         cap 200 s
 #   2. the study benchmark: ResNet-20 fp32 and bf16-mixed at pack 32, deterministic on and off;
 #      LeNet-300-100 at packs 16, 48, 96 (each against the reference loop in the same process)        cap 4 × 85 s
