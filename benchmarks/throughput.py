@@ -121,7 +121,7 @@ def study_steps(run: Run) -> int:
             if arm.from_rewind_point:
                 steps += run.steps.total_steps - run.steps.rewind_step
             else:
-                steps += arm.own_steps(run.level_context(level, arm, module, masks))[0].total_steps
+                steps += arm.own_steps(run.level_context(level, arm, module.model, masks))[0].total_steps
     return steps
 
 
@@ -329,7 +329,7 @@ def lth_path(runs: list[Run], warmup: int, masked: bool) -> Timer:
         module.set_masks(masks)
         members.append(run.as_member(0, ARMS["ticket"], module, masks, None, 0, run.dir.arm(0, "ticket"), run.dir.rewind, run.cfg.seed))
     run = runs[0]
-    module = pack_modules([m.module for m in members], lambda k: run.build_module(0, k))
+    module = pack_modules([m.module for m in members], run.training().build)
     if not masked:
         module._mask_step = lambda: None
     timer = Timer(warmup)

@@ -27,8 +27,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from lth.architecture import Architecture
 from lth.masks import Masks, channels_alive
-from lth.models import Architecture, prunable_names
+from lth.models import prunable_names
 
 _OUT = {nn.Linear: tp.prune_linear_out_channels, nn.Conv1d: tp.prune_conv_out_channels, nn.Conv2d: tp.prune_conv_out_channels}
 

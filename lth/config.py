@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fnmatch
 import hashlib
 import json
 import math
@@ -54,7 +53,7 @@ class ModelConfig:
     # initialises its CIFAR ResNets and VGGs (models/bn_initializers.py, `batchnorm_init='uniform'` in their
     # default hparams), which produced Frankle et al.'s (2020) ResNet-20 and VGG-16 numbers.
     bn_init: Literal["ones", "uniform"] = "ones"
-    # Keyword arguments of the model's builder (`lth.models.Architecture`): a model of your own, named by import path
+    # Keyword arguments of the model's builder (`lth.architecture.Architecture`): a model of your own, named by import path
     # (`model: {name: mymodels:SmallCNN, kwargs: {width: 32}}`), takes its settings here.
     kwargs: dict[str, object] = field(default_factory=dict)
     # Pretrained weights loaded into the dense network at step 0, so that rewinding to "0" rewinds to them (Chen et
@@ -213,7 +212,7 @@ class Experiment:
         if code := self.code():
             identity["code"] = code
         if self.model.weights is not None:
-            from lth.models import weights_digest
+            from lth.network import weights_digest
 
             identity["weights"] = weights_digest(self.model.weights)
         return identity
@@ -222,8 +221,8 @@ class Experiment:
         """The code outside lth that the experiment runs (its model, method, schedule), by role: a digest of its
         source (`lth.plugins.code_digest`), so that editing a user's model gives another run rather than the old
         results. lth's own code is identified by the names alone, as before."""
+        from lth.architecture import resolve
         from lth.methods import METHODS
-        from lth.models import resolve
         from lth.plugins import PluginError, code_digest
         from lth.schedules import SCHEDULES
 
@@ -526,12 +525,11 @@ def from_dict(values: dict[str, Any]) -> Experiment:
 
 def validate(cfg: Experiment) -> None:
     # Imported here: the registries import torch, which the config parser itself does not need.
-    import torch
-
     from lth import pruning
+    from lth.architecture import ModelError, resolve
     from lth.arms import ARMS
     from lth.data import names
-    from lth.models import Architecture, ModelError, pretrained, prunable_names, resolve, weights_problem
+    from lth.network import Network
 
     try:
         resolve(cfg.model.name)
@@ -593,41 +591,7 @@ def validate(cfg: Experiment) -> None:
             raise ConfigError(problem)
     if problem := pruning.schedule(p).check(p.schedule_params, p, steps(cfg)):
         raise ConfigError(problem)
-    spec = dataset(cfg.data)
-    architecture = Architecture.of(cfg.model, spec)
-    if cfg.pack not in (None, 1) and not architecture.packs:
-        raise ConfigError(f"pack: {cfg.model.name} is not written in lth's packing convention (its builder takes no `pack`); its runs train one at a time: "
-                          "leave pack unset")
-    try:
-        with torch.device("meta"):  # shapes alone, no memory and no init
-            model = architecture.build()
-    except Exception as err:  # noqa: BLE001 - a user's own builder may fail in any way; one line, theirs to read
-        raise ConfigError(f"model: {cfg.model.name}{f' with {cfg.model.kwargs}' if cfg.model.kwargs else ''} could not be built "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    if not isinstance(model, torch.nn.Module):
-        raise ConfigError(f"model: {cfg.model.name} built a {type(model).__name__}, not a torch.nn.Module")
-    if cfg.model.weights is not None:
-        try:
-            problem = weights_problem(model, pretrained(cfg.model.weights))
-        except ModelError as err:
-            problem = str(err)
-        if problem:
-            raise ConfigError(problem)
-    if ranks > 1 and not torch.cuda.is_available() and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ConfigError(f"train.devices: {cfg.model.name} has batch norm, whose statistics over the whole batch across ranks (SyncBatchNorm) "
-                          "torch computes only on GPUs; on CPUs train it on one process")
-    names = prunable_names(model)
-    shapes = {n: tuple(model.get_parameter(n).shape) for n in names}
-    for key, globs in (("layer_fractions", list(p.layer_fractions)), ("dense_layers", p.dense_layers or [])):
-        if unmatched := [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]:
-            raise ConfigError(f"prune.{key}: {unmatched[0]!r} matches no prunable layer of {cfg.model.name} ({', '.join(names)})")
-    fractions = pruning.layer_fractions(p, model, names)
-    if not any(fractions.values()):
-        raise ConfigError(f"prune: every prunable layer of {cfg.model.name} is left dense (prune.dense_layers, prune.layer_fractions); nothing would be pruned")
-    unit = pruning.unit(p, architecture)
-    if problem := pruning.method(p).check(p.method_params, p.strategy, shapes, fractions, unit):
-        raise ConfigError(problem)
-    if problem := unit.check_levels(shapes, fractions, p.strategy, p.levels):
+    if problem := Network(cfg.model, p, dataset(cfg.data)).problem(cfg.pack, ranks):
         raise ConfigError(problem)
 
 

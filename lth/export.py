@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from lth import channels, config
+from lth.architecture import Architecture
 from lth.arms import ARMS
 from lth.data import dataset
 from lth.imp import Run
-from lth.models import Architecture, logits
+from lth.models import logits
 from lth.ranking import NMGroups
 from lth.run_dir import FINAL, RunDir, RunError
 
@@ -72,7 +73,7 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
         raise RunError(f"--out {out}: its folder is not writable by this user")
     spec = dataset(cfg.data)
     run = Run(cfg, directory, config.steps(cfg), progress=False)
-    unit = run.unit
+    unit = run.net.unit
     # An arm that trained the narrow network (`Arm.narrow`) has its chain's masks as its wide masks.
     wide_masks = directory.load(directory.mask(level, ARMS[arm].chain())) if level > 0 and ARMS[arm].narrow(unit) else None
     masked = run.build_module(0, narrow=wide_masks)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from lth import masks as M
-from lth.models import Architecture, prunable_names
+from lth.architecture import Architecture
+from lth.models import prunable_names
 
 
 def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor] | None = None) -> int:

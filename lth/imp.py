@@ -8,6 +8,7 @@ is resumable: finished levels are read back, never retrained.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -27,14 +28,15 @@ from lth import channels, distributed, locks, pruning, threads
 from lth import masks as M
 from lth.arms import ARMS, Arm
 from lth.arms.base import Level, Start
-from lth.config import ConfigError, Experiment, steps
+from lth.config import ConfigError, Experiment, TrainConfig, steps
 from lth.data import DataModule, MissingDataError, dataset
 from lth.files import atomic_write, remove_orphans
-from lth.flops import dense_macs, macs, parameters, speedup
+from lth.flops import macs, parameters, speedup
 from lth.methods.base import Scoring, State
-from lth.models import Architecture, init_batch_norm, initialise, pretrained
-from lth.module import Diverged, MaskedModule
-from lth.packing import auto_pack, unpack_state
+from lth.models import prunable_names
+from lth.module import Diverged, MaskedModule, Penalty
+from lth.network import Network
+from lth.packing import unpack_state
 from lth.plugins import code_digest
 from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import RewindCapture, start_checkpoint
@@ -69,66 +71,33 @@ class Run:
     def arms(self) -> list[Arm]:
         return [arm for name, arm in ARMS.items() if name in self.cfg.arms]
 
-    @property
-    def spec(self):
-        return dataset(self.cfg.data)
-
-    @property
-    def architecture(self) -> Architecture:
-        """The experiment's network for its dataset's shapes: what builds it (`lth.models.Architecture`)."""
-        return Architecture.of(self.cfg.model, self.spec)
-
-    @property
-    def unit(self):
-        """What the experiment's method removes (`lth.ranking`)."""
-        return pruning.unit(self.cfg.prune, self.architecture)
-
-    @property
-    def example_macs(self) -> int:
-        """The dense network's multiply-accumulates per example."""
-        return dense_macs(self.architecture)
+    @functools.cached_property
+    def net(self) -> Network:
+        """The experiment's network for its dataset (`lth.network`); read when first asked for: `lth report` needs no data."""
+        return Network(self.cfg.model, self.cfg.prune, dataset(self.cfg.data))
 
     @property
     def pack(self) -> int:
-        """How many runs train as one packed network (`pack`, or `auto_pack` for the dense network's size); 1 for a
-        network not written in lth's packing convention."""
-        if not self.architecture.packs:
-            return 1
-        return self.cfg.pack or auto_pack(self.example_macs)
+        """How many runs train as one packed network (`Network.pack`)."""
+        return self.net.pack(self.cfg.pack)
 
     @property
     def step_macs(self) -> int:
         """Multiply-accumulates of a training step's forward pass at most: per example × batch × runs in a pack."""
-        return self.example_macs * self.cfg.data.batch_size * self.pack
+        return self.net.example_macs * self.cfg.data.batch_size * self.pack
 
-    def build_module(self, seed: int, pack: int = 1, narrow: M.Masks | None = None) -> MaskedModule:
-        """The network at its init for `seed`; `narrow`: with the channels those masks remove taken out
-        physically (`lth.channels.narrow`), then initialised afresh at its own widths."""
-        spec = self.spec
-        torch.manual_seed(seed)  # the init is a function of the seed (OpenLTH leaves it unseeded)
-        model = self.architecture.build(pack)
-        init_batch_norm(model, self.cfg.model.bn_init)
-        structure = self.unit.structure
-        if narrow is not None:
-            model = channels.narrow(model, narrow, structure, spec.input_shape)
-            initialise(model)
-            init_batch_norm(model, self.cfg.model.bn_init)
-        followers = None if narrow is not None else channels.followers(structure)
-        return MaskedModule(model, self.cfg.train, self.steps, spec.num_classes, pack, followers)
-
-    def network(self, state: State) -> torch.nn.Module:
-        """A plain (unpacked, unmasked) network holding `state`'s weights, masked: what criteria that run the
-        network score (`lth.methods.base.Scoring.network`). Built on the meta device: no init is drawn."""
-        with torch.device("meta"):
-            model = self.architecture.build()
-        masks = {k[: -len("_mask")]: v for k, v in state.items() if k.endswith("_mask")}
-        model.load_state_dict({k: v * masks[k] if k in masks else v.clone() for k, v in state.items() if not k.endswith("_mask")}, assign=True)
-        return model.train()
+    def build_module(self, seed: int, pack: int = 1, narrow: M.Masks | None = None, steps: Steps | None = None, train: TrainConfig | None = None,
+                     penalty: Penalty | None = None) -> MaskedModule:
+        """`Network.build`'s network for `seed` under masks, to train on the experiment's schedule and recipe or on
+        `steps`, `train` and `penalty` where an arm's start says otherwise."""
+        model = self.net.build(seed, pack, narrow)
+        return MaskedModule(model, train or self.cfg.train, steps or self.steps, self.net.spec.num_classes, pack,
+                            None if narrow is not None else self.net.followers(), penalty)
 
     def data(self, seeds: list[int]) -> DataModule:
         """The dataset for a pack of this run's members (one data order each)."""
         d = self.cfg.data
-        return DataModule(self.spec, d.root, d.batch_size, self.steps.val_size, seeds, d.augment)
+        return DataModule(self.net.spec, d.root, d.batch_size, self.steps.val_size, seeds, d.augment)
 
     def first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 0's training batch of the run's data order, augmented as training augments it."""
@@ -161,26 +130,27 @@ class Run:
         return level - 1, arm.source(level)
 
     def scoring(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> Scoring:
-        return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.unit.structure, self.rewound_weights, self.network, self.first_batch,
-                       tuple(self.spec.input_shape))
+        return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.net.unit.structure, self.rewound_weights, self.net.plain, self.first_batch,
+                       tuple(self.net.spec.input_shape))
 
     def prune(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> M.Masks:
         """The experiment's method and ranking applied to a network's state (`lth.pruning.level_masks`)."""
-        return pruning.level_masks(self.cfg.prune, self.unit, self.scoring(weights, masks, fractions))
+        return pruning.level_masks(self.cfg.prune, self.net.unit, self.scoring(weights, masks, fractions))
 
-    def level_masks(self, level: int, module: MaskedModule, arm: Arm) -> M.Masks:
+    def level_masks(self, level: int, model: torch.nn.Module, arm: Arm) -> M.Masks:
         """The masks `arm`'s chain trains under at `level`: level 0, and a ticket that prunes as it trains, start
         dense; otherwise they come from `mask_source`'s trained network, pruned once more, or taken as they are
         when it pruned itself as it trained. Made once, then read from disk."""
+        prunable = prunable_names(model)
         if level == 0 or self.trains_the_mask(level, arm):
-            return M.ones_like(module.weights())
+            return M.ones_like({n: model.get_parameter(n) for n in prunable})
         path = self.dir.mask(level, arm.chain())
         if path.exists():
             return self.dir.load(path)
         trained = self.trained_weights(*self.mask_source(level, arm))
-        masks = {n: trained[f"{n}_mask"] for n in module.prunable}
+        masks = {n: trained[f"{n}_mask"] for n in prunable}
         if not pruning.schedule(self.cfg.prune).masks_from_training:
-            fractions = pruning.layer_fractions(self.cfg.prune, module.model, module.prunable)
+            fractions = pruning.layer_fractions(self.cfg.prune, model, prunable)
             masks = self.prune(trained, masks, fractions)
             if emptied := [n for n in masks if fractions[n] > 0 and not masks[n].any()]:
                 raise RunError(f"level {level} would leave {emptied[0]} with no weights: the levels before it are recorded; lower prune.levels to "
@@ -190,38 +160,38 @@ class Run:
 
     # -- members: (level, arm)s ready to train ---------------------------------------------------------------
 
-    def level_context(self, level: int, arm: Arm, module: MaskedModule, chain: M.Masks) -> Level:
-        shape = self.spec.input_shape
+    def level_context(self, level: int, arm: Arm, model: torch.nn.Module, chain: M.Masks) -> Level:
+        shape = self.net.spec.input_shape
         return Level(
-            level, self.cfg.seed, chain, self.steps, self.cfg.train.lr, self.cfg.train.gamma, self.unit, self.cfg.arm_params.get(arm.name),
+            level, self.cfg.seed, chain, self.steps, self.cfg.train.lr, self.cfg.train.gamma, self.net.unit, self.cfg.arm_params.get(arm.name),
             rewound=self.rewound_weights, trained=partial(self.trained_weights, level - 1, arm.source(level)),
-            fresh=module.model.state_dict, macs=lambda masks: macs(module.model, shape, masks),
+            fresh=model.state_dict, macs=lambda masks: macs(model, shape, masks),
         )
 
     def member(self, level: int, arm: Arm) -> Member:
-        """(level, arm), ready: its module built and started as its arm's `Start` says."""
+        """(level, arm), ready: its network built, started as its arm's `Start` says, under masks, with its recipe."""
         seed = arm.init_seed(self.cfg.seed, level)
-        module = self.build_module(seed)
-        chain = self.level_masks(level, module, arm)
-        start = arm.start(self.level_context(level, arm, module, chain)) if level > 0 else Start(chain, from_rewind_point=False)
+        model = self.net.build(seed)
+        chain = self.level_masks(level, model, arm)
+        start = arm.start(self.level_context(level, arm, model, chain)) if level > 0 else Start(chain, from_rewind_point=False)
         start = replace(start, masks=distributed.same_masks(start.masks, f"level {level} {arm.name}"))
         arm_dir = self.dir.arm(level, arm.name)
+        steps, train = start.steps or self.steps, self.cfg.train if start.lr is None else replace(self.cfg.train, lr=start.lr)
+        # The networks that are pruned next train with the method's penalty.
+        penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params) if arm.chain() == arm.name else None
+        if start.narrow:
+            module = self.build_module(seed, narrow=start.masks, steps=steps, train=train, penalty=penalty)
+        else:
+            module = MaskedModule(model, train, steps, self.net.spec.num_classes, followers=self.net.followers(), penalty=penalty)
+            if start.weights is not None and not start.from_rewind_point:  # a start's masks are set below, whatever it holds
+                module.model.load_state_dict({**module.model.state_dict(), **start.weights})
+            elif level == 0:  # the dense network starts from them, and so rewinds to them
+                self.net.start_from_pretrained(module.model)
+            module.set_masks(start.masks)
         first, start_step = None, 0
         if start.from_rewind_point:
             first = start_checkpoint(arm_dir / START, self.dir.rewind, start.masks, self.cfg.prune.rewind_optimizer, start.weights)
             start_step = self.steps.rewind_step
-        elif start.weights is not None:
-            module.model.load_state_dict(start.weights)
-        elif level == 0 and self.cfg.model.weights is not None:  # the dense network starts from them, and so rewinds to them
-            module.model.load_state_dict({**pretrained(self.cfg.model.weights), **{k: v for k, v in module.model.state_dict().items() if k.endswith("_mask")}})
-        steps, train = start.steps or self.steps, self.cfg.train if start.lr is None else replace(self.cfg.train, lr=start.lr)
-        if start.narrow:
-            module = self.build_module(seed, narrow=start.masks)
-        else:
-            module.set_masks(start.masks)
-        module.steps, module.train_cfg = steps, train
-        if arm.chain() == arm.name:  # the networks that are pruned next train with the method's penalty
-            module.penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params)
         return self.as_member(level, arm, module, start.masks, resume_from(arm_dir, first), start_step, arm_dir, self.dir.rewind, self.cfg.seed,
                               start.narrow)
 
@@ -293,8 +263,7 @@ class Run:
         trajectory is a function of the seed): a rewind point moved aside, or another k for `lth stability`. It
         checkpoints in `scratch` like any training, so a stopped replay resumes; `scratch` is removed once done."""
         if not path.exists():
-            module = self.build_module(self.cfg.seed)
-            module.steps = replace(self.steps, total_steps=max(step, 1))
+            module = self.build_module(self.cfg.seed, steps=replace(self.steps, total_steps=max(step, 1)))
             scratch.mkdir(parents=True, exist_ok=True)
             resume = scratch / LAST
             member = self.as_member(0, ARMS["ticket"], module, module.masks(), resume if resume.exists() else None, 0, scratch, path, self.cfg.seed)
@@ -313,7 +282,8 @@ class Run:
         self.replay(self.steps.rewind_step, self.dir.rewind, self.dir.root / "replay_rewind")
 
     def training(self) -> Training:
-        return Training(lambda pack: self.build_module(0, pack), self.data, self.cfg.train, self.progress)
+        return Training(lambda pack, steps, train, penalty: self.build_module(0, pack, None, steps, train, penalty), self.data, self.cfg.train,
+                        self.progress)
 
     def callbacks(self, group: list[Member]) -> list[Callback]:
         """What a pack of this run's members needs besides training: the dense run saves its rewind point, and a
@@ -344,7 +314,7 @@ class Run:
             run_id=self.cfg.run_id(),
             weights_remaining=remaining,
             weights_remaining_per_layer=per_layer,
-            macs=macs(member.module.model, self.spec.input_shape, trained),
+            macs=macs(member.module.model, self.net.spec.input_shape, trained),
             parameters=parameters(member.module.model, member.module.followers, trained),
             test_acc=final["test_acc"],  # at the final weights (`train_pack` evaluates the last step)
             test_acc_at_early_stop=best["test_acc"],
@@ -356,7 +326,7 @@ class Run:
             rewind_optimizer=p.rewind_optimizer,
             wall_seconds=round(module.train_seconds, 3),  # of the whole pack this member trained in
             mask_sha256=M.sha256(masks),
-            inference_speedup=self.speedup(masks, module.device) if self.unit.removes_channels else None,
+            inference_speedup=self.speedup(masks, module.device) if self.net.unit.removes_channels else None,
             world_size=distributed.WORLD.size,
             train_subset=self.data([self.cfg.seed]).train_subset(),
             # A level resumed from a checkpoint of an earlier version has evaluations without them: None.
@@ -374,10 +344,10 @@ class Run:
     def speedup(self, masks: M.Masks, device: torch.device) -> float:
         """The narrow network's forward pass against the full-width one's, measured (`lth.flops.speedup`); their
         weights do not change their speed, so both are built fresh."""
-        spec = self.spec
+        spec = self.net.spec
         with torch.random.fork_rng(devices=[]):  # leaves the global generator as training left it
-            wide = self.architecture.build()
-        narrow = channels.narrow(wide, masks, self.unit.structure, spec.input_shape)
+            wide = self.net.architecture.build()
+        narrow = channels.narrow(wide, masks, self.net.unit.structure, spec.input_shape)
         return round(speedup(wide, narrow, spec.input_shape, self.cfg.data.batch_size, device), 3)
 
     def record(self, row: Row) -> None:
@@ -502,20 +472,20 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
             run.data([cfg.seed]).check()
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
-        if run.spec.folder and run.dir.dataset.exists():
-            recorded, found = json.loads(run.dir.dataset.read_text()), run.spec.folder.describe()
+        if run.net.spec.folder and run.dir.dataset.exists():
+            recorded, found = json.loads(run.dir.dataset.read_text()), run.net.spec.folder.describe()
             if differs := [key for key in found if recorded.get(key) != found[key]]:
                 raise RunError(f"{run.dir.dataset}: the run was trained on other images ({differs[0]} differs from {cfg.data.root}'s); "
                                "point data.root at its dataset, or choose another name or out_dir")
         runs.append(run)
     train = cfgs[0].train
     distributed.start(train.devices, train.num_nodes)  # the other ranks run this command too, from the start
-    stream = runs[0].spec.stream  # its decoding processes share this process's CPUs, as the node's ranks do
+    stream = runs[0].net.spec.stream  # its decoding processes share this process's CPUs, as the node's ranks do
     chosen = threads.choose(runs[0].step_macs, threads.cpus(), train.threads, os.environ.get("OMP_NUM_THREADS"), ranks=train.devices,
                             workers=stream.workers if stream else 0)
     threads.apply(chosen)
     runs[0].say(f"threads: {chosen.count} ({chosen.why})")
-    if not runs[0].architecture.packs:
+    if not runs[0].net.architecture.packs:
         runs[0].say(f"{cfg.model.name} is not written in lth's packing convention (its builder takes no `pack`): its runs train one at a time")
     for run in runs:  # recorded in config.yaml; not part of the identity (`lth.config.NOT_IN_IDENTITY`)
         run.cfg = replace(run.cfg, train=replace(run.cfg.train, threads=chosen.count))
@@ -547,8 +517,8 @@ def _train(runs: list[Run]) -> None:
             run.dir.root.mkdir(parents=True, exist_ok=True)
         for orphan in remove_orphans(run.dir.root) if distributed.writer() else ():
             run.say(f"removed {orphan.relative_to(run.dir.root)}, a temporary file a killed process left")
-        if run.spec.folder and not run.dir.dataset.exists():
-            atomic_write(run.dir.dataset, json.dumps(run.spec.folder.describe(), indent=1).encode())
+        if run.net.spec.folder and not run.dir.dataset.exists():
+            atomic_write(run.dir.dataset, json.dumps(run.net.spec.folder.describe(), indent=1).encode())
         resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
         if not run.dir.config.exists() or run.dir.config.read_bytes() != resolved:
             atomic_write(run.dir.config, resolved)

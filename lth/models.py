@@ -14,14 +14,7 @@ A small network leaves a GPU idle between kernel launches; K copies per launch f
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib
-import inspect
-import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -45,131 +38,6 @@ def register(name: str):
     return add
 
 
-class ModelError(ValueError):
-    """A model that cannot be found or built as named: one line for the user."""
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The experiment's network for its dataset's shapes: a registered model (`MODELS`), or any `nn.Module` named by
-    import path, `package.module:Callable` (a class or a factory), called with `kwargs` and with `input_shape` and
-    `num_classes` where its signature takes them. Everything that builds the experiment's network builds it here."""
-
-    name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-    def __hash__(self) -> int:  # its kwargs may hold lists; the caches of traced structure key on it
-        return hash(json.dumps([self.name, self.input_shape, self.num_classes, self.kwargs], sort_keys=True, default=str))
-
-    @classmethod
-    def of(cls, model, spec) -> Architecture:
-        """For a `ModelConfig` and a dataset's `Spec`."""
-        return cls(model.name, tuple(spec.input_shape), spec.num_classes, tuple(model.kwargs.items()))
-
-    @property
-    def builder(self) -> Callable[..., nn.Module]:
-        return resolve(self.name)
-
-    @property
-    def packs(self) -> bool:
-        """Whether it is written in lth's packing convention (its builder takes `pack`): otherwise each run trains alone."""
-        return "pack" in _parameters(self.builder)
-
-    def build(self, pack: int = 1) -> nn.Module:
-        if hf.is_transformer(self.builder):
-            return hf.build(self.builder, dict(self.kwargs), self.input_shape, self.num_classes)
-        accepts, named = _parameters(self.builder), dict(self.kwargs)
-        for key, value in (("input_shape", self.input_shape), ("num_classes", self.num_classes)) + ((("pack", pack),) if pack > 1 else ()):
-            if key in accepts or "**" in accepts:
-                named[key] = value
-        if self.name in MODELS:  # lth's own builders take the shapes by position
-            return self.builder(self.input_shape, self.num_classes, **{k: v for k, v in named.items() if k not in ("input_shape", "num_classes")})
-        return self.builder(**named)
-
-
-def resolve(name: str) -> Callable[..., nn.Module]:
-    """The builder `name` stands for: a registered model, or `package.module:Callable` imported by path."""
-    if name in MODELS:
-        return MODELS[name]
-    module, colon, attribute = name.partition(":")
-    if not colon:
-        raise ModelError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))}; or package.module:Callable for your own)")
-    try:
-        found = importlib.import_module(module)
-    except Exception as err:  # noqa: BLE001 - any failure to import the user's module is theirs to read, in one line
-        raise ModelError(f"model.name: cannot import {module} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    builder = getattr(found, attribute, None)
-    if not callable(builder):
-        raise ModelError(f"model.name: {module} has no callable {attribute!r}")
-    return builder
-
-
-def _parameters(builder: Callable) -> set[str]:
-    """The keyword arguments a builder takes; `**` if it takes any."""
-    try:
-        signature = inspect.signature(builder)
-    except (TypeError, ValueError):
-        return set()
-    return {"**" if p.kind is p.VAR_KEYWORD else p.name for p in signature.parameters.values()}
-
-
-@functools.lru_cache(maxsize=1)
-def pretrained(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a file: PyTorch's (`torch.save` of a state dict, or of a checkpoint holding one under
-    `state_dict`), safetensors, or a folder written by `save_pretrained` (its `model.safetensors` or
-    `pytorch_model.bin`). Read once per process: the check before any work, the run id and the dense start all ask
-    for it, and a transformer's weights are hundreds of MB. Callers copy from it and never change it."""
-    path = Path(path)
-    if path.is_dir():
-        path = next((path / name for name in ("model.safetensors", "pytorch_model.bin") if (path / name).is_file()), path / "model.safetensors")
-    if not path.is_file():
-        raise ModelError(f"model.weights: {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except ImportError:
-        raise ModelError(f"model.weights: {path.name} is a safetensors file: pip install safetensors") from None
-    except Exception as err:  # noqa: BLE001 - any failure to read is the same answer: not a state dict lth can read
-        raise ModelError(f"model.weights: {path} is not a state dict lth can read ({type(err).__name__})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"model.weights: {path} holds no state dict of tensors")
-    return state
-
-
-@functools.cache
-def weights_digest(path: str) -> str:
-    """What the weights are, for a run's identity: a sha256 of every tensor's name, dtype, shape and bytes, so that the
-    same weights moved, renamed or saved in another format are the same run, and any changed weight another. A file
-    that cannot be read has no digest yet: `lth.config.validate` refuses it in one line."""
-    try:
-        state = pretrained(path)
-    except ModelError:
-        return "unreadable"
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:16]
-
-
-def weights_problem(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
-    """What keeps `state` from loading into `model` exactly (one line naming the first few keys), or None."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    given = {k: tuple(v.shape) for k, v in state.items()}
-    for what, keys in (("missing", [k for k in expected if k not in given]), ("unexpected", [k for k in given if k not in expected]),
-                       ("of another shape", [f"{k} {given[k]} for {expected[k]}" for k in expected if k in given and given[k] != expected[k]])):
-        if keys:
-            return f"model.weights: {len(keys)} keys {what}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
-    return None
-
-
 def logits(output: Any) -> torch.Tensor:
     """A network's logits from what its forward returns: a tensor, or, as Hugging Face models and many users' modules
     return them, an output with `.logits` (`ModelOutput`), a mapping with "logits", or a tuple whose first item they are."""
@@ -181,7 +49,7 @@ def logits(output: Any) -> torch.Tensor:
         return output.logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise ModelError(f"the model returned a {type(output).__name__}, with no logits lth can find (a tensor, .logits, ['logits'] or a tuple's first item)")
+    raise ValueError(f"the model returned a {type(output).__name__}, with no logits lth can find (a tensor, .logits, ['logits'] or a tuple's first item)")
 
 
 def dense_layers(model: nn.Module) -> tuple[str, ...]:
@@ -193,8 +61,8 @@ def dense_layers(model: nn.Module) -> tuple[str, ...]:
 
 
 def initialise(model: nn.Module) -> None:
-    """Draw a network's weights afresh as its own code does (`Network.initialise`; a plain module's layers' defaults)."""
-    if isinstance(model, Network):
+    """Draw a network's weights afresh as its own code does (`PackedNetwork.initialise`; a plain module's layers' defaults)."""
+    if isinstance(model, PackedNetwork):
         model.initialise()
     else:
         reset_layers(model)
@@ -234,7 +102,7 @@ def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, 
     return nn.Conv2d(cin * pack, cout * pack, kernel, stride, padding, groups=pack, bias=bias)
 
 
-class Network(nn.Module):
+class PackedNetwork(nn.Module):
     # Parameter-name globs that pruning leaves dense unless the experiment says otherwise.
     dense_layers: tuple[str, ...] = ()
 
@@ -277,7 +145,7 @@ def init_batch_norm(model: nn.Module, how: str) -> None:
                 nn.init.uniform_(module.weight)
 
 
-class MLP(Network):
+class MLP(PackedNetwork):
     def __init__(self, input_shape: tuple[int, ...], hidden: list[int], num_classes: int, pack: int = 1):
         super().__init__()
         widths = [math.prod(input_shape), *hidden, num_classes]
@@ -309,7 +177,7 @@ def mnist1d_mlp(input_shape, num_classes, pack=1):
     return MLP(input_shape, [100, 100], num_classes, pack)
 
 
-class ConvNet(Network):
+class ConvNet(PackedNetwork):
     """Frankle & Carbin's Conv-2/4/6 (Figure 2): 3×3 convs in pairs, each pair followed by 2×2 max-pooling,
     then fully-connected 256-256-classes, Glorot-normal init."""
 
@@ -376,7 +244,7 @@ class Block(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(Network):
+class ResNet(PackedNetwork):
     """He et al. (2016), §4.2: the 6n+2-layer CIFAR ResNets with 16, 32 and 64 filters."""
 
     initialise = kaiming_init
@@ -430,7 +298,7 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ImageNetResNet(Network):
+class ImageNetResNet(PackedNetwork):
     """He et al. (2016), Table 1, as torchvision builds ResNet-18 (11,689,512 parameters) and ResNet-50
     (25,557,032): a 7×7 stride-2 stem and 3×3 stride-2 max-pooling, four stages of 64-512 filters, global
     average pooling, one linear layer. He-normal (fan-in) weights and zero biases, OpenLTH's `kaiming_normal`
@@ -461,7 +329,7 @@ register("resnet18")(lambda input_shape, num_classes, pack=1: ImageNetResNet(inp
 register("resnet50")(lambda input_shape, num_classes, pack=1: ImageNetResNet(input_shape, num_classes, Bottleneck, [3, 4, 6, 3], pack))
 
 
-class VGG(Network):
+class VGG(PackedNetwork):
     """The CIFAR VGG-16 of Frankle et al. (2020), Table 1 (OpenLTH's cifar_vgg_16): 13 3×3 convs with batch
     norm, max-pooling after the 2nd, 4th, 7th and 10th, global average pooling, one linear layer."""
 
@@ -491,7 +359,7 @@ class VGG(Network):
 register("vgg16")(VGG)
 
 
-class CNN1d(Network):
+class CNN1d(PackedNetwork):
     """The small 1-D CNN of the MNIST-1D paper (Greydanus 2020): three strided convs of 25 channels. With
     `batch_norm`, each conv is followed by a batch norm (and has no bias): the channel-pruning and Network
     Slimming examples' CPU-sized network."""

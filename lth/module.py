@@ -25,6 +25,8 @@ from lth.steps import Steps
 # backpropagate; Lightning warns once about that.
 warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
 
+Penalty = Callable[[nn.Module], torch.Tensor]  # a term added to the training loss (`lth.methods.base.Method.penalty`)
+
 # Eager steps before the first CUDA-graph capture: they let cuDNN, the caching allocator and the optimizer's
 # lazily created state settle, as the CUDA-graphs section of the PyTorch CUDA semantics notes advises.
 EAGER_STEPS_BEFORE_CAPTURE = 3
@@ -123,7 +125,7 @@ class MaskedModule(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, train: TrainConfig, steps: Steps, num_classes: int, pack: int = 1,
-                 followers: dict[str, tuple[str, ...]] | None = None):
+                 followers: dict[str, tuple[str, ...]] | None = None, penalty: Penalty | None = None):
         super().__init__()
         self.model, self.train_cfg, self.steps, self.pack = model, train, steps, pack
         self.num_classes = num_classes
@@ -132,7 +134,7 @@ class MaskedModule(L.LightningModule):
         # prunable layer's output channels, zeroed with a removed channel so that it outputs exactly 0.
         self.followers = followers or {}
         # A term added to the loss (the pruning method's `penalty`, for the networks its chain prunes next).
-        self.penalty: Callable[[nn.Module], torch.Tensor] | None = None
+        self.penalty = penalty
         for name in self.prunable:
             owner, attr = self._owner(name)
             owner.register_buffer(f"{attr}_mask", torch.ones_like(getattr(owner, attr), dtype=torch.bool))

@@ -10,9 +10,10 @@ from torch import nn
 
 from lth import channels
 from lth import masks as M
+from lth.architecture import Architecture
 from lth.methods import METHODS
 from lth.methods.base import Method, Scoring
-from lth.models import Architecture, dense_layers
+from lth.models import dense_layers
 from lth.ranking import Channels, Weights
 from lth.schedules import SCHEDULES
 from lth.schedules.base import Schedule

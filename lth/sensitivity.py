@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from lth import channels, config
+from lth.architecture import Architecture
 from lth.data import EvalBatches, dataset, load_split
 from lth.files import atomic_open, atomic_write
 from lth.flops import dense_macs
 from lth.masks import channels_alive
-from lth.models import Architecture, prunable_names
 from lth.models import logits as network_logits
+from lth.models import prunable_names
 from lth.packing import auto_pack, pack_state
 from lth.run_dir import FINAL, RunDir, RunError, read_lines
 

@@ -122,7 +122,7 @@ class Study:
     def curve(self, states: list[dict[str, torch.Tensor]]) -> dict[str, list[float]]:
         """Test and train error at each α between two trained networks (module state dicts) with the same masks."""
         run = self.run
-        split = load_split(run.spec, run.cfg.data.root, run.steps.val_size)
+        split = load_split(run.net.spec, run.cfg.data.root, run.steps.val_size)
         a = split.arrays
         batches = {
             "train": EvalBatches(a["x_train"][:TRAIN_SUBSET], a["y_train"][:TRAIN_SUBSET], EVAL_BATCH, split.normalise),
@@ -234,7 +234,7 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
         run.wait_for(chain, "stability", chain, "ticket")
     study = Study(run, alphas)
     with torch.device("meta"):  # its layers alone, no memory and no init
-        norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.architecture.build().modules())
+        norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.net.architecture.build().modules())
     recomputed = f" (batch-norm statistics recomputed on {TRAIN_SUBSET:,} training examples at each of {alphas} points)" if norms else ""
     run.tracker = Tracker.open(replace(cfg, arms=["stability"]), run.dir)  # its own W&B run, job_type "stability"
     with stop_on_signals():

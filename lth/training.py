@@ -21,7 +21,7 @@ from lth.arms.base import Arm
 from lth.config import TrainConfig
 from lth.data import DataModule
 from lth.masks import Masks
-from lth.module import MaskedModule
+from lth.module import MaskedModule, Penalty
 from lth.packing import pack_checkpoint, pack_state, unpack_checkpoint
 from lth.preemption import interrupted, stopping
 from lth.run_dir import FINAL, LAST, PREVIOUS, REWIND_CKPT, RunDir
@@ -61,7 +61,7 @@ class Member:
 class Training:
     """How packs train, from the driver."""
 
-    build: Callable[[int], MaskedModule]  # a module of K packed runs (its state is then loaded)
+    build: Callable[[int, Steps, TrainConfig, Penalty | None], MaskedModule]  # K packed runs with their recipe (their state is then loaded)
     data: Callable[[list[int]], DataModule]  # the data for K runs, one data order each
     train: TrainConfig  # determinism and precision
     progress: bool
@@ -123,10 +123,10 @@ def packs(members: list[Member], size: int) -> list[list[Member]]:
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
-def pack_modules(modules: list[MaskedModule], build: Callable[[int], MaskedModule]) -> MaskedModule:
-    """One module, built by `build(pack)`, training `modules` (equal schedules) from their weights and masks."""
-    packed = build(len(modules))
-    packed.steps, packed.train_cfg, packed.penalty = modules[0].steps, modules[0].train_cfg, modules[0].penalty
+def pack_modules(modules: list[MaskedModule], build: Callable[[int, Steps, TrainConfig, Penalty | None], MaskedModule]) -> MaskedModule:
+    """One module, built by `build`, training `modules` (equal schedules and recipes) from their weights and masks."""
+    first = modules[0]
+    packed = build(len(modules), first.steps, first.train_cfg, first.penalty)
     packed.load_state_dict(pack_state([m.state_dict() for m in modules]))
     return packed
 

@@ -63,11 +63,11 @@ def test_scratch_b_budget_follows_macs_and_the_cap(tiny):
     masks = {n: torch.rand(w.shape, generator=torch.Generator().manual_seed(1)) < 0.25 for n, w in module.weights().items()}
     shape = (3, 8, 8)
     factor = macs(module.model, shape) / macs(module.model, shape, masks)
-    steps, _ = ARMS["scratch_b"].own_steps(run.level_context(1, ARMS["scratch_b"], module, masks))
+    steps, _ = ARMS["scratch_b"].own_steps(run.level_context(1, ARMS["scratch_b"], module.model, masks))
     assert 3.5 < factor < 4.5 and steps.total_steps == round(36 * factor)
     assert steps.milestone_steps == (round(24 * factor),)
     capped = Run.open(config.load(None, tiny + ["--scratch_b.max_factor=2"]), progress=False)
-    assert ARMS["scratch_b"].own_steps(capped.level_context(1, ARMS["scratch_b"], module, masks))[0].total_steps == 72
+    assert ARMS["scratch_b"].own_steps(capped.level_context(1, ARMS["scratch_b"], module.model, masks))[0].total_steps == 72
 
 
 def test_controls_fan_out_over_an_existing_run_without_retraining_the_ticket(tiny, capsys, monkeypatch):

@@ -10,10 +10,11 @@ from conftest import prune, result_rows, without_timing
 
 from lth import channels, cli, config, export, imp
 from lth import masks as M
+from lth.architecture import Architecture
 from lth.arms import ARMS
 from lth.flops import macs, parameters
 from lth.methods import METHODS
-from lth.models import MODELS, Architecture
+from lth.models import MODELS
 from lth.module import MaskedModule
 from lth.preemption import REQUEUE
 from lth.run_dir import FINAL, RunDir

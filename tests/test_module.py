@@ -142,7 +142,7 @@ def test_the_captured_step_reads_the_tensors_its_warm_up_steps_read_so_the_compi
 
     run = _run(tiny)
     module = run.build_module(seed=0)
-    x_all = torch.randn(64, *run.spec.input_shape)
+    x_all = torch.randn(64, *run.net.spec.input_shape)
     y_all = torch.randint(0, 4, (64, 1))
     batches = [(x_all[i:i + 16], y_all[i:i + 16]) for i in range(0, 64, 16)]  # views, as TrainBatches hands them over
     assert all(x._base is not None for x, _ in batches)

@@ -205,7 +205,7 @@ def test_the_weights_content_not_their_path_is_part_of_the_identity(tmp_path):
     (lambda w: {**w, "layers.0.bias": torch.zeros(7)}, "model.weights: 1 keys of another shape: layers.0.bias (7,) for ("),
 ], ids=["missing", "unexpected", "mis-shaped"])
 def test_weights_that_do_not_fit_are_one_line_exit_2_before_any_work(tmp_path, capsys, change, message):
-    from lth.models import Architecture
+    from lth.architecture import Architecture
 
     spec = config.dataset(config.load(None, BASE).data)
     weights = Architecture("mnist1d_mlp", tuple(spec.input_shape), spec.num_classes).build().state_dict()

@@ -53,7 +53,7 @@ def test_each_packed_run_is_clipped_to_its_own_global_norm():
 def test_label_smoothing_is_the_smoothed_cross_entropy_by_hand(tiny):
     run = Run.open(config.load(None, tiny + ["--train.label_smoothing=0.1"]), progress=False)
     module = run.build_module(0)
-    x, y = torch.randn(8, *run.spec.input_shape), torch.randint(0, run.spec.num_classes, (8, 1))
+    x, y = torch.randn(8, *run.net.spec.input_shape), torch.randint(0, run.net.spec.num_classes, (8, 1))
     log_p = F.log_softmax(module(x)[:, 0], -1)
     by_hand = (0.9 * -log_p.gather(1, y).squeeze(1) + 0.1 * -log_p.mean(1)).mean()
     assert module.losses(x, y).item() == pytest.approx(by_hand.item(), rel=1e-5)

@@ -24,7 +24,7 @@ def test_a_score_is_the_loss_derivative_with_respect_to_its_mask_at_one(tiny):
     scoring = dataclasses.replace(run.scoring(state, masks, {n: 0.5 for n in masks}), rewound=lambda: state)
     scores = METHODS["snip"].scores(scoring, None)
 
-    network = run.network(state)
+    network = run.net.plain(state)
     x, y = run.first_batch()
     c = {n: torch.ones_like(m, dtype=torch.float32, requires_grad=True) for n, m in masks.items()}
     weights = {n: network.get_parameter(n).detach() * masks[n] * c[n] for n in masks}
@@ -48,4 +48,4 @@ def test_snip_prunes_at_initialisation_and_every_arm_trains_on_its_masks(tiny):
     assert M.sha256(at_init) == M.sha256(masks)
     trained = run.trained_weights(0, "ticket")
     magnitude = METHODS["magnitude"].scores(run.scoring(trained, ones, fractions), None)
-    assert M.sha256(run.unit.keep(magnitude, ones, fractions, "global")) != M.sha256(masks)
+    assert M.sha256(run.net.unit.keep(magnitude, ones, fractions, "global")) != M.sha256(masks)

@@ -49,12 +49,12 @@ def test_iterative_synflow_reaches_the_target_and_cuts_off_no_layer(tiny):
     run.first_batch = _no_data
     masks = M.ones_like(module.weights())
     fractions = {n: 0.995 for n in masks}
-    pruned = pruning.level_masks(cfg.prune, run.unit, run.scoring(state, masks, fractions))
+    pruned = pruning.level_masks(cfg.prune, run.net.unit, run.scoring(state, masks, fractions))
     remaining, per_layer = M.weights_remaining(pruned)
     assert remaining == pytest.approx(0.005, abs=5e-4)
     assert all(v > 0 for v in per_layer.values()), per_layer
     cfg.prune.method_params.rounds = 1  # scored once, the first layer is cut off entirely
-    once = pruning.level_masks(cfg.prune, run.unit, run.scoring(state, masks, fractions))
+    once = pruning.level_masks(cfg.prune, run.net.unit, run.scoring(state, masks, fractions))
     assert min(M.weights_remaining(once)[1].values()) == 0
 
 

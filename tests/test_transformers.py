@@ -8,7 +8,8 @@ import torch
 from conftest import TINY
 
 from lth import cli, config
-from lth.models import Architecture, dense_layers, prunable_names
+from lth.architecture import Architecture
+from lth.models import dense_layers, prunable_names
 from lth.run_dir import RunDir
 
 pytest.importorskip("transformers", reason="the transformers extra: pip install -e '.[transformers]'")
