@@ -252,6 +252,7 @@ class Split:
 
     def __init__(self, spec: DatasetSpec, root: str, val_size: int):
         x, y, x_test, y_test = spec.load(Path(root))
+        self.identity = identity(spec, root, (x, y, x_test, y_test))
         # Labels as int64, whatever a reader gives (MNIST's IDX files hold uint8): eager cross-entropy takes uint8 on a
         # CPU, but torch.compile's tracing of the CUDA step refuses it (found on the first GPU run of LeNet-300-100).
         x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)).long()
@@ -275,6 +276,37 @@ class Split:
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs in torch's default float dtype (float32 unless a caller chose float64, as tests do)."""
         return ((x.float() / self.scale - self.mean) / self.std).to(torch.get_default_dtype())
+
+
+def identity(spec: DatasetSpec, root: str, arrays: Arrays) -> dict[str, int | str]:
+    """What the loaded data are, recorded with a run (`dataset.json`) and compared when it continues: the sizes of the
+    splits as loaded and a sha256 of every array's dtype, shape and bytes (all of them: in-memory datasets are read
+    whole anyway, and hashing MNIST takes about 0.1 s, CIFAR-10 about 0.4 s). Where they live is not part of it: the
+    same files elsewhere continue the same run. Data that disagree with what the dataset declares stop the run here,
+    before any training: a 6,000-example copy of MNIST would otherwise train "1ep" as 55 of its epochs under the full
+    dataset's run id."""
+    x, y, x_test, y_test = arrays
+    where = f"data.root: {root} ({spec_name(spec)})"
+    if len(x) != spec.train_size:
+        raise MissingDataError(f"{where} holds {len(x):,} training examples where the dataset has {spec.train_size:,}; point data.root at "
+                               "the whole dataset (or register a dataset of its own size)")
+    for name, inputs, labels in (("training", x, y), ("test", x_test, y_test)):
+        if len(labels) != len(inputs) or not len(inputs):
+            raise MissingDataError(f"{where}: its {name} split has {len(inputs):,} inputs and {len(labels):,} labels")
+        if tuple(inputs.shape[1:]) != tuple(spec.input_shape):
+            raise MissingDataError(f"{where}: its {name} inputs have shape {tuple(inputs.shape[1:])}, the dataset's are {tuple(spec.input_shape)}")
+        if labels.min() < 0 or labels.max() >= spec.num_classes:
+            raise MissingDataError(f"{where}: its {name} labels span [{labels.min()}, {labels.max()}], outside [0, {spec.num_classes})")
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}:{array.shape}:".encode())
+        digest.update(array.data)
+    return {"train_size": len(x), "test_size": len(x_test), "sha256": digest.hexdigest()}
+
+
+def spec_name(spec: DatasetSpec) -> str:
+    return next((name for name, registered in DATASETS.items() if registered is spec), FOLDER)
 
 
 @functools.lru_cache(maxsize=4)
@@ -381,6 +413,11 @@ class DataModule(L.LightningDataModule):
             imagefolder.verify(self.spec.folder, self.spec.stream.cache, self.spec.stream.workers)
         else:
             self.split()
+
+    def identity(self) -> dict:
+        """What the data are (`dataset.json`): an image folder's files (`lth.imagefolder.Folder.describe`; its decoded
+        pixels would differ with the Pillow that decodes them), or the loaded arrays' sizes and digest (`identity`)."""
+        return self.spec.folder.describe() if self.spec.folder else load_split(self.spec, str(self.root), self.val_size).identity
 
     def split(self) -> Split:
         split = load_split(self.spec, str(self.root), self.val_size)

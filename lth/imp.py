@@ -53,6 +53,7 @@ class Run:
     steps: Steps
     progress: bool = True
     tracker: Tracker | None = None
+    data_identity: dict | None = None  # what the data are (`DataModule.identity`), once checked before training
     diverged: list[str] = field(default_factory=list)  # what of this run diverged, or was not trained because its source did
 
     @classmethod
@@ -469,13 +470,15 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
         run = Run.open(cfg, progress)
         run.preflight(run.build_module(cfg.seed))
         try:
-            run.data([cfg.seed]).check()
+            data = run.data([cfg.seed])
+            data.check()
+            run.data_identity = data.identity()
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
-        if run.net.spec.folder and run.dir.dataset.exists():
-            recorded, found = json.loads(run.dir.dataset.read_text()), run.net.spec.folder.describe()
-            if differs := [key for key in found if recorded.get(key) != found[key]]:
-                raise RunError(f"{run.dir.dataset}: the run was trained on other images ({differs[0]} differs from {cfg.data.root}'s); "
+        if run.dir.dataset.exists():  # the data a run continues on are the data it began on, wherever they are now
+            recorded, found = json.loads(run.dir.dataset.read_text()), run.data_identity
+            if differs := [key for key in found if key in recorded and recorded[key] != found[key]]:
+                raise RunError(f"{run.dir.dataset}: the run was trained on other data ({differs[0]} differs from {cfg.data.root}'s); "
                                "point data.root at its dataset, or choose another name or out_dir")
         runs.append(run)
     train = cfgs[0].train
@@ -517,8 +520,8 @@ def _train(runs: list[Run]) -> None:
             run.dir.root.mkdir(parents=True, exist_ok=True)
         for orphan in remove_orphans(run.dir.root) if distributed.writer() else ():
             run.say(f"removed {orphan.relative_to(run.dir.root)}, a temporary file a killed process left")
-        if run.net.spec.folder and not run.dir.dataset.exists():
-            atomic_write(run.dir.dataset, json.dumps(run.net.spec.folder.describe(), indent=1).encode())
+        if not run.dir.dataset.exists():
+            atomic_write(run.dir.dataset, json.dumps(run.data_identity, indent=1).encode())
         resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
         if not run.dir.config.exists() or run.dir.config.read_bytes() != resolved:
             atomic_write(run.dir.config, resolved)

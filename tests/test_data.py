@@ -1,5 +1,7 @@
+import dataclasses
 import gzip
 import hashlib
+import json
 import pickle
 
 import numpy as np
@@ -129,3 +131,74 @@ def test_download_checks_md5_and_keeps_nothing_on_mismatch(tmp_path, monkeypatch
         kept = list((root / "mnist").iterdir())
         assert [p.name for p in kept] == (["t10k-labels-idx1-ubyte.gz"] if ok else [])
     assert data._read_idx(root / "mnist" / "t10k-labels-idx1-ubyte.gz").tolist() == [7, 3]
+
+
+def _mnist_copy(root, labels=lambda y: y, train_examples=None):
+    """A copy of real MNIST under root/mnist: its training labels mapped by `labels`, its training split cut to
+    `train_examples`; the test split as it is."""
+    folder = root / "mnist"
+    folder.mkdir(parents=True)
+    source = SHARED / "data" / "mnist"
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (folder / f"{stem}.gz").symlink_to(source / f"{stem}.gz")
+    x, y = data._read_idx(source / "train-images-idx3-ubyte.gz"), labels(data._read_idx(source / "train-labels-idx1-ubyte.gz"))
+    for stem, array, magic in (("train-images-idx3-ubyte", x, 0x803), ("train-labels-idx1-ubyte", y.astype(np.uint8), 0x801)):
+        array = array[:train_examples]
+        header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+        with gzip.open(folder / f"{stem}.gz", "wb", compresslevel=1) as f:
+            f.write(header + array.tobytes())
+    return root
+
+
+def _lenet(root, tmp_path, levels):
+    return ["run", "experiments/lenet300_mnist.yaml", f"--data.root={root}", f"--out_dir={tmp_path / 'runs'}", "--seed=0", "--arms=[ticket]",
+            f"--prune.levels={levels}", "--train.duration=20it", "--train.eval_every=10it", "--train.checkpoint_every=10it", "--data.val_size=500"]
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
+def test_a_run_continued_on_other_data_is_refused_and_the_same_data_elsewhere_continue_it(tmp_path, capsys):
+    """A LeNet-300-100 run stopped at level 0 and continued with data.root at a copy of MNIST with other training
+    labels once continued the same run (its test accuracy fell from 0.94 to 0.01). Where the data live is not the
+    data: the same files in another folder continue it."""
+    assert cli.main(_lenet(SHARED / "data", tmp_path, 0)) == 0
+    run_dir = next((tmp_path / "runs").rglob("results.jsonl")).parent
+    before = (run_dir / "results.jsonl").read_bytes()
+    assert json.loads((run_dir / "dataset.json").read_text())["train_size"] == 60000
+    capsys.readouterr()
+    shifted = _mnist_copy(tmp_path / "shifted", labels=lambda y: (y + 1) % 10)
+    assert cli.main(_lenet(shifted, tmp_path, 1)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "the run was trained on other data (sha256 differs" in err
+    assert (run_dir / "results.jsonl").read_bytes() == before and not (run_dir / "level_1").exists()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "mnist").mkdir(parents=True)
+    for file in (SHARED / "data" / "mnist").iterdir():
+        (elsewhere / "mnist" / file.name).symlink_to(file)
+    assert cli.main(_lenet(elsewhere, tmp_path, 1)) == 0
+    assert "level 0/1 ticket: done earlier" in capsys.readouterr().err
+    assert [json.loads(line)["level"] for line in (run_dir / "results.jsonl").read_text().splitlines()] == [0, 1]
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
+def test_a_copy_smaller_than_its_dataset_stops_before_any_work(tmp_path, capsys):
+    """A 6,000-example copy of MNIST once trained "1ep" as 550 steps, 55 of its epochs, under the full dataset's run id."""
+    part = _mnist_copy(tmp_path / "part", train_examples=6000)
+    assert cli.main(_lenet(part, tmp_path, 0)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "holds 6,000 training examples where the dataset has 60,000" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("bad, said", [
+    (lambda a: (a[0], a[1] + 10, a[2], a[3]), "its training labels span [10, 19], outside [0, 10)"),
+    (lambda a: (a[0], a[1], a[2][:, :, :20], a[3]), "its test inputs have shape (1, 20), the dataset's are (1, 40)"),
+    (lambda a: (a[0], a[1][:-1], a[2], a[3]), "its training split has 4,000 inputs and 3,999 labels"),
+], ids=["labels outside the classes", "inputs of another shape", "fewer labels than inputs"])
+def test_data_that_disagree_with_their_dataset_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, bad, said):
+    spec = data.DATASETS["mnist1d"]
+    monkeypatch.setitem(data.DATASETS, "mnist1d", dataclasses.replace(spec, load=lambda root: bad(spec.load(root))))
+    data.load_split.cache_clear()
+    assert cli.main(["run", "experiments/quickstart.yaml", f"--out_dir={tmp_path}", "--seed=0", "--prune.levels=0"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and said in err, err
+    assert not any(tmp_path.rglob("results.jsonl"))

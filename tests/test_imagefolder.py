@@ -77,7 +77,7 @@ def test_the_run_refuses_to_continue_on_other_images(tmp_path, capsys):
     data._folder_dataset.cache_clear()  # as a new process would list the folder again
     capsys.readouterr()
     assert cli.main(["run", QUICKSTART, *args(tmp_path, root)]) == 2
-    assert "the run was trained on other images (files_sha256 differs" in capsys.readouterr().err
+    assert "the run was trained on other data (files_sha256 differs" in capsys.readouterr().err
 
 
 def test_cache_and_stream_draw_the_same_examples_at_every_step():
