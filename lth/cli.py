@@ -20,7 +20,7 @@ USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
        lth stability CONFIG [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--between_levels=true] [--section.key=value ...]
        lth sensitivity RUN_DIR [--level L] [--fractions=[0.1,...,0.9]] [--method magnitude|channel]
-       lth data download {mnist,cifar10,cifar100} --root DIR"""
+       lth data download NAME --root DIR   (NAME: a registered dataset with files to fetch, `lth data download --help`)"""
 
 
 
@@ -304,12 +304,13 @@ def _sweep(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
+    from lth.data import download, downloadable
+
     parser = _Parser(prog="lth data", description="Fetch a dataset's standard files, checking their md5.")
     parser.add_argument("action", choices=["download"])
-    parser.add_argument("name", choices=["mnist", "cifar10", "cifar100"])
+    parser.add_argument("name", choices=downloadable())
     parser.add_argument("--root", type=Path, required=True)
     args = parser.parse_args(argv)
-    from lth.data import download
 
     try:
         download(args.name, args.root)

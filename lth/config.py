@@ -218,15 +218,18 @@ class Experiment:
         return identity
 
     def code(self) -> dict[str, str]:
-        """The code outside lth that the experiment runs (its model, method, schedule), by role: a digest of its
+        """The code outside lth that the experiment runs (its model, method, schedule, dataset), by role: a digest of its
         source (`lth.plugins.code_digest`), so that editing a user's model gives another run rather than the old
         results. lth's own code is identified by the names alone, as before."""
         from lth.architecture import resolve
+        from lth.datasets import DATASETS
         from lth.methods import METHODS
         from lth.plugins import PluginError, code_digest
         from lth.schedules import SCHEDULES
 
         used = {"model": resolve(self.model.name), "method": type(METHODS[self.prune.method]), "schedule": type(SCHEDULES[self.prune.schedule])}
+        if self.data.name in DATASETS:  # a plugin's dataset: its reader's module (an image folder is identified by its files)
+            used["data"] = DATASETS[self.data.name].load
         try:
             return {role: code_digest(thing) for role, thing in used.items() if not thing.__module__.startswith("lth.")}
         except PluginError as err:

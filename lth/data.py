@@ -1,5 +1,5 @@
-"""Datasets as LightningDataModules, read from their standard distributed files into memory (image folders
-too large for memory stream from their files instead: `lth.imagefolder`).
+"""Datasets as LightningDataModules, read into memory by their readers (`lth.datasets`, one file each); image folders
+too large for memory stream from their files instead (`lth.imagefolder`).
 
 Why no torchvision and no `DataLoader`: these datasets fit in memory as uint8 tensors, so a batch is one
 indexing operation, and the augmentation (seeded per epoch) runs on whole batches on the GPU. A
@@ -12,17 +12,13 @@ resume mid-epoch after a kill, and rewind to step k, with exactly the batches th
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
-import pickle
 import shutil
 import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,143 +27,20 @@ import numpy as np
 import torch
 
 from lth import imagefolder
+from lth.datasets import DATASETS, Arrays, DatasetSpec, Stream
 from lth.datasource import MissingDataError, seeded_generator
 from lth.threads import cpus
-
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    load: Callable[[Path], Arrays]
-    num_classes: int
-    input_shape: tuple[int, ...]
-    train_size: int  # before the validation split
-    default_val_size: int
-    augment: bool = False  # by default, the CIFAR augmentation: 4-pixel padded random crop and horizontal flip
-    files: tuple[tuple[str, str, str], ...] = ()  # (url, md5, file name under root) for `lth data download`
-    extract: bool = False
-    folder: imagefolder.Folder | None = None  # image files (`data.name: imagefolder`), recorded in the run
-    stream: Stream | None = None  # served from the files in DataLoader workers, not from memory
-
-
-@dataclass(frozen=True)
-class Stream:
-    """How the image-folder stream path serves: square crops of `image_size`, decoded by `workers` processes;
-    `cache` remembers that the files decoded (`lth.imagefolder.verify`)."""
-
-    image_size: int
-    workers: int
-    cache: Path
-
-
-def _need(path: Path, name: str) -> Path:
-    if not path.exists():
-        raise MissingDataError(
-            f"dataset {name} not found at {path}; fetch it with: lth data download {name} --root {path.parent}"
-        )
-    return path
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
-        dims = raw[3]
-        shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-    except (OSError, EOFError, zlib.error, ValueError, IndexError) as err:  # truncated, not gzip, or not an IDX file
-        raise MissingDataError(f"{path} is damaged ({type(err).__name__}); fetch it again with: lth data download mnist --root {path.parent.parent}") from None
-
-
-def load_mnist(root: Path) -> Arrays:
-    folder = _need(root / "mnist", "mnist")
-    read = lambda stem: _read_idx(_need(folder / f"{stem}.gz", "mnist"))  # noqa: E731
-    return (
-        read("train-images-idx3-ubyte")[:, None],
-        read("train-labels-idx1-ubyte"),
-        read("t10k-images-idx3-ubyte")[:, None],
-        read("t10k-labels-idx1-ubyte"),
-    )
-
-
-def _read_cifar_batches(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for path in paths:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def load_cifar10(root: Path) -> Arrays:
-    folder = _need(root / "cifar-10-batches-py", "cifar10")
-    train = [_need(folder / f"data_batch_{i}", "cifar10") for i in range(1, 6)]
-    return (*_read_cifar_batches(train, b"labels"), *_read_cifar_batches([_need(folder / "test_batch", "cifar10")], b"labels"))
-
-
-def load_cifar100(root: Path) -> Arrays:
-    folder = _need(root / "cifar-100-python", "cifar100")
-    return (
-        *_read_cifar_batches([_need(folder / "train", "cifar100")], b"fine_labels"),
-        *_read_cifar_batches([_need(folder / "test", "cifar100")], b"fine_labels"),
-    )
-
-
-def load_mnist1d(root: Path) -> Arrays:
-    """MNIST-1D (Greydanus 2020), generated from the package's built-in templates with its default seed."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    state = np.random.get_state()  # make_dataset reseeds numpy's global generator
-    try:
-        d = make_dataset(get_dataset_args())
-    finally:
-        np.random.set_state(state)
-    f32 = lambda a: a.astype(np.float32)[:, None]  # noqa: E731
-    return f32(d["x"]), d["y"].astype(np.int64), f32(d["x_test"]), d["y_test"].astype(np.int64)
-
-
-def load_synthetic(root: Path) -> Arrays:
-    """A small learnable task for tests: labels are the argmax of a fixed random linear map of Gaussian inputs."""
-    g = np.random.default_rng(1234)
-    x = g.standard_normal((1280, 3, 8, 8)).astype(np.float32)
-    y = (x.reshape(len(x), -1) @ g.standard_normal((192, 4))).argmax(1).astype(np.int64)
-    return x[:1024], y[:1024], x[1024:], y[1024:]
-
-
-_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist1d": DatasetSpec(load_mnist1d, 10, (1, 40), 4000, 500),
-    "synthetic": DatasetSpec(load_synthetic, 4, (3, 8, 8), 1024, 256),
-    "mnist": DatasetSpec(
-        load_mnist, 10, (1, 28, 28), 60000, 5000,
-        files=tuple(
-            (_MNIST + f"{stem}.gz", md5, f"mnist/{stem}.gz")
-            for stem, md5 in [
-                ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-                ("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
-                ("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
-                ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c"),
-            ]
-        ),
-    ),
-    "cifar10": DatasetSpec(
-        load_cifar10, 10, (3, 32, 32), 50000, 5000, augment=True, extract=True,
-        files=(("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-python.tar.gz"),),
-    ),
-    "cifar100": DatasetSpec(
-        load_cifar100, 100, (3, 32, 32), 50000, 5000, augment=True, extract=True,
-        files=(("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python.tar.gz"),),
-    ),
-}
-
 
 FOLDER = "imagefolder"  # image files in class folders, of any dataset (`lth.imagefolder`)
 
 
 def names() -> list[str]:
     return sorted((*DATASETS, FOLDER))
+
+
+def downloadable() -> list[str]:
+    """The registered datasets `lth data download` fetches: those with published files (not generated ones)."""
+    return [name for name, spec in DATASETS.items() if spec.files]
 
 
 def download(name: str, root: Path) -> None:

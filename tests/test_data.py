@@ -3,13 +3,17 @@ import gzip
 import hashlib
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import SHARED
 
-from lth import cli, config, data
+from lth import cli, config, data, datasets
+from lth.datasets import DATASETS, DatasetSpec
+from lth.datasets.base import read_idx
+from lth.datasource import MissingDataError
 from lth.imp import Run
 
 
@@ -21,7 +25,7 @@ def _module(name, root, **overrides):
 
 @pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
 def test_mnist_reader_on_the_real_files():
-    x, y, x_test, y_test = data.load_mnist(SHARED / "data")
+    x, y, x_test, y_test = DATASETS["mnist"].load(SHARED / "data")
     assert x.shape == (60000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28) and x.dtype == np.uint8
     assert np.bincount(y).tolist()[:3] == [5923, 6742, 5958] and np.bincount(y_test)[0] == 980
     assert y[:5].tolist() == [5, 0, 4, 1, 9]  # the famous first labels of the training set
@@ -58,7 +62,7 @@ def _write_cifar(root, n_per_batch=20):
 
 def test_cifar_reader_on_files_in_the_distributed_pickle_format(tmp_path):
     written = _write_cifar(tmp_path)
-    x, y, x_test, y_test = data.load_cifar10(tmp_path)
+    x, y, x_test, y_test = DATASETS["cifar10"].load(tmp_path)
     assert x.shape == (100, 3, 32, 32) and x_test.shape == (20, 3, 32, 32) and x.dtype == np.uint8
     # The row layout is 1024 red, then green, then blue values, each row-major.
     assert x[0, 1, 0, 5] == written[0][b"data"][0, 1024 + 5]
@@ -124,13 +128,13 @@ def test_download_checks_md5_and_keeps_nothing_on_mismatch(tmp_path, monkeypatch
     spec = data.DATASETS["mnist"]
     for md5, ok in [("0" * 32, False), (good, True)]:
         files = ((source.as_uri(), md5, "mnist/t10k-labels-idx1-ubyte.gz"),)
-        monkeypatch.setitem(data.DATASETS, "mnist", data.DatasetSpec(**{**spec.__dict__, "files": files}))
+        monkeypatch.setitem(data.DATASETS, "mnist", DatasetSpec(**{**spec.__dict__, "files": files}))
         root = tmp_path / "root"
         code = cli.main(["data", "download", "mnist", "--root", str(root)])
         assert code == (0 if ok else 2)
         kept = list((root / "mnist").iterdir())
         assert [p.name for p in kept] == (["t10k-labels-idx1-ubyte.gz"] if ok else [])
-    assert data._read_idx(root / "mnist" / "t10k-labels-idx1-ubyte.gz").tolist() == [7, 3]
+    assert read_idx(root / "mnist" / "t10k-labels-idx1-ubyte.gz", "mnist").tolist() == [7, 3]
 
 
 def _mnist_copy(root, labels=lambda y: y, train_examples=None):
@@ -141,7 +145,7 @@ def _mnist_copy(root, labels=lambda y: y, train_examples=None):
     source = SHARED / "data" / "mnist"
     for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (folder / f"{stem}.gz").symlink_to(source / f"{stem}.gz")
-    x, y = data._read_idx(source / "train-images-idx3-ubyte.gz"), labels(data._read_idx(source / "train-labels-idx1-ubyte.gz"))
+    x, y = read_idx(source / "train-images-idx3-ubyte.gz", "mnist"), labels(read_idx(source / "train-labels-idx1-ubyte.gz", "mnist"))
     for stem, array, magic in (("train-images-idx3-ubyte", x, 0x803), ("train-labels-idx1-ubyte", y.astype(np.uint8), 0x801)):
         array = array[:train_examples]
         header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
@@ -202,3 +206,35 @@ def test_data_that_disagree_with_their_dataset_are_one_line_and_exit_2(tmp_path,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and said in err, err
     assert not any(tmp_path.rglob("results.jsonl"))
+
+
+def _write_idx(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    magic = (0x800 + array.ndim).to_bytes(4, "big")
+    path.write_bytes(gzip.compress(magic + b"".join(n.to_bytes(4, "big") for n in array.shape) + array.astype(np.uint8).tobytes()))
+
+
+def test_each_built_in_dataset_is_its_own_file_and_download_offers_every_one_with_files(capsys):
+    """Adding a dataset is adding its file: nothing else lists it (`lth/datasets/`)."""
+    folder = Path(datasets.__file__).parent
+    files = {p.stem for p in folder.glob("*.py")} - {"__init__", "base"}
+    assert files <= set(DATASETS) and {"mnist", "fashion_mnist", "cifar10", "mnist1d"} <= files
+    with pytest.raises(SystemExit):
+        cli.main(["data", "download", "--help"])
+    offered = capsys.readouterr().out
+    assert all(name in offered for name in files if DATASETS[name].files) and "mnist1d" not in offered and "synthetic" not in offered
+    assert cli.main(["data", "download", "mnist1d", "--root", "x"]) == 2  # generated, nothing to fetch: not offered
+
+
+def test_fashion_mnist_is_mnist_s_format_in_a_folder_of_its_own(tmp_path):
+    g = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": g.integers(0, 256, (6, 28, 28)), "train-labels-idx1-ubyte": np.arange(6) % 10,
+              "t10k-images-idx3-ubyte": g.integers(0, 256, (2, 28, 28)), "t10k-labels-idx1-ubyte": np.array([9, 3])}
+    for stem, array in arrays.items():
+        _write_idx(tmp_path / "fashion_mnist" / f"{stem}.gz", array)
+    spec = DATASETS["fashion_mnist"]
+    x, y, x_test, y_test = spec.load(tmp_path)
+    assert x.shape == (6, 1, 28, 28) and np.array_equal(x[:, 0], arrays["train-images-idx3-ubyte"]) and y_test.tolist() == [9, 3]
+    assert [relative for _, _, relative in spec.files] == [f"fashion_mnist/{stem}.gz" for stem in arrays]
+    with pytest.raises(MissingDataError, match="dataset fashion_mnist not found .* lth data download fashion_mnist"):
+        spec.load(tmp_path / "elsewhere")
