@@ -3,7 +3,6 @@ plugin's), any `nn.Module` by import path (`package.module:Callable`), or a Hugg
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from torch import nn
 
 from lth import hf
 from lth.models import MODELS
+from lth.registry import callable_at
 
 
 class ModelError(ValueError):
@@ -63,17 +63,12 @@ def resolve(name: str) -> Callable[..., nn.Module]:
     """The builder `name` stands for: a registered model, or `package.module:Callable` imported by path."""
     if name in MODELS:
         return MODELS[name]
-    module, colon, attribute = name.partition(":")
-    if not colon:
+    if ":" not in name:
         raise ModelError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))}; or package.module:Callable for your own)")
     try:
-        found = importlib.import_module(module)
-    except Exception as err:  # noqa: BLE001 - any failure to import the user's module is theirs to read, in one line
-        raise ModelError(f"model.name: cannot import {module} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    builder = getattr(found, attribute, None)
-    if not callable(builder):
-        raise ModelError(f"model.name: {module} has no callable {attribute!r}")
-    return builder
+        return callable_at(name, "model.name")
+    except ValueError as err:
+        raise ModelError(str(err)) from None
 
 
 def _parameters(builder: Callable) -> set[str]:

@@ -77,7 +77,8 @@ class DataConfig:
     # `name: imagefolder` (`lth.imagefolder`): where the decoded images are cached (None: $XDG_CACHE_HOME/lth or
     # ~/.cache/lth; never under `root`), the largest decoded dataset served from memory rather than streamed from
     # the files, the side of the stream's square crops (ImageNet's 224), and the processes that decode (None:
-    # this process's CPUs; 0: the training process itself).
+    # this process's CPUs; 0: the training process itself), which also read a dataset of your own once
+    # (`lth.user_dataset`).
     cache: str | None = None
     cache_bytes: int = 4 * 2**30
     image_size: int = 224
@@ -225,11 +226,17 @@ class Experiment:
         from lth.datasets import DATASETS
         from lth.methods import METHODS
         from lth.plugins import PluginError, code_digest
+        from lth.registry import callable_at
         from lth.schedules import SCHEDULES
 
         used = {"model": resolve(self.model.name), "method": type(METHODS[self.prune.method]), "schedule": type(SCHEDULES[self.prune.schedule])}
         if self.data.name in DATASETS:  # a plugin's dataset: its reader's module (an image folder is identified by its files)
             used["data"] = DATASETS[self.data.name].load
+        elif ":" in self.data.name:  # a dataset by import path: the callable's module
+            try:
+                used["data"] = callable_at(self.data.name, "data.name")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         try:
             return {role: code_digest(thing) for role, thing in used.items() if not thing.__module__.startswith("lth.")}
         except PluginError as err:
@@ -538,8 +545,8 @@ def validate(cfg: Experiment) -> None:
         resolve(cfg.model.name)
     except ModelError as err:
         raise ConfigError(str(err)) from None
-    if cfg.data.name not in names():
-        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(names())})")
+    if cfg.data.name not in names() and ":" not in cfg.data.name:
+        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(names())}; or package.module:callable for your own)")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
     if bad_arms or not cfg.arms:
         raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
@@ -611,6 +618,8 @@ def steps(cfg: Experiment) -> Steps:
     """The run's durations in optimizer steps, checked."""
     spec = dataset(cfg.data)
     val_size = spec.default_val_size if cfg.data.val_size is None else cfg.data.val_size
+    if spec.fixed_val and val_size != spec.default_val_size:
+        raise ConfigError(f"data.val_size: {cfg.data.name} gives its own validation split of {spec.default_val_size} examples; leave data.val_size unset")
     if not 0 < val_size < spec.train_size:
         raise ConfigError(f"data.val_size: must lie in (0, {spec.train_size}), got {val_size}")
     train_size = spec.train_size - val_size

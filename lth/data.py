@@ -26,7 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lth import imagefolder
+from lth import imagefolder, user_dataset
 from lth.datasets import DATASETS, Arrays, DatasetSpec, Stream
 from lth.datasource import MissingDataError, seeded_generator
 from lth.threads import cpus
@@ -78,7 +78,10 @@ def download(name: str, root: Path) -> None:
 
 
 def dataset(d) -> DatasetSpec:
-    """The dataset a `DataConfig` names: a registered one, or the image folder at `d.root` (listed, not decoded)."""
+    """The dataset a `DataConfig` names: a registered one, one of the user's own by import path (`lth.user_dataset`),
+    or the image folder at `d.root` (listed, not decoded)."""
+    if user_dataset.is_import_path(d.name):
+        return user_dataset.spec(d.name, d.root, cpus() if d.workers is None else d.workers)
     if d.name != FOLDER:
         return DATASETS[d.name]
     return _folder_dataset(d.root, d.cache, d.cache_bytes, d.image_size, d.workers or cpus())
@@ -97,12 +100,13 @@ def _folder_dataset(root: str, cache: str | None, cache_bytes: int, image_size: 
     if size <= cache_bytes:
         w, h = folder.first_size
         load = functools.partial(_cached_arrays, folder, cache_dir, workers)
-        return DatasetSpec(load, classes, (3, h, w), n, val_size, augment=True, folder=folder)
+        return DatasetSpec(load, classes, (3, h, w), n, val_size, augment=True, folder=folder, name=FOLDER)
     if folder.archive:
         raise MissingDataError(f"data.root: decoded, the images of the archive {root} take {size / 1e9:.3g} GB, more than data.cache_bytes "
                                f"({cache_bytes / 1e9:.3g} GB), and an archive can only be read whole: extract it (tar -xf {root} -C DIR) "
                                "and set data.root to DIR")
-    return DatasetSpec(None, classes, (3, image_size, image_size), n, val_size, augment=True, folder=folder, stream=Stream(image_size, workers, cache_dir))
+    return DatasetSpec(None, classes, (3, image_size, image_size), n, val_size, augment=True, folder=folder, stream=Stream(image_size, workers, cache_dir),
+                       name=FOLDER)
 
 
 def _cached_arrays(folder, cache: Path, workers: int, root: Path) -> Arrays:
@@ -129,7 +133,10 @@ class Split:
         # Labels as int64, whatever a reader gives (MNIST's IDX files hold uint8): eager cross-entropy takes uint8 on a
         # CPU, but torch.compile's tracing of the CUDA step refuses it (found on the first GPU run of LeNet-300-100).
         x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)).long()
-        train, val = carve(len(x), val_size)
+        if spec.fixed_val:  # the data's own validation split: the last examples (`lth.user_dataset`)
+            train, val = torch.arange(len(x) - val_size), torch.arange(len(x) - val_size, len(x))
+        else:
+            train, val = carve(len(x), val_size)
         self.scale = 255.0 if x.dtype == torch.uint8 else 1.0
         dims = [d for d in range(x.dim()) if d != 1]
         x_train = x[train].float() / self.scale
@@ -159,7 +166,7 @@ def identity(spec: DatasetSpec, root: str, arrays: Arrays) -> dict[str, int | st
     before any training: a 6,000-example copy of MNIST would otherwise train "1ep" as 55 of its epochs under the full
     dataset's run id."""
     x, y, x_test, y_test = arrays
-    where = f"data.root: {root} ({spec_name(spec)})"
+    where = f"data.root: {root} ({spec.name})"
     if len(x) != spec.train_size:
         raise MissingDataError(f"{where} holds {len(x):,} training examples where the dataset has {spec.train_size:,}; point data.root at "
                                "the whole dataset (or register a dataset of its own size)")
@@ -176,10 +183,6 @@ def identity(spec: DatasetSpec, root: str, arrays: Arrays) -> dict[str, int | st
         digest.update(f"{array.dtype}:{array.shape}:".encode())
         digest.update(array.data)
     return {"train_size": len(x), "test_size": len(x_test), "sha256": digest.hexdigest()}
-
-
-def spec_name(spec: DatasetSpec) -> str:
-    return next((name for name, registered in DATASETS.items() if registered is spec), FOLDER)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,14 +1,16 @@
 """Plugin discovery: every file of a plugin package (`lth.arms`, `lth.methods`, `lth.schedules`) is imported, and
 each class in it that derives from the package's base class and names itself (`name = ...`) is registered under
 that name. Adding a plugin is adding its file; nothing else lists it. A class of a module outside lth, imported as
-an experiment's plugin (`lth.plugins`), is registered alike by `extend`."""
+an experiment's plugin (`lth.plugins`), is registered alike by `extend`; a setting that names code by import path
+(`package.module:Callable`: a model, a dataset) imports it with `callable_at`."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -45,3 +47,19 @@ def extend(registry: dict[str, T], base: type[T]) -> None:
     ordered = sorted(registry.items(), key=lambda item: (type(item[1]).order, item[0]))
     registry.clear()
     registry.update(ordered)
+
+
+def callable_at(path: str, setting: str) -> Callable:
+    """What `package.module:Callable` names (a model's builder, a dataset's), imported; one line naming `setting`
+    if it cannot be."""
+    module, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:  # a user's file beside their experiment, as for `plugins`
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - any failure to import the user's module is theirs to read, in one line
+        raise ValueError(f"{setting}: cannot import {module} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    thing = getattr(found, attribute, None)
+    if not callable(thing):
+        raise ValueError(f"{setting}: {module} has no callable {attribute!r}")
+    return thing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -30,6 +30,8 @@ class DatasetSpec:
     extract: bool = False
     folder: imagefolder.Folder | None = None  # image files (`data.name: imagefolder`), recorded in the run
     stream: Stream | None = None  # served from the files in DataLoader workers, not from memory
+    fixed_val: bool = False  # the last `default_val_size` training examples are the validation split the data give
+    name: str = ""  # as `data.name` says it (set by `register`)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ DATASETS: dict[str, DatasetSpec] = {}
 
 def register(name: str, spec: DatasetSpec) -> DatasetSpec:
     """Register `spec` under `name`, as lth's own datasets are and as a plugin's may be (`lth.plugins`)."""
+    spec = replace(spec, name=name)
     if DATASETS.get(name, spec) != spec:
         raise ValueError(f"the dataset name {name!r} is taken")
     DATASETS[name] = spec
