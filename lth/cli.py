@@ -156,6 +156,7 @@ def _report(argv: list[str]) -> int:
         return _fail("give run directories, or --wandb ENTITY/PROJECT with --group G")
     from lth import report
 
+    args.run_dirs = report.run_folders(args.run_dirs)
     try:
         if args.wandb:
             rows, sources = report.rows_from_wandb(args.wandb, args.group), [f"{args.wandb} group {args.group}"]
@@ -293,13 +294,13 @@ def _sweep(argv: list[str]) -> int:
         return _fail(str(err))
     if args.index is None:
         for i, point in enumerate(points):
-            print(f"{i}: {' '.join(sweep.command(spec, point) + extra)}")
+            print(f"{i}: {sweep.pasteable(sweep.command(spec, point) + extra)}")
         print(f"{len(points)} grid points: sbatch --array=0-{len(points) - 1} slurm/array.sbatch {args.file}")
         return 0
     argv = sweep.command(spec, points[args.index]) + extra
     if shutil.which(argv[0]) is None:
         return _fail(f"{args.file}: its command runs {argv[0]!r}, which is not a program on this PATH")
-    print(f"[lth] grid point {args.index}/{len(points) - 1}: {' '.join(argv)}", file=sys.stderr, flush=True)
+    print(f"[lth] grid point {args.index}/{len(points) - 1}: {sweep.pasteable(argv)}", file=sys.stderr, flush=True)
     os.execvpe(argv[0], argv, sweep.environment(spec))  # the run replaces this process: signals reach it directly
 
 

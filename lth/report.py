@@ -89,6 +89,12 @@ class Difference:
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]{mark} ({n})"
 
 
+def run_folders(paths: list[Path]) -> list[Path]:
+    """`paths` less the report folders lth wrote among its runs (`lth run` writes out_dir/NAME/report/), so that
+    `lth report runs/NAME/*` reports the runs."""
+    return [p for p in paths if not ((Path(p) / "report.md").is_file() and not (Path(p) / "results.jsonl").exists())]
+
+
 def read_rows(run_dirs: list[Path]) -> list[Row]:
     """The rows of runs that differ only in their seed; pooling runs of different studies would make the
     error bars meaningless, so that is refused."""

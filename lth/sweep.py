@@ -9,6 +9,7 @@ commands in the same order.
 from __future__ import annotations
 
 import os
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,13 @@ def command(sweep: dict[str, Any], point: dict[str, Any]) -> list[str]:
         chunk = str(chunk)
         out += macros.get(chunk[2:-1], []) if chunk.startswith("${") and chunk.endswith("}") else [chunk]
     return out
+
+
+def pasteable(argv: list[str]) -> str:
+    """`argv` as a shell line that hands the program exactly these arguments: W&B writes a list value as
+    `--arms=['ticket', 'reinit']`, which a shell would split and unquote. Double quotes where they suffice (easier
+    to read than shlex's nested single quotes), shlex's quoting otherwise."""
+    return " ".join(f'"{a}"' if "'" in a and not set(a) & set('"$`\\!') else shlex.quote(a) for a in argv)
 
 
 def environment(sweep: dict[str, Any]) -> dict[str, str]:

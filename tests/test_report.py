@@ -97,6 +97,16 @@ def test_run_over_two_seeds_ends_with_the_report_of_both(tiny, tmp_path, capsys)
     assert f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in out and f"{reinit.mean:.4f} ± {reinit.std:.4f} (n=2)" in Path(lines["report"]).read_text()
 
 
+def test_report_of_every_folder_of_a_study_skips_the_report_lth_run_wrote_there(tiny, tmp_path, capsys):
+    """`lth report runs/NAME/*` once failed on the report folder `lth run` had written among the run folders."""
+    assert cli.main(["run", "experiments/quickstart.yaml", *tiny, "--seed=[0,1]", "--arms=[ticket]", "--prune.levels=0"]) == 0
+    everything = sorted((tmp_path / "runs" / "tiny").iterdir())
+    assert (tmp_path / "runs" / "tiny" / "report") in everything
+    capsys.readouterr()
+    assert cli.main(["report", *map(str, everything), "--out", str(tmp_path / "again")]) == 0
+    assert "(n=2)" in (tmp_path / "again" / "report.md").read_text()
+
+
 def test_a_study_of_dense_networks_alone_reports_without_empty_figures(tiny, tmp_path, capsys):
     """Its figures plot against weights remaining, of which it has one value: they came out as empty axes."""
     assert cli.main(["run", "experiments/quickstart.yaml", *tiny, "--seed=[0,1]", "--prune.levels=0"]) == 0

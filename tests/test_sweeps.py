@@ -1,6 +1,8 @@
 """Sweep files, checked with W&B's own sweep engine and run with the arguments `wandb agent` builds."""
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,19 @@ def test_grid_points_run_as_the_agent_launches_them(tiny, tmp_path, capsys):
         rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
         assert [(r["level"], r["arm"]) for r in rows] == [(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "signs"), (1, "shuffle")]
     assert "8 grid points" in (capsys.readouterr(), cli.main(["sweep", "sweeps/quickstart.yaml"]), capsys.readouterr().out)[2]
+
+
+def test_the_printed_commands_paste_into_a_shell_as_they_are(tmp_path, capsys):
+    """A list value (`--arms=['ticket', 'reinit']`) once printed unquoted, and pasted it was refused."""
+    path = tmp_path / "lists.yaml"
+    path.write_text("program: lth\nmethod: grid\ncommand: [lth, run, experiments/quickstart.yaml, \"${args}\"]\n"
+                    "parameters:\n  arms:\n    values: [[ticket, reinit], [ticket, signs]]\n")
+    assert cli.main(["sweep", str(path)]) == 0
+    printed = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if re.match(r"\d+: ", line)]
+    assert len(printed) == 2
+    for line, arms in zip(printed, (["ticket", "reinit"], ["ticket", "signs"])):
+        argv = shlex.split(line)  # what a shell hands the program
+        assert argv[:3] == ["lth", "run", "experiments/quickstart.yaml"] and config.load_seeds(argv[2], argv[3:])[0].arms == arms
 
 
 @pytest.mark.parametrize(
