@@ -236,5 +236,5 @@ def test_fashion_mnist_is_mnist_s_format_in_a_folder_of_its_own(tmp_path):
     x, y, x_test, y_test = spec.load(tmp_path)
     assert x.shape == (6, 1, 28, 28) and np.array_equal(x[:, 0], arrays["train-images-idx3-ubyte"]) and y_test.tolist() == [9, 3]
     assert [relative for _, _, relative in spec.files] == [f"fashion_mnist/{stem}.gz" for stem in arrays]
-    with pytest.raises(MissingDataError, match="dataset fashion_mnist not found .* lth data download fashion_mnist"):
+    with pytest.raises(MissingDataError, match=f"dataset fashion_mnist not found .* lth data download fashion_mnist --root {tmp_path / 'elsewhere'}$"):
         spec.load(tmp_path / "elsewhere")

@@ -83,7 +83,8 @@ def idx_reader(folder: str, name: str) -> Callable[[Path], Arrays]:
     """The reader of a dataset in MNIST's four IDX files (`IDX_STEMS`, gzipped) under root/`folder`."""
 
     def load(root: Path) -> Arrays:
-        x, y, x_test, y_test = (read_idx(need(root / folder / f"{stem}.gz", name), name) for stem in IDX_STEMS)
+        where = need(root / folder, name)  # the folder first: its message names the root to download into
+        x, y, x_test, y_test = (read_idx(need(where / f"{stem}.gz", name), name) for stem in IDX_STEMS)
         return x[:, None], y, x_test[:, None], y_test
 
     return load
