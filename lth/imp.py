@@ -475,11 +475,7 @@ def run_experiments(cfgs: list[Experiment], progress: bool = True) -> list[Run]:
             run.data_identity = data.identity()
         except MissingDataError as err:
             raise ConfigError(str(err)) from None
-        if run.dir.dataset.exists():  # the data a run continues on are the data it began on, wherever they are now
-            recorded, found = json.loads(run.dir.dataset.read_text()), run.data_identity
-            if differs := [key for key in found if key in recorded and recorded[key] != found[key]]:
-                raise RunError(f"{run.dir.dataset}: the run was trained on other data ({differs[0]} differs from {cfg.data.root}'s); "
-                               "point data.root at its dataset, or choose another name or out_dir")
+        run.dir.same_data(run.data_identity, cfg.data.root)
         runs.append(run)
     train = cfgs[0].train
     distributed.start(train.devices, train.num_nodes)  # the other ranks run this command too, from the start

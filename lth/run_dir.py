@@ -192,8 +192,19 @@ class RunDir:
 
     @property
     def dataset(self) -> Path:
-        """An image-folder run's classes (label i is the i-th) and files (`lth.imagefolder.Folder.describe`)."""
+        """What the run's data are (`lth.data.DataModule.identity`): the loaded splits' sizes and sha256, or an image
+        folder's classes (label i is the i-th) and files (`lth.imagefolder.Folder.describe`)."""
         return self.root / "dataset.json"
+
+    def same_data(self, found: dict, root: str) -> None:
+        """Refuse data other than those the run recorded (if it recorded any), wherever they are now: a run continued,
+        or measured, on other data would mix two experiments under one name."""
+        if not self.dataset.exists():
+            return
+        recorded = json.loads(self.dataset.read_text())
+        if differs := [key for key in found if key in recorded and recorded[key] != found[key]]:
+            raise RunError(f"{self.dataset}: the run was trained on other data ({differs[0]} differs from {root}'s); "
+                           "point data.root at its dataset, or choose another name or out_dir")
 
     @property
     def rewind(self) -> Path:

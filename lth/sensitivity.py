@@ -22,7 +22,7 @@ import torch
 
 from lth import channels, config
 from lth.architecture import Architecture
-from lth.data import EvalBatches, dataset, load_split
+from lth.data import DataModule, EvalBatches, dataset, load_split
 from lth.files import atomic_open, atomic_write
 from lth.flops import dense_macs
 from lth.masks import channels_alive
@@ -99,8 +99,9 @@ def run(run_dir: Path, level: int, fractions: list[float], method: str) -> Path:
     masks = {k[: -len("_mask")]: v for k, v in state.items() if k.endswith("_mask")}
     plain = {k: v * masks[k] if k in masks else v for k, v in state.items() if not k.endswith("_mask")}
     every = [(layer, f) for layer in layers(cfg, method) for f in fractions]
-    spec = dataset(cfg.data)
-    split = load_split(spec, cfg.data.root, config.steps(cfg).val_size)
+    spec, val_size = dataset(cfg.data), config.steps(cfg).val_size
+    directory.same_data(DataModule(spec, cfg.data.root, BATCH, val_size, [cfg.seed]).identity(), cfg.data.root)  # measured on its own data
+    split = load_split(spec, cfg.data.root, val_size)
     batches = EvalBatches(split.arrays["x_test"], split.arrays["y_test"], BATCH, split.normalise)
     # The same packs on every run on one kind of device, the missing lines' packs evaluated whole: a resumed run
     # computes exactly what an uninterrupted one did (a pack's size changes float rounding).

@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,20 @@ def test_fashion_mnist_is_mnist_s_format_in_a_folder_of_its_own(tmp_path):
     assert [relative for _, _, relative in spec.files] == [f"fashion_mnist/{stem}.gz" for stem in arrays]
     with pytest.raises(MissingDataError, match=f"dataset fashion_mnist not found .* lth data download fashion_mnist --root {tmp_path / 'elsewhere'}$"):
         spec.load(tmp_path / "elsewhere")
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="real MNIST lives in ../shared/data/mnist, absent in this clone")
+def test_a_run_is_measured_only_on_the_data_it_was_trained_on(tmp_path, capsys):
+    """`lth sensitivity` evaluates a trained run on the data at its recorded data.root: changed there since, its
+    numbers would describe other data."""
+    copy = _mnist_copy(tmp_path / "copy")
+    assert cli.main(_lenet(copy, tmp_path, 1)) == 0
+    run_dir = next((tmp_path / "runs").rglob("results.jsonl")).parent
+    shutil.rmtree(copy / "mnist")
+    _mnist_copy(copy, labels=lambda y: (y + 1) % 10)
+    data.load_split.cache_clear()  # as a new process would read the files anew
+    capsys.readouterr()
+    assert cli.main(["sensitivity", str(run_dir), "--level", "1", "--fractions=[0.5]"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "the run was trained on other data (sha256 differs" in err
+    assert not (run_dir / "sensitivity.jsonl").exists()
