@@ -25,7 +25,9 @@ class RewindCapture(Callback):
         self.step, self.paths = step, paths
 
     def _maybe_save(self, trainer: L.Trainer) -> None:
-        if trainer.global_step == self.step and not all(p.exists() for p in self.paths):
+        # Whether to save is rank 0's answer: saving is collective (a barrier), and a rank that looked after rank 0
+        # had written the file skipped it and left rank 0 waiting for ever (a hang seen in a two-rank CI run).
+        if trainer.global_step == self.step and distributed.broadcast(not all(p.exists() for p in self.paths)):
             trainer.save_checkpoint(REWIND_CKPT)  # `lth.training.MemberCheckpoints` writes it to each member's rewind file
 
     def on_train_start(self, trainer, pl_module):

@@ -94,3 +94,27 @@ def test_sigkill_of_the_job_or_of_one_rank_mid_level_then_rerun_gives_the_uninte
     finished = lth(tmp_path, killed, devices=2)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert without_timing(result_rows(run_dir(killed))) == without_timing(result_rows(run_dir(reference)))
+
+
+def test_every_rank_joins_the_rewind_save_rank_0_decides_on(tmp_path, monkeypatch):
+    """Saving the rewind point is collective. A rank that checked for the file after rank 0 had written it skipped
+    the save and left rank 0 in its barrier for ever (a two-rank CI run hung). The decision is now rank 0's."""
+    from lth import distributed
+    from lth.rewinding import RewindCapture
+
+    path = tmp_path / "rewind.ckpt"
+    path.write_bytes(b"written by rank 0 a moment ago")  # what this rank sees when it looks
+    monkeypatch.setattr(distributed, "broadcast", lambda value: True)  # rank 0 looked before it wrote: missing
+
+    class Trainer:
+        global_step, saved = 0, []
+
+        def save_checkpoint(self, name):
+            self.saved.append(name)
+
+    trainer = Trainer()
+    RewindCapture(0, [path]).on_train_start(trainer, None)
+    assert trainer.saved == ["rewind.ckpt"]
+    monkeypatch.setattr(distributed, "broadcast", lambda value: False)  # rank 0 found it: nobody saves
+    RewindCapture(0, [tmp_path / "absent.ckpt"]).on_train_start(trainer, None)
+    assert trainer.saved == ["rewind.ckpt"]
