@@ -489,7 +489,8 @@ def scaling(model: str, devices: int, steps: int, tmp: Path) -> list[dict]:
         args = [sys.executable, "-m", "lth.cli", "run", path, f"--model={model}", "--data.name=synthetic", "--data.augment=false", "--seed=0",
                 "--arms=[ticket]", "--prune.levels=0", "--prune.rewind=0", "--train.milestones=[]", f"--train.duration={steps}it",
                 f"--train.eval_every={steps}it", f"--train.checkpoint_every={steps}it", f"--train.devices={n}", f"--out_dir={tmp / str(n)}"]
-        subprocess.run(args, check=True, capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"})
+        # A bound: ranks that wait for each other for ever (a collective one of them skipped) fail here, not hang.
+        subprocess.run(args, check=True, capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"}, timeout=600)
         (results,) = (tmp / str(n)).glob("*/*/results.jsonl")
         rate = steps * batch / json.loads(results.read_text().splitlines()[0])["wall_seconds"]
         rows.append({"devices": n, "images_per_s": rate, "speedup": rate / rows[0]["images_per_s"] if rows else 1.0})
