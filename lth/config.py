@@ -228,11 +228,12 @@ class Experiment:
         from lth.plugins import PluginError, code_digest
         from lth.registry import callable_at
         from lth.schedules import SCHEDULES
+        from lth.user_dataset import is_import_path
 
         used = {"model": resolve(self.model.name), "method": type(METHODS[self.prune.method]), "schedule": type(SCHEDULES[self.prune.schedule])}
         if self.data.name in DATASETS:  # a plugin's dataset: its reader's module (an image folder is identified by its files)
             used["data"] = DATASETS[self.data.name].load
-        elif ":" in self.data.name:  # a dataset by import path: the callable's module
+        elif is_import_path(self.data.name):  # a dataset by import path: the callable's module
             try:
                 used["data"] = callable_at(self.data.name, "data.name")
             except ValueError as err:
@@ -540,12 +541,13 @@ def validate(cfg: Experiment) -> None:
     from lth.arms import ARMS
     from lth.data import names
     from lth.network import Network
+    from lth.user_dataset import is_import_path
 
     try:
         resolve(cfg.model.name)
     except ModelError as err:
         raise ConfigError(str(err)) from None
-    if cfg.data.name not in names() and ":" not in cfg.data.name:
+    if cfg.data.name not in names() and not is_import_path(cfg.data.name):
         raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(names())}; or package.module:callable for your own)")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
     if bad_arms or not cfg.arms:

@@ -29,7 +29,7 @@ from lth import masks as M
 from lth.arms import ARMS, Arm
 from lth.arms.base import Level, Start
 from lth.config import ConfigError, Experiment, TrainConfig, steps
-from lth.data import DataModule, MissingDataError, dataset
+from lth.data import DataModule, MissingDataError
 from lth.files import atomic_write, remove_orphans
 from lth.flops import macs, parameters, speedup
 from lth.methods.base import Scoring, State
@@ -75,7 +75,7 @@ class Run:
     @functools.cached_property
     def net(self) -> Network:
         """The experiment's network for its dataset (`lth.network`); read when first asked for: `lth report` needs no data."""
-        return Network(self.cfg.model, self.cfg.prune, dataset(self.cfg.data))
+        return Network.of(self.cfg)
 
     @property
     def pack(self) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 
 from lth import channels, pruning
 from lth.architecture import Architecture, ModelError
+from lth.data import dataset
 from lth.flops import dense_macs
 from lth.models import init_batch_norm, initialise, prunable_names
 from lth.packing import auto_pack
@@ -95,6 +96,11 @@ class Network:
     model: Any
     prune: Any
     spec: DatasetSpec
+
+    @classmethod
+    def of(cls, cfg: Any) -> Network:
+        """An experiment's network (`cfg`: an `lth.config.Experiment`), for the dataset it names."""
+        return cls(cfg.model, cfg.prune, dataset(cfg.data))
 
     @functools.cached_property
     def architecture(self) -> Architecture:

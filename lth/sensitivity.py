@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 
 from lth import channels, config
-from lth.architecture import Architecture
 from lth.data import DataModule, EvalBatches, dataset, load_split
 from lth.files import atomic_open, atomic_write
-from lth.flops import dense_macs
 from lth.masks import channels_alive
 from lth.models import logits as network_logits
 from lth.models import prunable_names
-from lth.packing import auto_pack, pack_state
+from lth.network import Network
+from lth.packing import pack_state
 from lth.run_dir import FINAL, RunDir, RunError, read_lines
 
 METHODS = ("magnitude", "channel")
@@ -80,7 +79,7 @@ def check(run_dir: Path, level: int, fractions: list[float], method: str) -> tup
 
 
 def layers(cfg: config.Experiment, method: str) -> list[str]:
-    architecture = Architecture.of(cfg.model, dataset(cfg.data))
+    architecture = Network.of(cfg).architecture
     with torch.device("meta"):
         names = prunable_names(architecture.build())
     if method == "magnitude":
@@ -105,8 +104,7 @@ def run(run_dir: Path, level: int, fractions: list[float], method: str) -> Path:
     batches = EvalBatches(split.arrays["x_test"], split.arrays["y_test"], BATCH, split.normalise)
     # The same packs on every run on one kind of device, the missing lines' packs evaluated whole: a resumed run
     # computes exactly what an uninterrupted one did (a pack's size changes float rounding).
-    architecture = Architecture.of(cfg.model, spec)
-    size = auto_pack(dense_macs(architecture)) if architecture.packs else 1
+    size = Network.of(cfg).pack(None)
     for start in range(0, len(every), size):
         pack = every[start : start + size]
         if all((level, method, layer, f) in done for layer, f in pack):
@@ -125,7 +123,7 @@ def run(run_dir: Path, level: int, fractions: list[float], method: str) -> Path:
 def evaluate(states: list[dict[str, torch.Tensor]], cfg: config.Experiment, batches: EvalBatches) -> list[float]:
     """Test accuracy of each network in `states`, all of them in one packed forward pass per batch."""
     with torch.random.fork_rng(devices=[]):  # its init is overwritten; the global generator stays as it was
-        model = Architecture.of(cfg.model, dataset(cfg.data)).build(len(states))
+        model = Network.of(cfg).architecture.build(len(states))
     model.load_state_dict(pack_state(states))
     model.eval().to(memory_format=torch.channels_last)  # oneDNN's NHWC kernels: 1.6-1.9× ResNet-20 on 2 CPU cores
     correct = torch.zeros(len(states))

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from lth import cli, config, sensitivity
+from lth import cli, config, network, sensitivity
 from lth.data import dataset, load_split
 
 
@@ -50,7 +50,7 @@ def test_copies_evaluated_packed_or_one_at_a_time_measure_the_same_networks(tiny
     tests = len(load_split(dataset(cfg.data), cfg.data.root, config.steps(cfg).val_size).arrays["y_test"])
     ledgers = {}
     for size in (16, 1):
-        monkeypatch.setattr(sensitivity, "auto_pack", lambda macs, size=size: size)
+        monkeypatch.setattr(network, "auto_pack", lambda macs, size=size: size)  # what `Network.pack` packs by
         (run_dir / "sensitivity.jsonl").unlink(missing_ok=True)
         sensitivity.run(run_dir, 0, [0.5, 0.9], "magnitude")
         ledgers[size] = [json.loads(line) for line in (run_dir / "sensitivity.jsonl").read_text().splitlines()]
