@@ -11,6 +11,7 @@ from typing import Any, Callable
 from torch import nn
 
 from lth import hf
+from lth.inputs import Shape
 from lth.models import MODELS
 from lth.registry import callable_at
 
@@ -26,7 +27,7 @@ class Architecture:
     `num_classes` where its signature takes them. Everything that builds the experiment's network builds it here."""
 
     name: str
-    input_shape: tuple[int, ...]
+    input_shape: Shape  # of one example (`lth.inputs`)
     num_classes: int
     kwargs: tuple[tuple[str, Any], ...] = ()
 
@@ -36,7 +37,7 @@ class Architecture:
     @classmethod
     def of(cls, model, spec) -> Architecture:
         """For a `ModelConfig` and a dataset's `Spec`."""
-        return cls(model.name, tuple(spec.input_shape), spec.num_classes, tuple(model.kwargs.items()))
+        return cls(model.name, spec.input_shape, spec.num_classes, tuple(model.kwargs.items()))
 
     @property
     def builder(self) -> Callable[..., nn.Module]:

@@ -603,7 +603,10 @@ def validate(cfg: Experiment) -> None:
             raise ConfigError(problem)
     if problem := pruning.schedule(p).check(p.schedule_params, p, steps(cfg)):
         raise ConfigError(problem)
-    if problem := Network(cfg.model, p, dataset(cfg.data)).problem(cfg.pack, ranks):
+    spec = dataset(cfg.data)
+    if cfg.data.augment and (spec.records or len(spec.input_shape) != 3):
+        raise ConfigError(f"data.augment: the augmentation crops and flips images [C, H, W]; {cfg.data.name}'s inputs are not those")
+    if problem := Network(cfg.model, p, spec).problem(cfg.pack, ranks):
         raise ConfigError(problem)
 
 

@@ -29,7 +29,9 @@ import torch
 from lth import imagefolder, user_dataset
 from lth.datasets import DATASETS, Arrays, DatasetSpec, Stream
 from lth.datasource import MissingDataError, seeded_generator
+from lth.inputs import Inputs
 from lth.threads import cpus
+from lth.user_dataset import Records
 
 FOLDER = "imagefolder"  # image files in class folders, of any dataset (`lth.imagefolder`)
 
@@ -132,29 +134,40 @@ class Split:
         self.identity = identity(spec, root, (x, y, x_test, y_test), content=spec.folder is None)
         # Labels as int64, whatever a reader gives (MNIST's IDX files hold uint8): eager cross-entropy takes uint8 on a
         # CPU, but torch.compile's tracing of the CUDA step refuses it (found on the first GPU run of LeNet-300-100).
-        x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)).long()
+        y = torch.from_numpy(np.ascontiguousarray(y)).long()
+        n = len(x)
         if spec.fixed_val:  # the data's own validation split: the last examples (`lth.user_dataset`)
-            train, val = torch.arange(len(x) - val_size), torch.arange(len(x) - val_size, len(x))
+            train, val = torch.arange(n - val_size), torch.arange(n - val_size, n)
         else:
-            train, val = carve(len(x), val_size)
-        self.scale = 255.0 if x.dtype == torch.uint8 else 1.0
-        dims = [d for d in range(x.dim()) if d != 1]
-        x_train = x[train].float() / self.scale
-        self.mean = x_train.mean(dims, keepdim=True)[0]
-        self.std = x_train.std(dims, keepdim=True)[0]
+            train, val = carve(n, val_size)
+        self.records = isinstance(x, Records)
+        if not self.records:
+            x, x_test = (torch.from_numpy(np.ascontiguousarray(a)) for a in (x, x_test))
+            self.scale = 255.0 if x.dtype == torch.uint8 else 1.0
+            dims = [d for d in range(x.dim()) if d != 1]
+            x_train = x[train].float() / self.scale
+            self.mean = x_train.mean(dims, keepdim=True)[0]
+            self.std = x_train.std(dims, keepdim=True)[0]
+        self.device = torch.device("cpu")
         self.arrays = {
             "x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val],
-            "x_test": torch.from_numpy(np.ascontiguousarray(x_test)), "y_test": torch.from_numpy(np.ascontiguousarray(y_test)).long(),
+            "x_test": x_test, "y_test": torch.from_numpy(np.ascontiguousarray(y_test)).long(),
         }
 
     def to(self, device: torch.device) -> Split:
-        if self.mean.device != device:
-            self.arrays = {k: v.to(device) for k, v in self.arrays.items()}
-            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        """On `device`: all of it, or, for `Records`, the labels (their batches are collated on the host)."""
+        if self.device != device:
+            self.arrays = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.arrays.items()}
+            if not self.records:
+                self.mean, self.std = self.mean.to(device), self.std.to(device)
+            self.device = device
         return self
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs in torch's default float dtype (float32 unless a caller chose float64, as tests do)."""
+    def normalise(self, x: torch.Tensor | Records) -> Inputs:
+        """Inputs in torch's default float dtype (float32 unless a caller chose float64, as tests do); `Records`, as
+        their collate batches them."""
+        if isinstance(x, Records):
+            return x.batch()
         return ((x.float() / self.scale - self.mean) / self.std).to(torch.get_default_dtype())
 
 
@@ -173,7 +186,7 @@ def identity(spec: DatasetSpec, root: str, arrays: Arrays, content: bool = True)
     for name, inputs, labels in (("training", x, y), ("test", x_test, y_test)):
         if len(labels) != len(inputs) or not len(inputs):
             raise MissingDataError(f"{where}: its {name} split has {len(inputs):,} inputs and {len(labels):,} labels")
-        if tuple(inputs.shape[1:]) != tuple(spec.input_shape):
+        if not isinstance(inputs, Records) and tuple(inputs.shape[1:]) != tuple(spec.input_shape):
             raise MissingDataError(f"{where}: its {name} inputs have shape {tuple(inputs.shape[1:])}, the dataset's are {tuple(spec.input_shape)}")
         if labels.min() < 0 or labels.max() >= spec.num_classes:
             raise MissingDataError(f"{where}: its {name} labels span [{labels.min()}, {labels.max()}], outside [0, {spec.num_classes})")
@@ -181,6 +194,9 @@ def identity(spec: DatasetSpec, root: str, arrays: Arrays, content: bool = True)
         return {"train_size": len(x), "test_size": len(x_test)}
     digest = hashlib.sha256()
     for array in arrays:
+        if isinstance(array, Records):
+            array.digest(digest)
+            continue
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype}:{array.shape}:".encode())
         digest.update(array.data)
@@ -240,7 +256,9 @@ class TrainBatches:
                 offsets, flips = draws[1][torch.arange(k, device=index.device)[:, None], index], draws[2].gather(1, index)
                 x = crop_and_flip(x, offsets.flatten(0, 1), flips.flatten())
             x = self.normalise(x)
-            yield x.view(k, -1, *x.shape[1:]).transpose(0, 1).flatten(1, 2), self.y[index].T
+            if isinstance(x, torch.Tensor):  # dict inputs train one run at a time (`lth.network.Network.pack`)
+                x = x.view(k, -1, *x.shape[1:]).transpose(0, 1).flatten(1, 2)
+            yield x, self.y[index].T
 
 
 def crop_and_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

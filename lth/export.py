@@ -27,6 +27,7 @@ from lth.architecture import Architecture
 from lth.arms import ARMS
 from lth.data import dataset
 from lth.imp import Run
+from lth.inputs import Fields, call, drawn, shape_of
 from lth.models import logits
 from lth.ranking import NMGroups
 from lth.run_dir import FINAL, RunDir, RunError
@@ -81,7 +82,8 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     masked.eval()
     masks = {name: mask.clone() for name, mask in masked.masks().items()}
     plain = {k: v.clone() for k, v in masked.model.state_dict().items() if not k.endswith("_mask")}
-    payload: dict[str, Any] = {"model": cfg.model.name, "kwargs": cfg.model.kwargs, "input_shape": spec.input_shape, "num_classes": spec.num_classes,
+    shape = spec.input_shape.listed() if isinstance(spec.input_shape, Fields) else spec.input_shape
+    payload: dict[str, Any] = {"model": cfg.model.name, "kwargs": cfg.model.kwargs, "input_shape": shape, "num_classes": spec.num_classes,
                                "state_dict": plain}
     if wide_masks is not None:  # trained narrow: its state is the narrow network's
         payload["masks"] = wide_masks
@@ -91,11 +93,11 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
         plain = payload["state_dict"]
     network = load(payload)  # rebuilt from the payload as a user's `load(FILE)` will, so the checks below cover that path
 
-    x = torch.randn(64, *spec.input_shape, generator=torch.Generator().manual_seed(0))
+    x = drawn(spec.input_shape, 64, torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = masked(x)[:, 0]
         # Relative to the logits' scale: a narrow network sums the same products in another order.
-        difference = float((logits(network(x)) - reference).abs().max()) / max(1.0, float(reference.abs().max()))
+        difference = float((logits(call(network, x)) - reference).abs().max()) / max(1.0, float(reference.abs().max()))
     if difference > 1e-5:
         raise RunError(f"the exported network's outputs differ from the masked network's by {difference:.2e} (relative)")
     kept = sum(int(m.sum()) for m in masks.values())
@@ -151,7 +153,7 @@ def _payload(exported: dict[str, Any] | Path) -> dict[str, Any]:
 
 def architecture(exported: dict[str, Any]) -> Architecture:
     """What builds an export's network at its full widths: lth's own model, or a user's by import path."""
-    return Architecture(exported["model"], tuple(exported["input_shape"]), exported["num_classes"], tuple(exported.get("kwargs", {}).items()))
+    return Architecture(exported["model"], shape_of(exported["input_shape"]), exported["num_classes"], tuple(exported.get("kwargs", {}).items()))
 
 
 def load(exported: dict[str, Any] | Path) -> nn.Module:

@@ -16,24 +16,28 @@ from torch import nn
 
 from lth import masks as M
 from lth.architecture import Architecture
+from lth.inputs import Shape, call, filled
 from lth.models import prunable_names
 
 
-def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor] | None = None) -> int:
-    """MACs for one example. A layer's weight is used once per output position (1 for Linear, H×W for a
-    2-D conv, L for a 1-D conv); with masks, only kept weights count. Biases, normalisation, activations
-    and pooling are not counted, as is usual in the pruning literature."""
+def macs(model: nn.Module, input_shape: Shape, masks: dict[str, torch.Tensor] | None = None) -> int:
+    """MACs for one example. A layer's weight is used once per output position: 1 for a Linear layer on a vector,
+    H×W for a 2-D conv, L for a 1-D conv or for a Linear layer on L tokens (a transformer's; for dict inputs, at the
+    first training example's length, `lth.inputs.Fields`); with masks, only kept weights count. Biases,
+    normalisation, activations, attention's products of activations and pooling are not counted, as is usual in the
+    pruning literature."""
     positions: dict[str, int] = {}
     hooks = []
     for name in prunable_names(model):
         module = model.get_submodule(name.rpartition(".")[0])
-        record = lambda m, args, out, name=name: positions.__setitem__(name, out[0, 0].numel() if out.dim() > 2 else 1)  # noqa: E731
+        # An output's size over its channels (conv: [C, H, W]; Linear: [..., out]), the channels being the weight's rows.
+        record = lambda m, args, out, name=name: positions.__setitem__(name, out[0].numel() // m.weight.shape[0])  # noqa: E731
         hooks.append(module.register_forward_hook(record))
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            call(model, filled(input_shape, 1, 0))
     finally:
         model.train(was_training)
         for hook in hooks:
@@ -45,9 +49,15 @@ def macs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.
 
 def dense_macs(architecture: Architecture) -> int:
     """The dense network's MACs per example, from shapes alone: built on the meta device, so it takes no memory
-    and draws no init from the global generator."""
-    with torch.device("meta"):
-        return macs(architecture.build(), architecture.input_shape)
+    and draws no init from the global generator. A forward pass that reads its inputs' values (a transformer's
+    attention mask is checked for padding) cannot run there: that network is built on the CPU, its init drawn
+    from a forked generator."""
+    try:
+        with torch.device("meta"):
+            return macs(architecture.build(), architecture.input_shape)
+    except (NotImplementedError, RuntimeError):
+        with torch.random.fork_rng(devices=[]):
+            return macs(architecture.build(), architecture.input_shape)
 
 
 def parameters(model: nn.Module, followers: dict[str, tuple[str, ...]], masks: M.Masks) -> int:

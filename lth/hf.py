@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from lth.inputs import Shape
+
 
 def is_transformer(builder: Any) -> bool:
     """Whether `builder` is a `transformers` model class (checked by its bases' names: transformers stays unimported
@@ -23,12 +25,12 @@ def is_transformer(builder: Any) -> bool:
     return isinstance(builder, type) and any(base.__name__ == "PreTrainedModel" for base in builder.__mro__)
 
 
-def build(builder: type, kwargs: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build(builder: type, kwargs: dict[str, Any], input_shape: Shape, num_classes: int) -> nn.Module:
     """The model of `builder`'s own config class with `kwargs`, sized for the dataset: its class count, and, where the
     config has them (vision models), the images' channels and height × width."""
     config = builder.config_class(**kwargs)
     config.num_labels = num_classes
-    if len(input_shape) == 3 and hasattr(config, "num_channels") and hasattr(config, "image_size"):
+    if isinstance(input_shape, tuple) and len(input_shape) == 3 and hasattr(config, "num_channels") and hasattr(config, "image_size"):
         config.num_channels, config.image_size = input_shape[0], tuple(input_shape[1:])
     return builder(config)
 

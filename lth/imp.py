@@ -132,7 +132,7 @@ class Run:
 
     def scoring(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> Scoring:
         return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.net.unit.structure, self.rewound_weights, self.net.plain, self.first_batch,
-                       tuple(self.net.spec.input_shape))
+                       self.net.spec.input_shape)
 
     def prune(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> M.Masks:
         """The experiment's method and ranking applied to a network's state (`lth.pruning.level_masks`)."""

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from lth import distributed
 from lth import masks as M
 from lth.config import TrainConfig
+from lth.inputs import Inputs, call, side_by_side, size
 from lth.models import logits, prunable_names
 from lth.steps import Steps
 
@@ -188,18 +189,18 @@ class MaskedModule(L.LightningModule):
 
     # -- training ------------------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [B, K, classes] for the K runs' inputs side by side, [B, K·C, ...]."""
-        return logits(self.model(x)).view(len(x), self.pack, self.num_classes)
+    def forward(self, x: Inputs) -> torch.Tensor:
+        """Logits [B, K, classes] for the K runs' inputs side by side, [B, K·C, ...] (or a dict of one run's, `lth.inputs`)."""
+        return logits(call(self.model, x)).view(size(x), self.pack, self.num_classes)
 
-    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+    def evaluate(self, x: Inputs) -> torch.Tensor:
         """Logits [B, K, classes] for inputs [B, C, ...] that all K runs see (validation and test)."""
-        return self(x.repeat(1, self.pack, *[1] * (x.dim() - 2)))
+        return self(side_by_side(x, self.pack))
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def losses(self, x: Inputs, y: torch.Tensor) -> torch.Tensor:
         """Each run's mean training cross-entropy (label-smoothed as `train.label_smoothing` says), [K]; y is [B, K]."""
         smoothing = self.train_cfg.label_smoothing
-        return F.cross_entropy(self(x).flatten(0, 1), y.flatten(), reduction="none", label_smoothing=smoothing).view(len(x), self.pack).mean(0)
+        return F.cross_entropy(self(x).flatten(0, 1), y.flatten(), reduction="none", label_smoothing=smoothing).view(len(y), self.pack).mean(0)
 
     def configure_optimizers(self):
         # NHWC convolution kernels, cuDNN's and oneDNN's: a ResNet-20 step takes 2.6 ms instead of 3.9 (captured,
@@ -220,9 +221,11 @@ class MaskedModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(rate, self.steps, cfg))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _step(self, optimizer: torch.optim.Optimizer, x: Inputs, y: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        losses = self._train_losses(x, y)
+        # Dict inputs (token batches) run eagerly: padded to each batch's longest, their shapes change at every step,
+        # and the compiled loss would compile again for each new length.
+        losses = (self._train_losses if isinstance(x, torch.Tensor) else self.losses)(x, y)
         loss = losses.sum()  # the runs share no parameter, so each gets the gradient of its own loss
         if self.penalty is not None:
             loss = loss + self.penalty(self.model)
@@ -243,8 +246,9 @@ class MaskedModule(L.LightningModule):
         x, y = batch
         optimizer = self.trainer.optimizers[0]
         # Eager: on a CPU; in a warm-up, where a graph would be captured again at every step; across ranks, whose
-        # all-reduce a graph would have to capture too.
-        if x.device.type != "cuda" or self.global_step < self.steps.warmup_steps or distributed.WORLD.size > 1:
+        # all-reduce a graph would have to capture too; for dict inputs, whose padded shapes a graph cannot replay.
+        if (y.device.type != "cuda" or self.global_step < self.steps.warmup_steps or distributed.WORLD.size > 1
+                or not isinstance(x, torch.Tensor)):
             self.last_loss = self._step(optimizer, x, y)
             # Lightning refuses a step that returns nothing across ranks; what it returns is only reported
             # (`backward` below does nothing: the step above has done it).

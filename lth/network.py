@@ -23,7 +23,8 @@ from lth import channels, pruning
 from lth.architecture import Architecture, ModelError
 from lth.data import dataset
 from lth.flops import dense_macs
-from lth.models import init_batch_norm, initialise, prunable_names
+from lth.inputs import Fields
+from lth.models import MODELS, init_batch_norm, initialise, prunable_names
 from lth.packing import auto_pack
 
 if TYPE_CHECKING:
@@ -118,8 +119,8 @@ class Network:
 
     def pack(self, requested: int | None) -> int:
         """How many runs train as one packed network: `requested`, or `auto_pack` for the dense network's size; 1 for
-        a network not written in lth's packing convention."""
-        if not self.architecture.packs:
+        a network not written in lth's packing convention, or fed examples batched by their collate (`lth.user_dataset.Records`)."""
+        if not self.architecture.packs or self.spec.records:
             return 1
         return requested or auto_pack(self.example_macs)
 
@@ -156,13 +157,24 @@ class Network:
 
     def problem(self, pack: int | None, ranks: int) -> str | None:
         """What in the configuration does not fit this network, in one line, or None: a pack for a network that does
-        not pack; its builder fails or builds no module; the pretrained weights do not load into it exactly; batch
+        not pack or for examples batched by their collate; one of lth's own models, which take one tensor, for dict
+        examples; channel pruning of such examples; its builder fails or builds no module; the pretrained weights do not load into it exactly; batch
         norm on several CPU ranks; a pruning glob that matches no layer; nothing to prune; or a method or levels
         that cannot prune it."""
         name, p = self.model.name, self.prune
+        if pack not in (None, 1) and self.spec.records:
+            return f"pack: {self.spec.name}'s examples are batched by their collate, one run at a time: leave pack unset"
         if pack not in (None, 1) and not self.architecture.packs:
             return (f"pack: {name} is not written in lth's packing convention (its builder takes no `pack`); its runs train one at a time: "
                     "leave pack unset")
+        if isinstance(self.spec.input_shape, Fields) and name in MODELS:
+            keys = ", ".join(k for k, _, _ in self.spec.input_shape.fields)
+            return (f"model: {name} takes one input tensor; {self.spec.name}'s examples are dicts of {keys}: "
+                    "name a model that takes them as keywords (a transformers model, or your own by import path)")
+        # Asked of the method without tracing the network (`lth.channels.removable`), which needs one input tensor.
+        if self.spec.records and pruning.method(p).unit(p.method_params, dict).removes_channels:
+            return (f"prune: {p.method} removes channels, found by tracing the network on one input tensor; {self.spec.name}'s examples are "
+                    "batched by their collate (dict or padded inputs): prune its weights")
         try:
             with torch.device("meta"):  # shapes alone, no memory and no init
                 model = self.architecture.build()

@@ -23,6 +23,7 @@ import torch
 from lth import channels, config
 from lth.data import DataModule, EvalBatches, dataset, load_split
 from lth.files import atomic_open, atomic_write
+from lth.inputs import call, side_by_side, size
 from lth.masks import channels_alive
 from lth.models import logits as network_logits
 from lth.models import prunable_names
@@ -128,7 +129,7 @@ def evaluate(states: list[dict[str, torch.Tensor]], cfg: config.Experiment, batc
     model.eval().to(memory_format=torch.channels_last)  # oneDNN's NHWC kernels: 1.6-1.9× ResNet-20 on 2 CPU cores
     correct = torch.zeros(len(states))
     for x, y in batches:
-        logits = network_logits(model(x.repeat(1, len(states), *[1] * (x.dim() - 2)))).view(len(x), len(states), -1)
+        logits = network_logits(call(model, side_by_side(x, len(states)))).view(size(x), len(states), -1)
         correct += (logits.argmax(-1) == y[:, None]).sum(0)
     return (correct / len(batches.x)).tolist()
 

@@ -30,6 +30,7 @@ from lth.config import ConfigError, Experiment, dataset, steps, to_steps
 from lth.data import EVAL_BATCH, EvalBatches, load_split, seeded_generator
 from lth.files import atomic_open, atomic_write
 from lth.imp import Run, run_experiments
+from lth.inputs import call
 from lth.module import MaskedModule
 from lth.preemption import Interrupted, check, stop_on_signals
 from lth.rewinding import start_checkpoint
@@ -68,7 +69,7 @@ def recompute_batch_norm(model: nn.Module, batches) -> None:
         m.momentum = None  # a cumulative average
     model.train()
     for x, _ in batches:
-        model(x)
+        call(model, x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.eval()

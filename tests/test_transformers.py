@@ -47,3 +47,17 @@ def test_the_layers_a_bert_prunes_are_the_ones_chen_et_al_prune():
     per_layer = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense"]
     assert pruned == [f"bert.encoder.layer.{i}.{p}.weight" for i in range(2) for p in per_layer] + ["bert.pooler.dense.weight"]
     assert bert(torch.randint(0, 100, (3, 16))).logits.shape == (3, 2)  # sized by the dataset's class count
+
+
+def test_a_transformer_s_macs_count_each_linear_layer_once_per_token():
+    """A Linear layer on L tokens multiplies its weights L times; the pooler and the classifier, on the [CLS] token,
+    once. (Counted per output channel before: a ViT's layers were counted once per hidden unit, not per token.)"""
+    from lth.flops import macs
+    from lth.inputs import Fields
+
+    kwargs = (("hidden_size", 32), ("num_hidden_layers", 2), ("num_attention_heads", 2), ("intermediate_size", 64), ("vocab_size", 100))
+    for length in (7, 12):
+        shape = Fields((("attention_mask", (length,), "int64"), ("input_ids", (length,), "int64")))
+        bert = Architecture("transformers:BertForSequenceClassification", shape, 2, kwargs).build()
+        encoder = 2 * (4 * 32 * 32 + 2 * 32 * 64)
+        assert macs(bert, shape) == length * encoder + 32 * 32 + 32 * 2

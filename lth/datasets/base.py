@@ -6,23 +6,25 @@ import gzip
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from lth.datasource import MissingDataError
+from lth.inputs import Shape
 
 if TYPE_CHECKING:
     from lth import imagefolder
 
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
+# x_train, y_train, x_test, y_test; inputs that are not one array are held as read (`lth.user_dataset.Records`)
+Arrays = tuple[Any, np.ndarray, Any, np.ndarray]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     load: Callable[[Path], Arrays]
     num_classes: int
-    input_shape: tuple[int, ...]
+    input_shape: Shape  # of one example (`lth.inputs`)
     train_size: int  # before the validation split
     default_val_size: int
     augment: bool = False  # by default, the CIFAR augmentation: 4-pixel padded random crop and horizontal flip
@@ -31,6 +33,7 @@ class DatasetSpec:
     folder: imagefolder.Folder | None = None  # image files (`data.name: imagefolder`), recorded in the run
     stream: Stream | None = None  # served from the files in DataLoader workers, not from memory
     fixed_val: bool = False  # the last `default_val_size` training examples are the validation split the data give
+    records: bool = False  # examples kept as read, batched by their collate (`lth.user_dataset.Records`): one run at a time
     name: str = ""  # as `data.name` says it (set by `register`)
 
 

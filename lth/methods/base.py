@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lth import channels, ranking
+from lth.inputs import Inputs, Shape
 from lth.masks import Masks
 
 State = dict[str, torch.Tensor]  # a network's state, keyed as the network names it (weights, buffers, masks)
@@ -31,8 +32,8 @@ class Scoring:
     # A fresh unpacked network holding a state (its weights times its masks), in train mode; `lth.models.logits` reads
     # its output, whatever form the model returns it in.
     network: Callable[[State], nn.Module]
-    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # the first training batch of the run's data order (inputs, labels)
-    input_shape: tuple[int, ...]  # of one example
+    batch: Callable[[], tuple[Inputs, torch.Tensor]]  # the first training batch of the run's data order (inputs, labels)
+    input_shape: Shape  # of one example (`lth.inputs`)
 
 
 class Method:

@@ -8,6 +8,7 @@ which changes no ranking."""
 import torch
 from torch.nn import functional as F
 
+from lth.inputs import call
 from lth.methods.base import Method
 from lth.models import logits
 
@@ -20,5 +21,5 @@ class SNIP(Method):
         network = scoring.network(state)
         weights = [network.get_parameter(n) for n in scoring.masks]
         x, y = scoring.batch()
-        gradients = torch.autograd.grad(F.cross_entropy(logits(network(x)), y), weights)
+        gradients = torch.autograd.grad(F.cross_entropy(logits(call(network, x)), y), weights)
         return {n: (w * g).detach().abs() for n, w, g in zip(scoring.masks, weights, gradients)}

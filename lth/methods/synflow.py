@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lth.inputs import call, filled
 from lth.methods.base import Method
 from lth.models import logits
 
@@ -34,7 +35,7 @@ class SynFlow(Method):
             for tensor in [*network.parameters(), *network.buffers()]:
                 if tensor.is_floating_point():
                     tensor.abs_()
-        logits(network(torch.ones(1, *scoring.input_shape, dtype=torch.float64))).sum().backward()
+        logits(call(network, filled(scoring.input_shape, 1, 1, torch.float64))).sum().backward()
         return {n: (network.get_parameter(n).grad * network.get_parameter(n)).detach().abs() for n in scoring.masks}
 
     def check(self, params, strategy, shapes, fractions, unit):
