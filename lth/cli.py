@@ -14,7 +14,7 @@ from pathlib import Path
 from lth import preemption
 
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
-       lth sweep SWEEP.yaml [--index I] [--section.key=value ...]
+       lth sweep SWEEP.yaml [--index I | --run] [--section.key=value ...]
        lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
        lth dashboard ENTITY/PROJECT [--group G]
        lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
@@ -275,12 +275,15 @@ def _sweep(argv: list[str]) -> int:
     parser = _Parser(
         prog="lth sweep",
         allow_abbrev=False,
-        description="Without --index: list a grid sweep's points. With it: run point I as `wandb agent` would, "
-        "with no W&B server (logging offline unless WANDB_MODE says otherwise). Further --key=value "
-        "arguments are appended to the point's own.",
+        description="Without --index or --run: list a grid sweep's points. --index I: run point I as `wandb agent` would, "
+        "with no W&B server (logging offline unless WANDB_MODE says otherwise). --run: run every point here, one after "
+        "another; run again after a kill, it finishes what is left. Each point's runs go under out_dir/NAME/POINT, POINT "
+        "naming the settings that vary across the sweep. Further --key=value arguments are appended to every point's own.",
     )
     parser.add_argument("file", type=Path)
-    parser.add_argument("--index", type=int)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--index", type=int)
+    which.add_argument("--run", action="store_true")
     args, extra = parser.parse_known_args(argv)
     from lth import config, sweep
 
@@ -292,16 +295,19 @@ def _sweep(argv: list[str]) -> int:
         config.parse_overrides(extra)
     except config.ConfigError as err:
         return _fail(str(err))
-    if args.index is None:
-        for i, point in enumerate(points):
-            print(f"{i}: {sweep.pasteable(sweep.command(spec, point) + extra)}")
-        print(f"{len(points)} grid points: sbatch --array=0-{len(points) - 1} slurm/array.sbatch {args.file}")
+    names = sweep.point_names(spec, points)
+    commands = [sweep.command(spec, point) + ([f"--point={name}"] if name else []) + extra for point, name in zip(points, names)]
+    if args.index is None and not args.run:
+        for i, argv in enumerate(commands):
+            print(f"{i}: {sweep.pasteable(argv)}")
+        print(f"{len(points)} grid points: sbatch --array=0-{len(points) - 1} slurm/array.sbatch {args.file}   (or here: lth sweep {args.file} --run)")
         return 0
-    argv = sweep.command(spec, points[args.index]) + extra
-    if shutil.which(argv[0]) is None:
-        return _fail(f"{args.file}: its command runs {argv[0]!r}, which is not a program on this PATH")
-    print(f"[lth] grid point {args.index}/{len(points) - 1}: {sweep.pasteable(argv)}", file=sys.stderr, flush=True)
-    os.execvpe(argv[0], argv, sweep.environment(spec))  # the run replaces this process: signals reach it directly
+    if shutil.which(commands[0][0]) is None:
+        return _fail(f"{args.file}: its command runs {commands[0][0]!r}, which is not a program on this PATH")
+    if args.index is not None:
+        print(f"[lth] grid point {args.index}/{len(points) - 1}: {sweep.pasteable(commands[args.index])}", file=sys.stderr, flush=True)
+        os.execvpe(commands[args.index][0], commands[args.index], sweep.environment(spec))  # the run replaces this process: signals reach it
+    return sweep.run_all(commands, names, points, sweep.environment(spec))
 
 
 def _data(argv: list[str]) -> int:

@@ -172,6 +172,10 @@ class Experiment:
     # packed network (`lth.models`); null: `lth.packing.auto_pack`. It does not change what a run computes
     # beyond float rounding, so it is not part of the run's identity.
     pack: int | None = None
+    # The sweep point the run belongs to (`lth sweep` sets it: the settings that vary across the sweep, as
+    # `prune.rewind=500it,prune.fraction=0.2`): its run folders and report live under out_dir/name/point/. Where the
+    # run is written, not what it computes: not part of its identity.
+    point: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -253,13 +257,13 @@ class Experiment:
         return f"{self.name}-{_digest(identity)[:8]}"
 
     def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name / self.run_id()
+        return Path(self.out_dir) / self.name / (self.point or "") / self.run_id()
 
 
 # Never part of a run's identity: where it is written, logged and packed, which arms and how many levels this
 # invocation trains, how often it checkpoints, on how many threads and decoding processes, and where data is
 # read and cached from (a run moved to a node with a local copy of its data continues).
-NOT_IN_IDENTITY = ("out_dir", "arms", "name", "wandb", "pack", "plugins", "model.weights", "prune.levels", "data.root", "data.cache", "data.workers",
+NOT_IN_IDENTITY = ("out_dir", "arms", "name", "point", "wandb", "pack", "plugins", "model.weights", "prune.levels", "data.root", "data.cache", "data.workers",
                    "train.checkpoint_every", "train.threads", "train.devices", "train.num_nodes")
 # The settings that made up every run's identity before settings at their default were left out of it: they
 # stay in at any value, so that run directories made before keep their names. Nothing is ever added here.
@@ -557,6 +561,8 @@ def validate(cfg: Experiment) -> None:
     name = Path(cfg.name)
     if not cfg.name or name.is_absolute() or ".." in name.parts:
         raise ConfigError(f"name: {cfg.name!r} must be a folder name inside out_dir (relative, without '..')")
+    if cfg.point is not None and (not cfg.point or Path(cfg.point).name != cfg.point or cfg.point in (".", "..", "report")):
+        raise ConfigError(f"point: {cfg.point!r} must be one folder name (no '/'; not '.', '..' or 'report')")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed: must lie in [0, 2**63), got {cfg.seed}")
     _writable(cfg.run_dir())  # a new run, or one to extend or repeat

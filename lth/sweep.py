@@ -1,5 +1,7 @@
-"""`lth sweep FILE --index I`: grid point I of a W&B sweep file, run with exactly the command `wandb agent`
-would build, without a W&B server — for SLURM clusters whose compute nodes have no internet.
+"""`lth sweep FILE --index I`: grid point I of a W&B sweep file, run with the command `wandb agent` would build,
+without a W&B server — for SLURM clusters whose compute nodes have no internet; `lth sweep FILE --run`: every
+point, here, one after another (`run_all`). Both add the point's name (`point_names`, `--point`), which puts its
+runs and report in a folder of their own; `wandb agent` has no way to pass it.
 
 The grid is enumerated by W&B's own sweep engine (PyPI `sweeps`, the code behind the W&B server's grid
 search) and the arguments by wandb's own helper, so the offline route and the agent route run the same
@@ -8,14 +10,20 @@ commands in the same order.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lth import preemption
 from lth.config import ConfigError
 
 # What `wandb agent` substitutes for the macros of a sweep's `command` (wandb/wandb_agent.py).
@@ -62,6 +70,28 @@ def grid(sweep: dict[str, Any]) -> list[dict[str, Any]]:
     return [run.config for run in runs]
 
 
+def point_names(sweep: dict[str, Any], points: list[dict[str, Any]]) -> list[str]:
+    """Each point's name: the settings that vary across the sweep and change what a run computes, as `key=value`
+    joined by commas in the sweep file's order (`prune.rewind=500it,prune.fraction=0.2`); "" where none do. Left
+    out: the seed (a point's seeds pool into one mean), and settings that are not part of a run's identity (`arms`:
+    a control follows its ticket in one run directory; levels, threads, ...; `lth.config.NOT_IN_IDENTITY`)."""
+    from lth.config import NOT_IN_IDENTITY
+
+    def named(key: str) -> bool:
+        return key != "seed" and not any(key == k or key.startswith(f"{k}.") for k in NOT_IN_IDENTITY)
+
+    values = [{key: item["value"] for key, item in p.items()} for p in points]  # the engine's {"value": v} per key
+    varying = [key for key in sweep.get("parameters", {}) if named(key) and len({json.dumps(v.get(key), sort_keys=True) for v in values}) > 1]
+    return [",".join(f"{key}={_value(v[key])}" for key in varying) for v in values]
+
+
+def _value(value: Any) -> str:
+    """A setting's value in a folder name: as YAML flow style spells it, without the spaces after ':' and ',' (so that
+    `--point=NAME` reads back as one string), a path's '/' written '_'."""
+    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+    return text.replace(": ", ":").replace(", ", ",").replace("/", "_")
+
+
 def command(sweep: dict[str, Any], point: dict[str, Any]) -> list[str]:
     from wandb.sdk.launch.sweeps import utils
 
@@ -90,3 +120,37 @@ def environment(sweep: dict[str, Any]) -> dict[str, str]:
             env.setdefault(var, str(sweep[key]))
     env.setdefault("WANDB_MODE", "offline")
     return env
+
+
+def run_all(commands: list[list[str]], names: list[str], points: list[dict[str, Any]], env: dict[str, str]) -> int:
+    """`lth sweep FILE --run`: every point's command, in grid order, in a child process each, with a line per point.
+    Each is an ordinary `lth run`, resumable: run again after a kill, a finished point's run finds its levels done
+    and trains nothing. A point that fails (a diverged arm, exit 4) does not stop the others; a kill does (the
+    child's exit by a signal, or SIGINT/SIGTERM here, passed on to it)."""
+    failed: list[int] = []
+    last = len(commands) - 1
+    for i, (argv, name, point) in enumerate(zip(commands, names, points)):
+        what = ", ".join(x for x in (name, *(f"{key} {point[key]['value']}" for key in ("seed", "arms") if key in point)) if x)
+        print(f"[lth] sweep point {i}/{last} ({what}): {pasteable(argv)}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, env=env)
+        try:
+            code = child.wait()
+        except preemption.Interrupted:
+            # SIGTERM or SIGUSR1 sent to this process alone is passed on, so the run checkpoints and stops; a terminal's
+            # Ctrl-C has reached the child already (a second SIGINT would stop it without its checkpoint).
+            if (signum := preemption.RECEIVED[0]) != signal.SIGINT:
+                child.send_signal(signum)
+            code = child.wait()
+        seconds = time.perf_counter() - started
+        if code < 0 or code in (128 + signal.SIGINT, 128 + signal.SIGTERM, preemption.REQUEUE):
+            print(f"[lth] sweep point {i}/{last} stopped (exit {code}) after {seconds:.0f} s; run the same command again to finish the sweep",
+                  file=sys.stderr, flush=True)
+            return 128 - code if code < 0 else code
+        print(f"[lth] sweep point {i}/{last} {'done' if code == 0 else f'failed (exit {code})'} in {seconds:.0f} s", file=sys.stderr, flush=True)
+        if code:
+            failed.append(i)
+    if failed:
+        print(f"[lth] sweep: points {', '.join(map(str, failed))} failed; the others are done", file=sys.stderr, flush=True)
+        return 1
+    return 0
