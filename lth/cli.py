@@ -15,7 +15,7 @@ from lth import preemption
 
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth sweep SWEEP.yaml [--index I | --run] [--section.key=value ...]
-       lth report RUN_DIR... [--out DIR]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
+       lth report RUN_DIR... | SWEEP.yaml [--out DIR] [--level L]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
        lth dashboard ENTITY/PROJECT [--group G]
        lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
        lth stability CONFIG [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--between_levels=true] [--section.key=value ...]
@@ -146,20 +146,30 @@ def _training(work):
 
 
 def _report(argv: list[str]) -> int:
-    parser = _Parser(prog="lth report", description="Aggregate runs (seeds) per arm and level.")
-    parser.add_argument("run_dirs", nargs="*", type=Path)
+    parser = _Parser(prog="lth report", description="Aggregate runs (seeds) per arm and level; runs of several experiments (a sweep's "
+                     "points, given as run directories or as the sweep file) are compared point by point.")
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="run directories, or one sweep file (with the overrides given to lth sweep)")
     parser.add_argument("--out", type=Path, default=Path("report"))
+    parser.add_argument("--level", type=int, help="across points: the level whose accuracy is compared (default: the deepest every point reached)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of --group from W&B instead")
     parser.add_argument("--group", help="the W&B group (lth's default: the study, NAME-<hash>)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    sweep_file = len(args.run_dirs) == 1 and args.run_dirs[0].suffix in (".yaml", ".yml") and args.run_dirs[0].is_file()
+    if extra and not sweep_file:
+        return _fail(f"unrecognized arguments: {' '.join(extra)}")
     if bool(args.wandb) != bool(args.group) or bool(args.wandb) == bool(args.run_dirs):
         return _fail("give run directories, or --wandb ENTITY/PROJECT with --group G")
-    from lth import report
+    from lth import compare, report, sweep
 
-    args.run_dirs = report.run_folders(args.run_dirs)
     try:
+        if sweep_file:
+            args.run_dirs = sweep.run_dirs(args.run_dirs[0], extra)
+        args.run_dirs = report.run_folders(args.run_dirs)
         if args.wandb:
             rows, sources = report.rows_from_wandb(args.wandb, args.group), [f"{args.wandb} group {args.group}"]
+        elif len(compare.points(args.run_dirs)[0]) > 1:
+            print("\n".join(f"wrote {p}" for p in compare.write(args.run_dirs, args.out, args.level)))
+            return 0
         else:
             rows, sources = report.read_rows(args.run_dirs), args.run_dirs
         paths = report.write(report.aggregate(rows), sources, args.out, report.divergences(args.run_dirs))
@@ -295,8 +305,7 @@ def _sweep(argv: list[str]) -> int:
         config.parse_overrides(extra)
     except config.ConfigError as err:
         return _fail(str(err))
-    names = sweep.point_names(spec, points)
-    commands = [sweep.command(spec, point) + ([f"--point={name}"] if name else []) + extra for point, name in zip(points, names)]
+    names, commands = sweep.point_names(spec, points), sweep.commands(spec, points, extra)
     if args.index is None and not args.run:
         for i, argv in enumerate(commands):
             print(f"{i}: {sweep.pasteable(argv)}")

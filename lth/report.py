@@ -101,18 +101,25 @@ def read_rows(run_dirs: list[Path]) -> list[Row]:
     rows, studies = [], {}
     for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):  # `R` and `R/` are one run
         run_dir = RunDir(path)
-        if not run_dir.results.is_file() and (lost := run_dir.divergences()):
-            first = lost[0]
-            raise ValueError(f"{path}: no level of it finished: seed {first['seed']} {first['arm']} at level {first['level']} diverged at step {first['step']} "
-                             f"({first['why']}){f' and {len(lost) - 1} more' if len(lost) > 1 else ''}; nothing to report")
-        if not run_dir.results.is_file():
-            raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
+        lines = reportable(run_dir)
         _one_study(studies, config.load(run_dir.config).study_id(), path)
-        lines = run_dir.rows()
-        if not lines:
-            raise ValueError(f"{run_dir.results} holds no results line yet: nothing to report")
         rows += [(row, str(run_dir.results)) for row in lines]
     return distinct(rows)  # a run copied to a second folder is still one seed
+
+
+def reportable(run_dir: RunDir) -> list[Row]:
+    """A run's results lines; one line of error if it is not a run, or has none to report."""
+    path = run_dir.root
+    if not run_dir.results.is_file() and (lost := run_dir.divergences()):
+        first = lost[0]
+        raise ValueError(f"{path}: no level of it finished: seed {first['seed']} {first['arm']} at level {first['level']} diverged at step {first['step']} "
+                         f"({first['why']}){f' and {len(lost) - 1} more' if len(lost) > 1 else ''}; nothing to report")
+    if not run_dir.results.is_file():
+        raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
+    lines = run_dir.rows()
+    if not lines:
+        raise ValueError(f"{run_dir.results} holds no results line yet: nothing to report")
+    return lines
 
 
 def divergences(run_dirs: list[Path]) -> list[dict]:
@@ -166,7 +173,7 @@ def aggregate(rows: list[Row]) -> dict[tuple[str, int], Cell]:
     }
 
 
-def _arms(cells: dict[tuple[str, int], Cell]) -> list[str]:
+def arms_in(cells: dict[tuple[str, int], Cell]) -> list[str]:
     return [a for a in ARMS if any(arm == a for arm, _ in cells)]
 
 
@@ -182,7 +189,7 @@ def matching_sparsity(cells: dict[tuple[str, int], Cell], arm: str) -> float | N
 
 def summary(cells: dict[tuple[str, int], Cell]) -> str:
     """Per arm, its matching sparsity; per level, the ticket minus each control with a 95% interval."""
-    arms = _arms(cells)
+    arms = arms_in(cells)
     lines = ["Matching sparsity (fewest weights remaining with mean test accuracy at early stop >= dense mean - dense std):", ""]
     for arm in arms:
         found = matching_sparsity(cells, arm)
@@ -199,7 +206,7 @@ def summary(cells: dict[tuple[str, int], Cell]) -> str:
 
 
 def markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str:
-    arms = _arms(cells)
+    arms = arms_in(cells)
     levels = sorted({level for _, level in cells})
     lines = ["| level | weights remaining | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
     for level in levels:
@@ -231,20 +238,28 @@ def cost(cells: dict[tuple[str, int], Cell]) -> str:
 def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     """One line per arm with a ±1 std band over seeds, against percent of weights remaining on a log axis
     (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed."""
-    import matplotlib.ticker
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, nothing kept alive after saving
 
     fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    for arm in _arms(cells):
+    draw_arms(fig.subplots(), cells, field, ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str) -> None:
+    """`figure`'s drawing, on one set of axes (a panel of `lth.compare`'s figure too)."""
+    import matplotlib.ticker
+
+    for arm in arms_in(cells):
         points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, at), c in cells.items() if a == arm and at > 0 and getattr(c, field)),
                         reverse=True)
         if not points:
             continue
         x = [p for p, _ in points]
         mean = [s.mean for _, s in points]
-        ax.plot(x, mean, marker="o", markersize=3, label=arm)
-        ax.fill_between(x, [s.mean - s.std for _, s in points], [s.mean + s.std for _, s in points], alpha=0.2)
+        ax.plot(x, mean, marker="o", markersize=3, label=arm, color=f"C{list(ARMS).index(arm) % 10}")  # an arm's colour in every panel
+        ax.fill_between(x, [s.mean - s.std for _, s in points], [s.mean + s.std for _, s in points], alpha=0.2,
+                        color=f"C{list(ARMS).index(arm) % 10}")
     if ("ticket", 0) in cells and getattr(cells["ticket", 0], field):
         ax.axhline(getattr(cells["ticket", 0], field).mean, color="black", linestyle="--", linewidth=1, label="dense")
     ax.set_xscale("log")
@@ -252,13 +267,12 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     ax.set_xticks(levels[:: -(-len(levels) // 10)])  # the levels themselves, at most about ten of them (`write` draws none without)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.invert_xaxis()
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    return fig
 
 
 FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"),
@@ -271,7 +285,7 @@ GAP = ("## Generalisation gap at the early-stopping step (mean ± std over seeds
 def layers(cells: dict[tuple[str, int], Cell]) -> str:
     """Each layer's weights remaining at the deepest level of every arm: which layers pruning empties first (under
     global pruning a layer's rate is the ranking's, not a setting)."""
-    arms = [a for a in _arms(cells) if any(arm == a and level > 0 for arm, level in cells)]
+    arms = [a for a in arms_in(cells) if any(arm == a and level > 0 for arm, level in cells)]
     if not arms:
         return "Only the dense network was trained."
     last = {a: max(level for arm, level in cells if arm == a) for a in arms}

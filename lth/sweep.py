@@ -92,6 +92,27 @@ def _value(value: Any) -> str:
     return text.replace(": ", ":").replace(", ", ",").replace("/", "_")
 
 
+def commands(sweep: dict[str, Any], points: list[dict[str, Any]], extra: list[str]) -> list[list[str]]:
+    """Every point's command as `lth sweep` runs it: the agent's (`command`), its point's name (`--point`), then `extra`."""
+    return [command(sweep, point) + ([f"--point={name}"] if name else []) + extra for point, name in zip(points, point_names(sweep, points))]
+
+
+def run_dirs(path: str | Path, extra: list[str]) -> list[Path]:
+    """The run directories of a sweep's `lth run` points that have results (`lth report SWEEP.yaml`), as the commands of
+    `lth sweep` name them (with `extra`: the same overrides given to `lth sweep`)."""
+    from lth import config
+
+    spec = load(path)
+    found = []
+    for argv in commands(spec, grid(spec), extra):
+        if argv[1:2] != ["run"]:
+            raise ConfigError(f"{path}: its points run `{' '.join(argv[:2])}`; lth report compares the points of `lth run` sweeps")
+        found += [cfg.run_dir() for cfg in config.load_seeds(argv[2], argv[3:]) if (cfg.run_dir() / "results.jsonl").is_file()]
+    if not found:
+        raise ConfigError(f"{path}: none of its points has results yet (lth sweep {path} --run)")
+    return list(dict.fromkeys(found))
+
+
 def command(sweep: dict[str, Any], point: dict[str, Any]) -> list[str]:
     from wandb.sdk.launch.sweeps import utils
 

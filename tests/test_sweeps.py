@@ -169,3 +169,9 @@ def test_sweep_run_runs_every_point_once_and_finishes_the_rest_after_a_kill(tmp_
         assert sorted((r["level"], r["arm"]) for r in rows) == [(0, "ticket"), (1, "reinit"), (1, "ticket")]
         assert {r["rewind_step"] for r in rows} == {0 if point.endswith("=0") else 7}
     assert (runs / "prune.rewind=7it" / "report" / "report.md").is_file() and (runs / "prune.rewind=0" / "report" / "report.md").is_file()
+    # The sweep file names its points' run directories: one comparison of both (`lth.compare`).
+    report = subprocess.run([sys.executable, "-m", "lth.cli", "report", str(tmp_path / "rewind.yaml"), *small, "--out", str(tmp_path / "compared")],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=Path.cwd())
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "compared" / "report.md").read_text()
+    assert "| 0 | `0` | 1 |" in text and "| 1 | `7it` | 1 |" in text and "- `train.threads`" not in text

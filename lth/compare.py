@@ -1,0 +1,214 @@
+"""`lth report` across a study's points: runs of several experiments (a sweep's points, or any runs that differ in
+more than their seed) compared in one report, for the questions that are comparisons across settings: which rewind
+point finds tickets (Frankle et al. 2020, Figure 4 plots accuracy against the rewind iteration), which pruning rate,
+global against layerwise, which method at the same sparsity.
+
+A point is the runs that differ only in their seed (one study, `lth.config.Experiment.study_id`); its name is the
+settings in which it differs from the other points, and the settings all points share are said once. Points are
+compared on one sparsity axis, so they must prune the same network on the same data: runs of different models or
+datasets are refused in one line (report them separately), rather than drawn on axes where their "weights
+remaining" mean different things.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy import stats
+
+from lth import config
+from lth.files import atomic_open, atomic_write
+from lth.report import ACCURACY, Cell, Stat, aggregate, arms_in, draw_arms, matching_sparsity, reportable
+from lth.run_dir import RunDir, distinct
+
+# Settings that make runs incomparable on one sparsity axis (module docstring).
+INCOMPARABLE = ("model.name", "model.kwargs", "data.name")
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str  # its differing settings, `key=value` joined by commas
+    settings: dict  # those settings
+    run_dirs: tuple[Path, ...]
+    cells: dict[tuple[str, int], Cell]
+
+
+def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
+    """The points among `run_dirs` (one per study), in order (`_order`), and the settings they all share."""
+    studies: dict[str, tuple[dict, list[Path]]] = {}
+    for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):
+        reportable(RunDir(path))
+        settings = _flatten(config.load(RunDir(path).config).identity())
+        settings.pop("seed")
+        studies.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(path)
+    every = [settings for settings, _ in studies.values()]
+    keys = list(dict.fromkeys(key for settings in every for key in settings))
+    differ = [key for key in keys if len({json.dumps(s.get(key), sort_keys=True, default=str) for s in every}) > 1]
+    if incomparable := [key for key in differ if key in INCOMPARABLE or key.startswith(("model.kwargs.", "code."))]:
+        values = sorted({json.dumps(s.get(incomparable[0]), default=str) for s in every})
+        raise ValueError(f"these runs differ in {incomparable[0]} ({', '.join(values)}): their sparsities are of different networks or data, "
+                         "not one axis to compare on; report them separately")
+    out = []
+    for settings, dirs in studies.values():
+        rows = distinct([(row, str(RunDir(d).results)) for d in dirs for row in RunDir(d).rows()])
+        mine = {key: settings.get(key) for key in differ}
+        out.append(Point(",".join(f"{k}={_text(v)}" for k, v in mine.items()), mine, tuple(dirs), aggregate(rows)))
+    shared = {key: value for key, value in every[0].items() if key not in differ}
+    return [out[i] for i in _order(out, differ)], shared
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "layer_fractions":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def interval(stat: Stat) -> str:
+    """Mean and 95% interval of the mean over seeds (Student's t); the mean alone for one seed."""
+    if stat.n < 2:
+        return f"{stat.mean:.4f} (n=1)"
+    half = stats.t.ppf(0.975, stat.n - 1) * stat.std / math.sqrt(stat.n)
+    return f"{stat.mean:.4f} [{stat.mean - half:.4f}, {stat.mean + half:.4f}] (n={stat.n})"
+
+
+def tables(point: Point) -> str:
+    cells, arms = point.cells, arms_in(point.cells)
+    lines = ["| level | weights remaining | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
+    for level in sorted({level for _, level in cells}):
+        remaining = cells.get(("ticket", level)) or next(c for (_, at), c in cells.items() if at == level)
+        entries = [interval(cells[arm, level].test_acc_at_early_stop) if (arm, level) in cells else "" for arm in arms]
+        lines.append(f"| {level} | {remaining.weights_remaining:.2%} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def level_to_compare(found: list[Point], level: int | None) -> int:
+    """The level the across-points figure reads: `level`, or the deepest level every point's ticket reached."""
+    common = set.intersection(*({lv for arm, lv in p.cells if arm == "ticket"} for p in found))
+    if level is not None:
+        if level not in common:
+            raise ValueError(f"--level {level}: not a level every point's ticket reached ({', '.join(map(str, sorted(common))) or 'none'})")
+        return level
+    return max(common, default=0)
+
+
+def write(run_dirs: list[Path], out: Path, level: int | None = None) -> list[Path]:
+    found, shared = points(run_dirs)
+    level = level_to_compare(found, level)
+    arms = [a for a in dict.fromkeys(a for p in found for a in arms_in(p.cells))]
+    out.mkdir(parents=True, exist_ok=True)
+    shared_lines = "\n".join(f"- `{key}`: `{_text(value)}`" for key, value in shared.items())
+    differ = list(found[0].settings)
+    header = "| point | " + " | ".join(f"`{k}`" for k in differ) + " | runs (seeds) |\n" + "|---" * (len(differ) + 2) + "|\n"
+    header += "\n".join(f"| {i} | " + " | ".join(f"`{_text(v)}`" for v in p.settings.values()) + f" | {len(p.run_dirs)} |" for i, p in enumerate(found))
+    matching = "| point | " + " | ".join(arms) + " |\n" + "|---" * (len(arms) + 1) + "|\n" + "\n".join(
+        f"| {i} | " + " | ".join(_matching(p, arm) for arm in arms) + " |" for i, p in enumerate(found))
+    at_level = "| point | weights remaining | " + " | ".join(arms) + " |\n" + "|---" * (len(arms) + 2) + "|\n" + "\n".join(
+        f"| {i} | {_remaining(p, level)} | " + " | ".join(interval(p.cells[a, level].test_acc_at_early_stop) if (a, level) in p.cells else "" for a in arms)
+        + " |" for i, p in enumerate(found))
+    per_point = "\n\n".join(f"### Point {i}: {p.name}\n\n{tables(p)}" for i, p in enumerate(found))
+    sources = "\n".join(f"- `{'/'.join(d.parts[-3:])}`" for p in found for d in p.run_dirs)
+    atomic_write(out / "report.md", (
+        f"# Lottery-ticket comparison across {len(found)} points\n\n"
+        "Test accuracy at the early-stopping step (Frankle & Carbin 2019, §2), mean and 95% interval of the mean over seeds "
+        "(Student's t).\n\n"
+        f"## What differs\n\n{header}\n\n## What every point shares\n\n{shared_lines}\n\n"
+        f"## At level {level}\n\nEach arm at the deepest level every point's ticket reached (`lth report --level L` chooses another).\n\n"
+        f"{at_level}\n\n![accuracy at level {level} against the point](points.png)\n\n"
+        "## Matching sparsity\n\nThe fewest weights remaining at which the arm's mean accuracy is at least its point's dense mean minus "
+        f"its std over seeds (Renda et al. 2020).\n\n{matching}\n\n"
+        f"## Each point\n\n![accuracy against weights remaining, one panel per point](panels.png)\n\n{per_point}\n\n"
+        f"Runs:\n{sources}\n"
+    ).encode())
+    paths = [out / "report.md"]
+    for name, fig in (("points.png", _points_figure(found, arms, level)), ("panels.png", _panels(found))):
+        with atomic_open(out / name) as handle:
+            fig.savefig(handle, format="png", dpi=120)
+        paths.append(out / name)
+    return paths
+
+
+def _matching(point: Point, arm: str) -> str:
+    found = matching_sparsity(point.cells, arm)
+    return "" if not any(a == arm for a, _ in point.cells) else "none" if found is None else f"{found:.2%}"
+
+
+def _remaining(point: Point, level: int) -> str:
+    cell = point.cells.get(("ticket", level))
+    return f"{cell.weights_remaining:.2%}" if cell else ""
+
+
+def _order(found: list[Point], differ: list[str]) -> list[int]:
+    """The points' order in tables and along the figure's x axis: by the rewind step where the rewind point differs
+    (as Frankle et al. 2020 plot it), by value where the one differing setting is a number, else as first given."""
+    if differ == ["prune.rewind"]:
+        return sorted(range(len(found)), key=lambda i: statistics.fmean(r for r in _rewind_steps(found[i])))
+    if len(differ) == 1 and all(isinstance(p.settings[differ[0]], (int, float)) for p in found):
+        return sorted(range(len(found)), key=lambda i: found[i].settings[differ[0]])
+    return list(range(len(found)))
+
+
+def _rewind_steps(point: Point) -> list[int]:
+    return [row.rewind_step for d in point.run_dirs for row in RunDir(d).rows()]
+
+
+def _points_figure(found: list[Point], arms: list[str], level: int):
+    """Each arm's accuracy at `level` against the point, with its 95% interval; the dense networks' as a band."""
+    from matplotlib.figure import Figure
+
+    from lth.arms import ARMS
+
+    order = range(len(found))
+    fig = Figure(figsize=(max(6.4, 1.1 * len(found) + 2), 4.2))
+    ax = fig.subplots()
+    x = list(range(len(order)))
+    for arm in arms:
+        xs, means, halves = [], [], []
+        for at, i in enumerate(order):
+            if (arm, level) in found[i].cells:
+                stat = found[i].cells[arm, level].test_acc_at_early_stop
+                xs.append(at)
+                means.append(stat.mean)
+                halves.append(stats.t.ppf(0.975, stat.n - 1) * stat.std / math.sqrt(stat.n) if stat.n > 1 else 0.0)
+        ax.errorbar(xs, means, yerr=halves, marker="o", markersize=4, capsize=3, label=arm, color=f"C{list(ARMS).index(arm) % 10}")
+    dense = [found[i].cells["ticket", 0].test_acc_at_early_stop.mean for i in order if ("ticket", 0) in found[i].cells]
+    if dense and level > 0:
+        ax.axhspan(min(dense), max(dense), color="black", alpha=0.08, label="dense (range over points)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([found[i].name.replace(",", "\n") for i in order], fontsize=8)
+    remaining = _remaining(found[order[0]], level)
+    ax.set_title(f"level {level}" + (f" ({remaining} of weights remaining)" if remaining else ""), fontsize=10)
+    ax.set_ylabel("test accuracy at early stop")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _panels(found: list[Point]):
+    """One panel per point on shared axes: each arm's accuracy against weights remaining (`lth.report.figure`)."""
+    from matplotlib.figure import Figure
+
+    columns = min(3, len(found))
+    rows = -(-len(found) // columns)
+    fig = Figure(figsize=(4.2 * columns, 3.4 * rows))
+    axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).flatten()
+    for ax, point in zip(axes, found):
+        if any(level > 0 for _, level in point.cells):
+            draw_arms(ax, point.cells, ACCURACY, "test accuracy at early stop")
+        ax.set_title(point.name, fontsize=9)
+    for ax in axes[len(found):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,91 @@
+"""`lth report` across a sweep's points (`lth.compare`): its numbers are the results lines', its figures put the points
+in order, and runs that cannot share one sparsity axis are refused in one line."""
+
+import json
+import math
+import statistics
+
+import pytest
+from scipy import stats
+from test_report import _fake_run
+
+from lth import cli, compare
+
+# Two seeds of two rewind points; the ticket holds up at level 2 only when rewound late, as in Frankle et al. (2020).
+ACCS = {
+    "25it": [{("ticket", 0): 0.90, ("ticket", 1): 0.91, ("reinit", 1): 0.85, ("ticket", 2): 0.92, ("reinit", 2): 0.80},
+             {("ticket", 0): 0.92, ("ticket", 1): 0.93, ("reinit", 1): 0.83, ("ticket", 2): 0.90, ("reinit", 2): 0.82}],
+    "0": [{("ticket", 0): 0.91, ("ticket", 1): 0.88, ("reinit", 1): 0.84, ("ticket", 2): 0.81, ("reinit", 2): 0.79},
+          {("ticket", 0): 0.90, ("ticket", 1): 0.86, ("reinit", 1): 0.85, ("ticket", 2): 0.83, ("reinit", 2): 0.81}],
+}
+STEPS = {"0": 0, "25it": 25}
+
+
+def _points(tmp_path, extra=()):
+    dirs = []
+    for rewind, seeds in ACCS.items():  # the later rewind point first: the figure orders them by rewind step
+        for seed, accs in enumerate(seeds):
+            path = tmp_path / f"prune.rewind={rewind}" / f"seed{seed}"
+            _fake_run(path, seed, accs, [f"--prune.rewind={rewind}", "--train.lr=0.01", *extra])
+            lines = [json.loads(line) | {"rewind_step": STEPS[rewind]} for line in (path / "results.jsonl").read_text().splitlines()]
+            (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+            dirs.append(path)
+    return dirs
+
+
+def _interval(values):
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return f"{statistics.fmean(values):.4f} [{statistics.fmean(values) - half:.4f}, {statistics.fmean(values) + half:.4f}] (n={len(values)})"
+
+
+def test_the_comparison_s_numbers_are_the_results_lines(tmp_path, capsys):
+    dirs = _points(tmp_path / "runs")
+    assert cli.main(["report", *map(str, dirs), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| point | `prune.rewind` | runs (seeds) |" in text and "| 0 | `0` | 2 |" in text and "| 1 | `25it` | 2 |" in text  # by rewind step
+    shared = text.split("## What every point shares")[1].split("##")[0]
+    assert "- `train.lr`: `0.01`" in shared and "`prune.rewind`" not in shared and "`seed`" not in shared  # said once, not per point
+    at_level = text.split("## At level 2")[1].split("##")[0]
+    for i, rewind in enumerate(("0", "25it")):
+        for arm in ("ticket", "reinit"):
+            row = next(line for line in at_level.splitlines() if line.startswith(f"| {i} |"))
+            assert _interval([seed[arm, 2] for seed in ACCS[rewind]]) in row
+    matching = text.split("## Matching sparsity")[1].split("##")[0]
+    # Point 1 (rewind 25it): dense mean 0.91, std 0.0141; the ticket matches at level 2 (0.8**2), reinit nowhere.
+    assert "| 0 | none | none |" in matching and "| 1 | 64.00% | none |" in matching
+    for name in ("points.png", "panels.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000
+
+
+def test_the_points_figure_orders_rewind_points_by_step_and_draws_each_arm(tmp_path):
+    found, _ = compare.points(_points(tmp_path / "runs"))
+    fig = compare._points_figure(found, ["ticket", "reinit"], 2)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["prune.rewind=0", "prune.rewind=25it"]
+    ticket = ax.containers[0].lines[0].get_ydata()  # errorbar: the line of its means
+    assert list(ticket) == pytest.approx([statistics.fmean([0.81, 0.83]), statistics.fmean([0.92, 0.90])])
+    panels = compare._panels(found)
+    assert len([a for a in panels.axes if a.get_visible()]) == 2 and panels.axes[0].get_title() == "prune.rewind=0"
+
+
+def test_runs_of_different_models_are_refused_in_one_line(tmp_path, capsys):
+    a = _points(tmp_path / "a")[0]
+    b = tmp_path / "b" / "seed0"
+    _fake_run(b, 0, ACCS["0"][0], ["--model=mnist1d_cnn"])
+    assert cli.main(["report", str(a), str(b), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "these runs differ in model.name" in err and "report them separately" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_level_not_every_point_reached_is_refused(tmp_path, capsys):
+    assert cli.main(["report", *map(str, _points(tmp_path / "runs")), "--level", "5", "--out", str(tmp_path / "out")]) == 2
+    assert "--level 5: not a level every point's ticket reached (0, 1, 2)" in capsys.readouterr().err
+
+
+def test_the_report_folders_among_the_points_are_not_taken_for_runs(tmp_path, capsys):
+    dirs = _points(tmp_path / "runs")
+    for point in {d.parent for d in dirs}:  # as `lth run --point` leaves them: runs/NAME/POINT/report
+        assert cli.main(["report", *map(str, point.glob("seed*")), "--out", str(point / "report")]) == 0
+    assert cli.main(["report", *map(str, (tmp_path / "runs").glob("*/*")), "--out", str(tmp_path / "out")]) == 0
+    assert "| 1 | `25it` | 2 |" in (tmp_path / "out" / "report.md").read_text()
