@@ -16,7 +16,7 @@ from lth import preemption
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
        lth sweep SWEEP.yaml [--index I | --run] [--section.key=value ...]
        lth report RUN_DIR... | SWEEP.yaml [--out DIR] [--level L]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
-       lth dashboard ENTITY/PROJECT [--group G]
+       lth dashboard ENTITY/PROJECT [--group G] [--level L]
        lth export RUN_DIR --level K [--arm A] --out FILE [--sparse]
        lth stability CONFIG [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--between_levels=true] [--section.key=value ...]
        lth sensitivity RUN_DIR [--level L] [--fractions=[0.1,...,0.9]] [--method magnitude|channel]
@@ -187,6 +187,7 @@ def _dashboard(argv: list[str]) -> int:
     )
     parser.add_argument("path", metavar="ENTITY/PROJECT")
     parser.add_argument("--group", help="one study's W&B group (lth's default: NAME-<hash>); all runs of the project without it")
+    parser.add_argument("--level", type=int, help="add each arm's accuracy at this level per group: a sweep's points compared")
     args = parser.parse_args(argv)
     entity, _, project = args.path.partition("/")
     if not entity or not project or "/" in project:
@@ -194,7 +195,7 @@ def _dashboard(argv: list[str]) -> int:
     from lth import dashboard
 
     try:
-        saved = dashboard.build(entity, project, args.group).save()
+        saved = dashboard.build(entity, project, args.group, args.level).save()
     except Exception as err:  # noqa: BLE001 - no login, no network, a server error: one line either way
         return _fail(f"W&B: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
     print(saved.url)

@@ -251,10 +251,11 @@ class Experiment:
         return f"{self.model.name}-{self.data.name}-seed{self.seed}-{_digest(self.identity())[:10]}"
 
     def study_id(self) -> str:
-        """The study a run belongs to: its identity but for the seed. Runs of one study pool into error bars."""
+        """The study a run belongs to: its identity but for the seed. Runs of one study pool into error bars. Its name
+        says the sweep point too (W&B's group: `lth dashboard` tells a sweep's points apart by it)."""
         identity = self.identity()
         identity.pop("seed")
-        return f"{self.name}-{_digest(identity)[:8]}"
+        return f"{self.name}{f'/{self.point}' if self.point else ''}-{_digest(identity)[:8]}"
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name / (self.point or "") / self.run_id()

@@ -2,7 +2,8 @@
 with W&B's own report library (PyPI `wandb-workspaces`), from the metrics `lth.tracking` logs.
 
 Each W&B run is one seed of one study; the report groups the runs by W&B group (lth's default group is the
-study) so every line is a mean over seeds with a ±1 std band, like `lth report`'s figures.
+study, named with its sweep point) so every line is a mean over seeds with a ±1 std band, like `lth report`'s
+figures, and a sweep's points in one project are its groups, each with its own lines.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from lth.arms import ARMS
 from lth.report import ACCURACY
 
 
-def build(entity: str, project: str, group: str | None = None):
+def build(entity: str, project: str, group: str | None = None, level: int | None = None):
+    """The report; `level`: with a bar panel of each arm's accuracy at that level per W&B group, which for a sweep's
+    points (each its own group, `lth.config.Experiment.study_id`) is `lth report`'s comparison across points."""
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
@@ -32,6 +35,11 @@ def build(entity: str, project: str, group: str | None = None):
         per_arm("test_acc", "Test accuracy at the final weights", "test accuracy (final)"),
         wr.WeavePanelSummaryTable(table_name="results"),
     ]
+    if level is not None:
+        panels.insert(1, wr.BarPlot(
+            title=f"Test accuracy at the early-stopping step at level {level}, per point", metrics=[f"level_{level:02d}/{arm}/{ACCURACY}" for arm in ARMS],
+            orientation="v", groupby_aggfunc="mean", groupby_rangefunc="stddev", title_y="test accuracy at early stop",
+        ))
     return wr.Report(
         entity=entity, project=project, title=f"Lottery tickets against their controls: {group or project}",
         description="Ticket, reinit, random pruning, Scratch-B, fine-tuning and LR rewinding, mean ± std over seeds.",

@@ -34,3 +34,20 @@ def test_bad_arguments_and_an_unreachable_wandb_are_one_line(monkeypatch, capsys
     assert cli.main(["dashboard", "me/lth-study", "--group", "g"]) == 2
     err = capsys.readouterr().err
     assert err == "lth: error: W&B: could not reach api.wandb.ai\n"
+
+
+def test_a_sweep_s_points_are_its_groups_and_a_level_compares_them():
+    """Each point of a sweep is its own W&B group (its study, named with the point); `--level` adds each arm's
+    accuracy at that level per group, mean ± std over seeds: `lth report`'s comparison across points."""
+    from conftest import TINY
+
+    from lth import config
+
+    groups = {config.load(None, [*TINY, f"--prune.rewind={k}", f"--point=prune.rewind={k}"]).study_id() for k in ("0", "7it")}
+    assert {g.rpartition("-")[0] for g in groups} == {"experiment/prune.rewind=0", "experiment/prune.rewind=7it"}
+    assert config.load(None, TINY).study_id().startswith("experiment-")  # a run outside a sweep: its group as before
+    grid = dashboard.build("me", "lth-study", level=2).blocks[1]
+    (bars,) = [p for p in grid.panels if isinstance(p, wr.BarPlot)]
+    assert bars.metrics == [f"level_02/{arm}/test_acc_at_early_stop" for arm in ARMS] and grid.runsets[0].groupby == ["Group"]
+    assert (bars.groupby_aggfunc, bars.groupby_rangefunc) == ("mean", "stddev")
+    assert not [p for p in dashboard.build("me", "lth-study").blocks[1].panels if isinstance(p, wr.BarPlot)]
