@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import without_timing
 
-from lth import cli, config, data, plugins, user_dataset
+from lth import cli, config, data, export, plugins, user_dataset
 from lth.imp import Run
 
 QUICKSTART = str(Path("experiments/quickstart.yaml").resolve())
@@ -285,6 +285,13 @@ def test_dict_batches_padded_by_the_data_s_collate_train_and_evaluate(mydata):
     assert rows[0]["test_acc"] > 0.75 and all(r["train_acc"] is not None for r in rows)  # counting 7s against 8s; a guess is 0.6
     assert {8, 24} <= set(sys.modules["mydata"].PADDED)  # padded to each batch's longest, not one length
     assert rows[1]["weights_remaining"] < 1 and rows[1]["macs"] < rows[0]["macs"]
+    # What reads a trained run works on its dict inputs too: the export's check of its outputs, and the sensitivity scan.
+    (run_dir,) = (path.parent for path in (mydata / "runs").rglob("results.jsonl"))
+    assert cli.main(["export", str(run_dir), "--level=1", f"--out={mydata / 'ticket.pt'}"]) == 0
+    network = export.load(mydata / "ticket.pt")
+    batch = sys.modules["mydata"].pad([sys.modules["mydata"].Sequences(3, 5)[i][0] for i in range(3)])
+    assert network(**batch).shape == (3, 2)
+    assert cli.main(["sensitivity", str(run_dir), "--level=1", "--fractions=[0.5]"]) == 0
 
 
 def test_dict_examples_are_drawn_in_the_order_of_the_same_data_as_arrays(mydata):
