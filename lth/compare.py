@@ -170,7 +170,7 @@ def _points_figure(found: list[Point], arms: list[str], level: int):
     from lth.arms import ARMS
 
     order = range(len(found))
-    fig = Figure(figsize=(max(6.4, 1.1 * len(found) + 2), 4.2))
+    fig = Figure(figsize=(max(7.6, 1.1 * len(found) + 3.2), 4.2))
     ax = fig.subplots()
     x = list(range(len(order)))
     for arm in arms:
@@ -182,16 +182,16 @@ def _points_figure(found: list[Point], arms: list[str], level: int):
                 means.append(stat.mean)
                 halves.append(stats.t.ppf(0.975, stat.n - 1) * stat.std / math.sqrt(stat.n) if stat.n > 1 else 0.0)
         ax.errorbar(xs, means, yerr=halves, marker="o", markersize=4, capsize=3, label=arm, color=f"C{list(ARMS).index(arm) % 10}")
-    dense = [found[i].cells["ticket", 0].test_acc_at_early_stop.mean for i in order if ("ticket", 0) in found[i].cells]
+    dense = [(at, found[i].cells["ticket", 0].test_acc_at_early_stop.mean) for at, i in enumerate(order) if ("ticket", 0) in found[i].cells]
     if dense and level > 0:
-        ax.axhspan(min(dense), max(dense), color="black", alpha=0.08, label="dense (range over points)")
+        ax.plot([at for at, _ in dense], [mean for _, mean in dense], color="black", linestyle="--", linewidth=1, label="dense (level 0)")
     ax.set_xticks(x)
     ax.set_xticklabels([found[i].name.replace(",", "\n") for i in order], fontsize=8)
     remaining = _remaining(found[order[0]], level)
     ax.set_title(f"level {level}" + (f" ({remaining} of weights remaining)" if remaining else ""), fontsize=10)
     ax.set_ylabel("test accuracy at early stop")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: error bars fill them
     fig.tight_layout()
     return fig
 
@@ -204,9 +204,11 @@ def _panels(found: list[Point]):
     rows = -(-len(found) // columns)
     fig = Figure(figsize=(4.2 * columns, 3.4 * rows))
     axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).flatten()
-    for ax, point in zip(axes, found):
+    for i, (ax, point) in enumerate(zip(axes, found)):
         if any(level > 0 for _, level in point.cells):
             draw_arms(ax, point.cells, ACCURACY, "test accuracy at early stop")
+            if i:  # one legend: the arms' colours are the same in every panel
+                ax.get_legend().remove()
         ax.set_title(point.name, fontsize=9)
     for ax in axes[len(found):]:
         ax.set_visible(False)
