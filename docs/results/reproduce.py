@@ -55,6 +55,10 @@ EVIDENCE = {
     "pretrained_mnist1d": (["run", "experiments/quickstart.yaml", f"--model.weights={PRETRAINED}", "--arms=[ticket,reinit,random_prune]",
                             "--name=pretrained_mnist1d"], "results.jsonl"),
     "vit_cifar10_jpeg": (["run", "experiments/vit_cifar10.yaml", *CIFAR_JPEG, "--name=vit_cifar10_jpeg"], "results.jsonl"),
+    # Which rewind point finds tickets: a sweep of the quickstart, every point run here (`lth sweep --run`), compared in one report.
+    "quickstart_rewind": (["sweep", "sweeps/quickstart_rewind.yaml", "--run"], "results.jsonl"),
+    # A small BERT on real text (movie-review polarity), a dataset of the user's own kind with padded token batches (`fetch_vader`).
+    "bert_movie_reviews": (["run", "experiments/bert_movie_reviews.yaml"], "results.jsonl"),
     "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
                                "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=150it",
                                "--train.checkpoint_every=150it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
@@ -92,24 +96,35 @@ def pretrain() -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, str(REPO / PRETRAINED))
 
 
+def fetch_vader() -> None:
+    """The movie-review sentences of bert_movie_reviews: vaderSentiment 3.3.2's source distribution from PyPI
+    (`experiments/movie_reviews.py`), into the data root its config names."""
+    if not (REPO / "data/vader/vaderSentiment-3.3.2.tar.gz").is_file():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "vaderSentiment==3.3.2", "-d", "data/vader"],
+                       cwd=REPO, check=True)
+
+
 def run(name: str, out_dir: Path) -> list[Path]:
     """The evidence's command, into `out_dir`; its run directories."""
     if name == "pretrained_mnist1d":
         pretrain()
+    if name == "bert_movie_reviews":
+        fetch_vader()
     command, ledger = EVIDENCE[name]
     subprocess.run([sys.executable, "-m", "lth.cli", *command, THREADS, f"--out_dir={out_dir}"], cwd=REPO, check=True)
-    return sorted(p.parent for p in out_dir.glob(f"*/*/{ledger}"))
+    return sorted(p.parent for p in out_dir.glob(f"**/{ledger}"))  # NAME/RUN_ID, or NAME/POINT/RUN_ID for a sweep
 
 
 def lines(run_dirs: list[Path], ledger: str) -> list[dict]:
-    return [json.loads(line) for d in run_dirs for line in (d / ledger).read_text().splitlines() if line.strip()]
+    """Every line, with the folder its run directory sits in (the experiment's name, or a sweep's point)."""
+    return [json.loads(line) | {"folder": d.parent.name} for d in run_dirs for line in (d / ledger).read_text().splitlines() if line.strip()]
 
 
 def cells(rows: list[dict], ledger: str) -> dict[tuple, list[float]]:
     out: dict[tuple, list[float]] = {}
     for r in rows:
-        key = (r["arm"], r["level"], round(r["weights_remaining"], 6)) if ledger == "results.jsonl" else (r["kind"], r["level"], r["rewind_step"])
-        out.setdefault(key, []).append(r[VALUE[ledger]])
+        kind = (r["arm"], r["level"], round(r["weights_remaining"], 6)) if ledger == "results.jsonl" else (r["kind"], r["level"], r["rewind_step"])
+        out.setdefault((r["folder"], *kind), []).append(r[VALUE[ledger]])
     return out
 
 
@@ -135,7 +150,7 @@ def record(name: str) -> None:
 
 def check(name: str) -> int:
     ledger = EVIDENCE[name][1]
-    committed = lines(sorted((HERE / name / "runs").glob("*/*")), ledger)
+    committed = lines(sorted(p.parent for p in (HERE / name / "runs").glob(f"**/{ledger}")), ledger)
     with tempfile.TemporaryDirectory() as tmp:
         rerun = lines(run(name, Path(tmp)), ledger)
     strip = lambda rows: sorted(json.dumps({k: v for k, v in r.items() if k not in TIMING}, sort_keys=True) for r in rows)  # noqa: E731
