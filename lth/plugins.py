@@ -69,7 +69,10 @@ def _digest(top: str) -> str:
         origin = Path(module.__file__)
         folders, files = [origin.parent], None if origin.name == "__init__.py" else [origin]
     elif getattr(module, "__path__", None):
-        folders, files = [Path(folder) for folder in module.__path__], None
+        # Each folder once: a namespace package lists its folder once per sys.path entry that reaches it ('' and the
+        # working directory, under `python -c`, pytest or a notebook; `lth.registry.callable_at` adds the latter),
+        # and hashing it twice gave the same experiment another run id than under `lth` or `python -m`.
+        folders, files = list(dict.fromkeys(Path(folder).resolve() for folder in module.__path__)), None
     else:  # a notebook's or an interpreter's own code: nothing on disk says what it was
         raise PluginError(f"{top}: code with no source file (a notebook's, an interactive session's) cannot be identified, and a run's identity "
                           "must know it; define it in a module and name it by import path")

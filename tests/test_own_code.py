@@ -143,6 +143,24 @@ def test_a_model_in_a_folder_without_init_is_identified_by_every_file_of_the_fol
     assert config.load(QUICKSTART, args).identity()["code"]["model"] != before
 
 
+def test_a_folder_of_code_has_one_run_id_however_python_was_started(tmp_path):
+    """A namespace package lists its folder once per sys.path entry that reaches it: under `python -c`, pytest or a
+    notebook both '' and the working directory do (`callable_at` adds the latter), and the folder was hashed twice,
+    so the same experiment had one run id there and another under `lth` or `python -m`."""
+    _write(tmp_path / "project", mymodels=MODEL, helpers="WIDTH = 8\n")
+    script = ("import sys; from lth import config\n"
+              f"cfg = config.load({QUICKSTART!r}, {[a for a in TINY if not a.startswith('--model=')] + ['--model.name=project.mymodels:SmallCNN']!r})\n"
+              "print(cfg.run_id()); import project; print(len(project.__path__))")
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    as_c = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    (tmp_path / "probe.py").write_text(script)
+    as_m = subprocess.run([sys.executable, "-m", "probe"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert as_c.returncode == as_m.returncode == 0, as_c.stderr[-2000:] + as_m.stderr[-2000:]
+    (id_c, folders_c), (id_m, folders_m) = as_c.stdout.split(), as_m.stdout.split()
+    assert (folders_c, folders_m) == ("2", "1")  # the folder listed twice under -c, once under -m
+    assert id_c == id_m
+
+
 @pytest.mark.parametrize("modules, extra, message", [
     ({"myplugins": PLUGINS.replace('name = "fresh_init"', 'name = "reinit"')}, [],
      "plugins: myplugins.FreshInit: the name 'reinit' is taken by lth.arms.reinit.Reinit"),
