@@ -13,7 +13,7 @@ from torch import nn
 from lth import hf
 from lth.inputs import Shape
 from lth.models import MODELS
-from lth.registry import callable_at
+from lth.registry import callable_at, suggestion
 
 
 class ModelError(ValueError):
@@ -65,7 +65,8 @@ def resolve(name: str) -> Callable[..., nn.Module]:
     if name in MODELS:
         return MODELS[name]
     if ":" not in name:
-        raise ModelError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))}; or package.module:Callable for your own)")
+        raise ModelError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(MODELS))}; or package.module:Callable for your own)"
+                         f"{suggestion(name, MODELS)}")
     try:
         return callable_at(name, "model.name")
     except ValueError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from lth import preemption
 
-USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]
+USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]   (lth run --help: every setting and its default)
        lth sweep SWEEP.yaml [--index I | --run] [--section.key=value ...]
        lth report RUN_DIR... | SWEEP.yaml [--out DIR] [--level L]  |  lth report --wandb ENTITY/PROJECT --group G [--out DIR]
        lth dashboard ENTITY/PROJECT [--group G] [--level L]
@@ -65,6 +66,11 @@ def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"lth {version('lth')} (torch {version('torch')}, lightning {version('lightning')}, python {sys.version.split()[0]})")
+        return 0
     commands = {"run": _run, "stability": _stability, "report": _report, "dashboard": _dashboard, "export": _export, "sweep": _sweep, "data": _data,
                 "sensitivity": _sensitivity}
     command, rest = argv[0], argv[1:]
@@ -73,7 +79,21 @@ def _main(argv: list[str]) -> int:
     return commands[command](rest)
 
 
+def _settings_help(command: str, own: str = "") -> int:
+    """`lth run --help`: how the command is called, then every setting with its default, from the typed configuration
+    (`lth.config.settings`), so the list cannot drift from the code; what each means is the README's settings table."""
+    from lth import config
+
+    print(f"usage: lth {command} CONFIG [--section.key=value ...]{own}\n\nSettings (YAML keys, or --key=value on the command line; "
+          "a list of seeds, --seed=[0,1,2], trains them together), with their defaults:")
+    for key, default in config.settings().items():
+        print(f"  {key} = {json.dumps(default, default=str)}")
+    return 0
+
+
 def _run(rest: list[str]) -> int:
+    if rest and rest[0] in ("-h", "--help"):
+        return _settings_help("run")
     if not rest or rest[0].startswith("--"):
         return _fail("lth run needs a config file first: lth run CONFIG [--key=value ...]")
 
@@ -255,6 +275,8 @@ def _sensitivity(argv: list[str]) -> int:
 
 def _stability(argv: list[str]) -> int:
     """Linear mode connectivity of two copies trained from each rewind step k (`lth.stability`)."""
+    if argv and argv[0] in ("-h", "--help"):
+        return _settings_help("stability", " [--rewind=[0,100it,...]] [--levels=[0,3,...]] [--alphas=N] [--between_levels=true]")
     if not argv or argv[0].startswith("--"):
         return _fail("lth stability needs a config file first: lth stability CONFIG [--rewind=[...]] [--levels=[...]] [--alphas=N]")
     from lth import config

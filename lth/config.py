@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lth.registry import suggestion
 from lth.steps import Steps
 
 
@@ -382,8 +383,46 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     if unknown and (instead := IGNORED_TRAINER_OPTIONS.get(unknown[0])) and cls is TrainConfig:
         raise ConfigError(f"{prefix}{unknown[0]}: lth runs its own optimizer step, where Lightning's {unknown[0]} would do nothing; {instead}")
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(hints))})")
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(hints))}){_misplaced(prefix + unknown[0], hints, prefix)}")
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def _misplaced(key: str, hints: dict[str, Any], prefix: str) -> str:
+    """Where a key that is not here may have been meant: a setting of that name in another section (`--levels=3`:
+    `prune.levels`), or the closest spelling here, or anywhere."""
+    leaf = key.rpartition(".")[2]
+    if elsewhere := [k for k in settings() if k.rpartition(".")[2] == leaf]:
+        return f"; did you mean {elsewhere[0]!r}?"
+    return suggestion(leaf, hints).replace("'", f"'{prefix}", 1) if suggestion(leaf, hints) else suggestion(key, settings())
+
+
+def settings() -> dict[str, Any]:
+    """Every setting by its dotted key, with its default: the typed configuration's, and the registered plugins' own
+    (`prune.nm.n`, `scratch_b.max_factor`). `lth run --help` lists them; a test checks the README's table against them."""
+    from lth.arms import ARMS
+    from lth.methods import METHODS
+    from lth.schedules import SCHEDULES
+
+    out: dict[str, Any] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = hints[f.name]
+            if Any in (kind, *typing.get_args(kind)):  # plugins' settings: their own Params, below
+                continue
+            if dataclasses.is_dataclass(kind):
+                walk(kind, f"{prefix}{f.name}.")
+            else:
+                out[prefix + f.name] = f.default if f.default is not dataclasses.MISSING else (
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+
+    walk(Experiment, "")
+    for prefix, registry in (("", ARMS), ("prune.", METHODS), ("prune.", SCHEDULES)):
+        for name, plugin in registry.items():
+            if plugin.Params:
+                walk(plugin.Params, f"{prefix}{name}.")
+    return out
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -513,7 +552,7 @@ def from_dict(values: dict[str, Any]) -> Experiment:
     for kind, registry in (("method", METHODS), ("schedule", SCHEDULES)):
         chosen = prune.get(kind, getattr(PruneConfig, kind))
         if not isinstance(chosen, str) or chosen not in registry:
-            raise ConfigError(f"prune.{kind}: unknown {kind} {chosen!r} (known: {', '.join(registry)})")
+            raise ConfigError(f"prune.{kind}: unknown {kind} {chosen!r} (known: {', '.join(registry)}){suggestion(chosen, registry)}")
         for name, plugin in registry.items():
             fields = [f.name for f in dataclasses.fields(plugin.Params)] if plugin.Params else []
             flat = {f"{name}_{f}": f for f in fields} | ({f: f for f in fields} if name == chosen else {})
@@ -553,10 +592,12 @@ def validate(cfg: Experiment) -> None:
     except ModelError as err:
         raise ConfigError(str(err)) from None
     if cfg.data.name not in names() and not is_import_path(cfg.data.name):
-        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(names())}; or package.module:callable for your own)")
+        raise ConfigError(f"data.name: unknown dataset {cfg.data.name!r} (known: {', '.join(names())}; or package.module:callable for your own)"
+                          f"{suggestion(cfg.data.name, names())}")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
     if bad_arms or not cfg.arms:
-        raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})")
+        raise ConfigError(f"arms: unknown arm {bad_arms[0] if bad_arms else '(none)'} (known: {', '.join(ARMS)})"
+                          f"{suggestion(bad_arms[0], ARMS) if bad_arms else ''}")
     if twice := sorted({a for a in cfg.arms if cfg.arms.count(a) > 1}):
         raise ConfigError(f"arms: {twice[0]} is listed twice")
     name = Path(cfg.name)

@@ -6,6 +6,7 @@ an experiment's plugin (`lth.plugins`), is registered alike by `extend`; a setti
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import pkgutil
@@ -63,3 +64,12 @@ def callable_at(path: str, setting: str) -> Callable:
     if not callable(thing):
         raise ValueError(f"{setting}: {module} has no callable {attribute!r}")
     return thing
+
+
+def suggestion(word: object, choices) -> str:
+    """"; did you mean 'X'?" for the closest of `choices` to a misspelled `word` (by difflib's similarity, then the
+    longer common prefix: `resnet2O` means resnet20, not resnet32), or "" if none is close."""
+    word = str(word)
+    scored = [(difflib.SequenceMatcher(None, word, c).ratio(), len(os.path.commonprefix([word, c])), c) for c in map(str, choices)]
+    best = max(scored, default=None)
+    return f"; did you mean {best[2]!r}?" if best and best[0] >= 0.6 else ""

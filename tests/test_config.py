@@ -1,7 +1,9 @@
 """Bad input: one line on stderr, exit code 2, before any work, and nothing on disk destroyed."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,3 +142,48 @@ def test_yaml_merge_keys_are_read(tmp_path):
     path.write_text("train: &train {lr: 0.05, duration: 2ep}\nprune:\n  fraction: 0.5\n  <<: {levels: 3, fraction: 0.3}\nseed: 1\n")
     cfg = config.load(path)
     assert cfg.train.lr == 0.05 and cfg.prune.levels == 3 and cfg.prune.fraction == 0.5 and cfg.seed == 1
+
+
+def test_every_setting_is_in_the_readme_s_table_and_every_model_in_its_list():
+    """The settings table is checked against the typed configuration (and the plugins' own settings): a new setting
+    cannot go undocumented. A cell's bare names belong to the section of the dotted name before them."""
+    from lth.models import MODELS
+
+    documented, models = set(), ""
+    for line in Path("README.md").read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        cell, section = line.split("|")[1], ""
+        models = line if cell.strip().startswith("`model.name`") else models
+        for token in re.findall(r"`([^`]+)`", cell):
+            if " " in token or ":" in token:
+                continue
+            section = token.rpartition(".")[0] + "." if "." in token else section
+            documented.add(token if "." in token else section + token)
+    assert sorted(set(config.settings()) - documented) == []
+    assert "train.threads" in config.settings() and "prune.nm.n" in config.settings()  # what the check covers
+    assert [m for m in MODELS if f"`{m}`" not in models] == []
+
+
+@pytest.mark.parametrize("typo, meant", [
+    ("--levels=3", "did you mean 'prune.levels'?"),
+    ("--train.lrr=0.1", "did you mean 'train.lr'?"),
+    ("--trian.lr=0.1", "did you mean 'train'?"),
+    ("--arms=[tiket]", "did you mean 'ticket'?"),
+    ("--model=resnet2O", "did you mean 'resnet20'?"),
+    ("--data.name=mnist1", "did you mean 'mnist1d'?"),
+    ("--prune.method=magnitud", "did you mean 'magnitude'?"),
+    ("--prune.schedule=oneshoot", "did you mean 'oneshot'?"),
+])
+def test_a_misspelled_or_misplaced_key_or_name_gets_the_right_suggestion(capsys, typo, meant):
+    assert cli.main(["run", "experiments/quickstart.yaml", typo]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(meant), err
+
+
+def test_help_and_version_need_no_config(capsys):
+    for argv in (["run", "--help"], ["stability", "--help"], ["--version"], ["--help"]):
+        assert cli.main(argv) == 0, argv
+    out = capsys.readouterr().out
+    assert "  prune.levels = 5" in out and "  train.lr = 0.1" in out and "  prune.nm.m = 4" in out  # the typed defaults
+    assert re.search(r"^lth \d+\.\d+\.\d+ \(torch ", out, re.MULTILINE)
