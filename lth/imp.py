@@ -220,8 +220,7 @@ class Run:
             again = None
             if row := self.dir.done(level, arm.name):
                 if not (again := self.redo(level, arm)):
-                    self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {row.weights_remaining:.2%} remaining, "
-                             f"test acc {row.test_acc:.4f}")
+                    self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: done earlier, {row.weights_remaining:.2%} remaining, {row_accuracy(row)}")
                     continue
                 self.say(f"level {level}/{self.cfg.prune.levels} {arm.name}: recorded earlier, trained again: {again}")
             if (noted := self.dir.diverged(level, arm.name)).exists():
@@ -430,7 +429,9 @@ def train_levels(runs: list[Run], pack: int) -> None:
             first = owner[id(group[0])]
             names = ", ".join(f"seed {owner[id(m)].cfg.seed} {m.arm.name}" for m in group)
             together = f" (a pack of {len(group)})" if len(group) > 1 else ""
-            first.say(f"level {level}: training {names} with {M.weights_remaining(group[0].masks)[0]:.2%} of weights remaining{together}")
+            stopped = max((m.stopped_at() or 0 for m in group), default=0)
+            resuming = f", resuming at step {stopped:,} where it was stopped" if stopped else ""
+            first.say(f"level {level}: training {names} with {M.weights_remaining(group[0].masks)[0]:.2%} of weights remaining{together}{resuming}")
             group, module = _train_pack(group, owner, first)
             for k, member in enumerate(group):
                 run = owner[id(member)]
@@ -438,8 +439,14 @@ def train_levels(runs: list[Run], pack: int) -> None:
                 run.record(row)
                 run.say(
                     f"level {level}/{run.cfg.prune.levels} seed {row.seed} {member.arm.name}: {row.weights_remaining:.2%} remaining, "
-                    f"test acc {row.test_acc:.4f}, best val acc {row.best_val_acc:.4f} (early stop at step {row.early_stop_step})"
+                    f"{row_accuracy(row)}, best val acc {row.best_val_acc:.4f}"
                 )
+
+
+def row_accuracy(row: Row) -> str:
+    """A results line's accuracy as the report and W&B read it (at the early-stopping step, Frankle & Carbin 2019, §2),
+    the final weights' named as such: the terminal once printed the final one as "test acc" beside tables of the other."""
+    return f"test acc at early stop {row.test_acc_at_early_stop:.4f} (step {row.early_stop_step}; at the final weights {row.test_acc:.4f})"
 
 
 def _train_pack(group: list[Member], owner: dict[int, Run], first: Run) -> tuple[list[Member], MaskedModule]:

@@ -25,6 +25,12 @@ from lth.steps import Steps
 # The training step runs the optimizer itself (see `optimizer_step`), so it returns no loss for Lightning to
 # backpropagate; Lightning warns once about that.
 warnings.filterwarnings("ignore", message=".*`training_step` returned `None`")
+# Lightning's own call of a torch pytree API that torch deprecated (lightning/pytorch/utilities/_pytree.py), at every
+# fit: nothing a user of lth can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated", module=r"lightning\.pytorch\.utilities\._pytree")
+# Lightning probes for SLURM at every fresh fit and, where `srun` exists, advises prepending it; lth starts a run's
+# ranks itself in a batch task (`lth.distributed.start`), so the advice never applies.
+warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used", module=r"lightning\.fabric\.plugins")
 
 Penalty = Callable[[nn.Module], torch.Tensor]  # a term added to the training loss (`lth.methods.base.Method.penalty`)
 

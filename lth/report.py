@@ -215,7 +215,8 @@ def markdown(cells: dict[tuple[str, int], Cell], field: str, digits: int) -> str
         for arm in arms:
             cell = cells.get((arm, level))
             stat = getattr(cell, field) if cell else None  # None too where the lines predate the field
-            entries.append(f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f} (n={stat.n})" if stat else "")
+            spread = f" ± {stat.std:.{digits}f}" if stat and stat.n > 1 else ""  # one seed has no spread to show
+            entries.append(f"{stat.mean:.{digits}f}{spread} (n={stat.n})" if stat else "")
         lines.append(f"| {level} | {remaining.weights_remaining:.2%} | " + " | ".join(entries) + " |")
     return "\n".join(lines)
 

@@ -57,6 +57,9 @@ class Tracker:
             config=cfg.to_dict() | {"run_id": cfg.run_id(), "run_dir": str(run_dir.root)},
             reinit="create_new",  # the seeds of one invocation train together, each with its own W&B run
         )
+        # Lightning's WandbLogger hands wandb.init `anonymous=None` always, and wandb warns that the setting does
+        # nothing (wandb >= 0.19) at every run; left out, nothing changes but the warning.
+        self.logger._wandb_init.pop("anonymous", None)
         self.logger.experiment  # noqa: B018 - starts the W&B run now, so a failure shows before training
 
     @classmethod

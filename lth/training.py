@@ -56,6 +56,10 @@ class Member:
     def finished(self) -> bool:
         return self.resume is not None and self.resume.name == FINAL
 
+    def stopped_at(self) -> int | None:
+        """The step it was stopped at earlier and now continues from (its last.ckpt), or None where it starts afresh."""
+        return _step(self.resume) if self.resume is not None and self.resume.name in (LAST, PREVIOUS) else None
+
 
 @dataclass(frozen=True)
 class Training:

@@ -42,7 +42,10 @@ def test_a_signal_checkpoints_the_exact_step_exits_non_zero_and_the_rerun_matche
 
         monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
         assert cli.main(args) == code
-        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[lth]")]  # its own progress lines aside
+        said = capsys.readouterr().err
+        if signal_level == 1:  # the second invocation continued level 0 where the first was stopped, and said so
+            assert "level 0: training seed 0 ticket with 100.00% of weights remaining, resuming at step 14 where it was stopped" in said
+        err = [line for line in said.splitlines() if not line.startswith("[lth]")]  # its own progress lines aside
         assert len(err) == 1 and f"stopped by {stop.name} at step {signal_step + 1}; checkpointed to" in err[0] and "rerun the same command to resume" in err[0]
         last = torch.load(run_dir / f"level_{signal_level:02d}" / "ticket" / "last.ckpt", weights_only=False)
         # Right after the step the signal came in (inside the hook, global_step does not count it yet), not at
@@ -57,6 +60,8 @@ def test_a_signal_checkpoints_the_exact_step_exits_non_zero_and_the_rerun_matche
 
     monkeypatch.setattr(report, "write", late_warning)
     assert cli.main(args) == 0
+    said = capsys.readouterr().err
+    assert "resuming at step 23 where it was stopped" in said and said.count("resuming at step") == 1  # level 2 starts afresh
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL, "main leaves the caller's handlers as they were"
     assert without_timing(result_rows(run_dir)) == without_timing(expected)
 

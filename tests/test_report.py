@@ -6,6 +6,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import yaml
+from conftest import result_rows
 from scipy import stats
 
 from lth import cli, config, report
@@ -265,3 +266,32 @@ def test_two_different_lines_for_one_level_arm_and_seed_are_refused_naming_both(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"{results}:2 and {results}:3 are two different results for seed 0's ticket at level 1" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_the_terminal_s_lines_read_the_report_s_accuracy_and_one_seed_shows_no_spread(tiny, tmp_path, capsys):
+    """Each per-run line once printed the final weights' accuracy as "test acc" beside tables of the accuracy at the
+    early-stopping step: now both read the results line's test_acc_at_early_stop, the final one named as such."""
+    assert cli.main(["run", "experiments/quickstart.yaml", *tiny, "--arms=[ticket,reinit]", "--prune.levels=1"]) == 0
+    said = capsys.readouterr()
+    rows = result_rows(config.load(None, [*tiny, "--arms=[ticket,reinit]", "--prune.levels=1"]).run_dir())
+    for row in rows:
+        line = (f"level {row['level']}/1 seed 0 {row['arm']}: {row['weights_remaining']:.2%} remaining, "
+                f"test acc at early stop {row['test_acc_at_early_stop']:.4f}")
+        assert line in said.err and f"at the final weights {row['test_acc']:.4f}" in said.err
+    table = said.out.split("Test accuracy at the early-stopping step, mean ± std over seeds:")[1].split("\n\n")[0]
+    assert f"| {rows[0]['test_acc_at_early_stop']:.4f} (n=1) |" in table and "±" not in table
+
+
+def test_a_run_prints_no_known_third_party_noise(tiny, tmp_path):
+    """Lightning's LeafSpec deprecation and its "srun is available" hint at every fit, and W&B's "anonymous setting
+    has no effect", each silenced where it comes from: a run's own lines are all its stderr says."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "default"}
+    done = subprocess.run([sys.executable, "-m", "lth.cli", "run", "experiments/quickstart.yaml", *tiny, "--prune.levels=1", "--wandb.project=noise"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    noise = [line for line in done.stderr.splitlines() if any(word in line for word in ("LeafSpec", "srun", "anonymous"))]
+    assert noise == []
