@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from lth import preemption
+from lth import preemption, provenance
 
 USAGE = """usage: lth run CONFIG [--section.key=value ...] [--seed=[0,1,...]]   (lth run --help: every setting and its default)
        lth sweep SWEEP.yaml [--index I | --run] [--section.key=value ...]
@@ -47,9 +47,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    provenance.invoked(argv)  # recorded with every run it trains (`invocations.jsonl`)
     try:
         with preemption.installed():  # first: a signal during imports or checks ends the command in one line too
-            return _main(sys.argv[1:] if argv is None else argv)
+            return _main(argv)
     except preemption.Interrupted as err:
         ranks = sys.modules.get("lth.distributed")  # loaded once training began; every rank stops alike, rank 0 says so
         if ranks is None or ranks.writer():

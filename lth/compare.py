@@ -42,7 +42,7 @@ def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
     studies: dict[str, tuple[dict, list[Path]]] = {}
     for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):
         reportable(RunDir(path))
-        settings = _flatten(config.load(RunDir(path).config).identity())
+        settings = config.flatten(config.load(RunDir(path).config).identity())
         settings.pop("seed")
         studies.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(path)
     every = [settings for settings, _ in studies.values()]
@@ -59,16 +59,6 @@ def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
         out.append(Point(",".join(f"{k}={_text(v)}" for k, v in mine.items()), mine, tuple(dirs), aggregate(rows)))
     shared = {key: value for key, value in every[0].items() if key not in differ}
     return [out[i] for i in _order(out, differ)], shared
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and key != "layer_fractions":
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _text(value) -> str:

@@ -205,12 +205,12 @@ class Experiment:
         `ALWAYS_IN_IDENTITY` is left out at its default, so adding a setting (a plugin's too) never renames an
         existing run directory."""
         sections = {f.name: type(getattr(self, f.name))() for f in dataclasses.fields(self) if dataclasses.is_dataclass(getattr(self, f.name))}
-        defaults = _flatten(Experiment(**sections).to_dict())
+        defaults = flatten(Experiment(**sections).to_dict())
         p = self.prune
         plugins = {"prune": {name: _default(params) for name, params in ((p.method, p.method_params), (p.schedule, p.schedule_params)) if params}}
-        defaults.update(_flatten(plugins | {name: _default(params) for name, params in self.arm_params.items()}))
+        defaults.update(flatten(plugins | {name: _default(params) for name, params in self.arm_params.items()}))
         identity: dict[str, Any] = {}
-        for key, value in _flatten(self.to_dict()).items():
+        for key, value in flatten(self.to_dict()).items():
             if key.split(".")[0] in NOT_IN_IDENTITY or key in NOT_IN_IDENTITY:
                 continue
             if key in ALWAYS_IN_IDENTITY or value != defaults.get(key):
@@ -283,12 +283,12 @@ def _default(params: Any) -> dict[str, Any]:
     return dataclasses.asdict(type(params)())
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Dotted keys of the experiment's settings; a mapping-valued setting (`layer_fractions`) is one value."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "layer_fractions":
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out

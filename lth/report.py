@@ -193,7 +193,10 @@ def summary(cells: dict[tuple[str, int], Cell]) -> str:
     lines = ["Matching sparsity (fewest weights remaining with mean test accuracy at early stop >= dense mean - dense std):", ""]
     for arm in arms:
         found = matching_sparsity(cells, arm)
-        lines.append(f"- {arm}: " + ("no pruned level matches" if found is None else f"{found:.2%} of weights remaining"))
+        deepest = min((c.weights_remaining for (a, level), c in cells.items() if a == arm and level > 0), default=None)
+        lines.append(f"- {arm}: " + ("no pruned level matches" if found is None else f"{found:.2%} of weights remaining" if found != deepest else
+                                      f"at most {found:.2%} of weights remaining: it still matches at the deepest level run, so where it stops "
+                                      "matching is not reached"))
     controls = [a for a in arms if a != "ticket"]
     if "ticket" in arms and controls:
         lines += ["", "Ticket minus control, test accuracy at early stop, mean [95% CI, Welch] (n ticket/control); * the interval excludes 0:", ""]
@@ -227,10 +230,12 @@ def cost(cells: dict[tuple[str, int], Cell]) -> str:
     if not tickets or tickets[0][0] != 0:
         return "No MACs or parameter counts in these results lines (they predate them)."
     dense = tickets[0][1]
-    lines = ["| level | weights remaining | MACs per example | parameters | dense MACs / MACs | measured speed-up |", "|---|---|---|---|---|---|"]
+    measured = any(c.inference_speedup is not None for _, c in tickets)  # under channel methods only: the narrow network is timed
+    lines = ["| level | weights remaining | MACs per example | parameters | dense MACs / MACs |" + (" measured speed-up |" if measured else ""),
+             "|---" * (6 if measured else 5) + "|"]
     lines += [
-        f"| {level} | {c.weights_remaining:.2%} | {c.macs:,.0f} | {c.parameters:,.0f} | {dense.macs / c.macs:.2f}× | "
-        + (f"{c.inference_speedup:.2f}× |" if c.inference_speedup is not None else "|")
+        f"| {level} | {c.weights_remaining:.2%} | {c.macs:,.0f} | {c.parameters:,.0f} | {dense.macs / c.macs:.2f}× |"
+        + ((f" {c.inference_speedup:.2f}× |" if c.inference_speedup is not None else " |") if measured else "")
         for level, c in tickets
     ]
     return "\n".join(lines)
@@ -348,17 +353,26 @@ def overlap(run_dirs: list[Path]) -> str:
     if not levels:
         return "No stored masks (a report from W&B, or no pruned level yet)."
     load = lambda d, level, chain="ticket": RunDir.load(d.mask(level, chain)) if d.mask(level, chain).exists() else None  # noqa: E731
-    lines = ["| level | ticket weights remaining | seeds' tickets (pairs) | random masks | level − 1 and level | ticket and finetune |",
-             "|---|---|---|---|---|---|"]
+    mean = lambda values: f"{statistics.fmean(values):.3f} (n={len(values)})" if values else ""  # noqa: E731
+    rows, nested = [], True
     for level in levels:
         masks = [m for d in dirs if (m := load(d, level)) is not None]
         density = sum(int(v.sum()) for v in masks[0].values()) / sum(v.numel() for v in masks[0].values())
         pairs = [(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
-        previous = [iou(m, p) for d in dirs if (m := load(d, level)) is not None and level > 1 and (p := load(d, level - 1)) is not None]
+        chained = [(m, p) for d in dirs if (m := load(d, level)) is not None and level > 1 and (p := load(d, level - 1)) is not None]
+        nested &= all(not (m[n] & ~p[n]).any() for m, p in chained for n in m)
         finetune = [iou(m, f) for d in dirs if (m := load(d, level)) is not None and (f := load(d, level, "finetune")) is not None]
-        mean = lambda values: f"{statistics.fmean(values):.3f} (n={len(values)})" if values else ""  # noqa: E731
         random = statistics.fmean(random_iou(a, b) for a, b in pairs or [(masks[0], masks[0])])
-        lines.append(f"| {level} | {density:.2%} | {mean([iou(a, b) for a, b in pairs])} | {random:.3f} | {mean(previous)} | {mean(finetune)} |")
+        rows.append([str(level), f"{density:.2%}", mean([iou(a, b) for a, b in pairs]), f"{random:.3f}", mean([iou(m, p) for m, p in chained]),
+                     mean(finetune)])
+    header = ["level", "ticket weights remaining", "seeds' tickets (pairs)", "random masks", "level − 1 and level", "ticket and finetune"]
+    # A column says something where some level has a value, and the consecutive levels' where a level's mask is not
+    # inside the previous one's: under IMP it is (it prunes what it kept), and their IoU is then the ratio of their
+    # weights remaining, 1 − p by construction.
+    keep = [i for i in range(len(header)) if any(row[i] for row in rows) and not (i == 4 and nested)]
+    lines = ["| " + " | ".join(header[i] for i in keep) + " |", "|---" * len(keep) + "|", *("| " + " | ".join(row[i] for i in keep) + " |" for row in rows)]
+    if nested and any(row[4] for row in rows):
+        lines.append("\nEach ticket's mask lies inside its previous level's, so their overlap is the ratio of their weights remaining: not shown.")
     return "\n".join(lines)
 
 
@@ -368,6 +382,48 @@ def _diverged(notes: list[dict]) -> str:
         return ""
     lines = [f"- seed {n['seed']} {n['arm']} at level {n['level']}: step {n['step']}, {n['why']}" for n in notes]
     return "Diverged, so absent from the tables and figures (no result was recorded):\n\n" + "\n".join(lines) + "\n\n"
+
+
+# Settings the Setup section says in its own words; the others are listed where they differ from their defaults.
+DESCRIBED = ("name", "seed", "out_dir", "arms", "point", "model.name", "model.kwargs", "data.name", "data.root", "data.batch_size", "data.augment",
+             "data.val_size", "train.optimizer", "train.lr", "train.momentum", "train.weight_decay", "train.duration", "train.lr_schedule",
+             "train.milestones", "train.gamma", "train.warmup", "train.eval_every", "train.threads", "prune.method", "prune.strategy",
+             "prune.fraction", "prune.levels", "prune.rewind", "prune.schedule")
+
+
+def setup(run_dirs: list[Path]) -> str:
+    """The experiment as a methods section states it, from the runs' own files: their `config.yaml` (what was trained,
+    and every other setting not at its default), `dataset.json` (the data's sizes) and `invocations.jsonl` (the
+    software, hardware and commands, `lth.provenance`)."""
+    from lth import provenance
+
+    dirs = [RunDir(Path(d)) for d in run_dirs]
+    cfgs = [config.load(d.config) for d in dirs]
+    cfg, t, p, d = cfgs[0], cfgs[0].train, cfgs[0].prune, cfgs[0].data
+    try:
+        val = f"{config.steps(cfg).val_size:,}"
+    except config.ConfigError:  # its data are not where it was run; the sizes recorded still say the rest
+        val = "the dataset's default number of"
+    sizes = json.loads(dirs[0].dataset.read_text()) if dirs[0].dataset.exists() else {}
+    data = f"{sizes['train_size']:,} training examples, {val} of them held out for validation, {sizes['test_size']:,} test" if sizes else "sizes not recorded"
+    optimizer = f"{t.optimizer}, learning rate {t.lr:g}" + (f", momentum {t.momentum:g}" if t.optimizer == "sgd" else "") + f", weight decay {t.weight_decay:g}"
+    warmup = f" after {t.warmup} of linear warm-up" if t.warmup != "0" else ""
+    schedule = ("cosine to 0" if t.lr_schedule == "cosine" else f"× {t.gamma:g} at {', '.join(t.milestones)}" if t.milestones else "constant") + warmup
+    defaults = config.settings()
+    other = {k: v for k, v in config.flatten(cfg.to_dict()).items() if k not in DESCRIBED and not k.startswith("wandb.") and v != defaults.get(k)}
+    lines = [
+        f"- Network: `{cfg.model.name}`" + (f" with {json.dumps(cfg.model.kwargs)}" if cfg.model.kwargs else ""),
+        f"- Data: `{d.name}`, {data}; batch {d.batch_size}" + ("" if d.augment is None else f", augmentation {'on' if d.augment else 'off'}"),
+        f"- Training: {t.duration} per level, {optimizer}; learning rate {schedule}; evaluated every {t.eval_every}, the test accuracy "
+        "read at the step of lowest validation loss",
+        f"- Pruning: `{p.method}`, {p.strategy}, {p.fraction:.0%} of the remaining weights a level, {p.levels} level{'s' * (p.levels != 1)} "
+        f"(`{p.schedule}`), rewinding "
+        f"to {'the original initialisation' if p.rewind == '0' else p.rewind}",
+        f"- Arms: {', '.join(dict.fromkeys(a for c in cfgs for a in c.arms))}; seeds: {', '.join(str(c.seed) for c in cfgs)}",
+        "- Other settings not at their defaults: " + (", ".join(f"`{k}`: `{json.dumps(v, default=str)}`" for k, v in other.items()) or "none"),
+        *provenance.describe([line for run in dirs for line in provenance.read(run.invocations)]),
+    ]
+    return "\n".join(lines)
 
 
 def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged: list[dict] = ()) -> list[Path]:
@@ -380,7 +436,9 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
     sources = "\n".join(f"- `{d if isinstance(d, str) else '/'.join(Path(d).resolve().parts[-2:])}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
     atomic_write(out / "report.md", (
-        f"# Lottery-ticket report\n\n{summary(cells)}\n\n{_diverged(diverged)}Runs:\n{sources}\n\n"
+        f"# Lottery-ticket report\n\n{summary(cells)}\n\n{_diverged(diverged)}"
+        + (f"## Setup\n\n{setup(sources_list)}\n\n" if all(isinstance(d, Path) for d in sources_list) else "")
+        + f"Runs:\n{sources}\n\n"
         "## Test accuracy at the early-stopping step (mean ± std over seeds)\n\n"
         "The test accuracy of each run at its step of lowest validation loss (Frankle & Carbin 2019, §2).\n\n"
         f"{markdown(cells, ACCURACY, 4)}\n\n"

@@ -187,6 +187,11 @@ class RunDir:
         return cfg
 
     @property
+    def invocations(self) -> Path:
+        """What ran it, a line per invocation (`lth.provenance`)."""
+        return self.root / "invocations.jsonl"
+
+    @property
     def results(self) -> Path:
         return self.root / "results.jsonl"
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 import yaml
 from conftest import result_rows
 from scipy import stats
@@ -221,7 +222,7 @@ def test_per_layer_densities_weigh_up_to_the_total_and_the_report_shows_layers_a
     assert (tmp_path / "runs" / "tiny" / "report" / "density.png").stat().st_size > 0
     table = text.split("## Mask overlap")[1]
     first = next(line for line in table.splitlines() if line.startswith("| 1 |")).split("|")
-    seeds, random, previous, finetune = (cell.strip() for cell in first[3:7])
+    seeds, random, finetune = (cell.strip() for cell in first[3:6])
     assert seeds.endswith("(n=1)") and 0 < float(seeds.split()[0]) < 1  # two seeds: one pair, not the same subnetwork
     assert float(random) >= 0.5 / 1.5 - 0.01  # half the weights: d / (2 - d) at one density, more where layers differ
     # and exactly what the two seeds' per-layer counts give, k_a k_b / n shared of k_a + k_b - k_a k_b / n per layer
@@ -229,8 +230,8 @@ def test_per_layer_densities_weigh_up_to_the_total_and_the_report_shows_layers_a
     both = sum(kept[0][n] * kept[1][n] / sizes[n] for n in sizes)
     assert float(random) == pytest.approx(both / sum(kept[0][n] + kept[1][n] - kept[0][n] * kept[1][n] / sizes[n] for n in sizes), abs=5e-4)
     assert float(finetune.split()[0]) == pytest.approx(1.0)  # level 1 prunes the same dense network in both chains
-    second = next(line for line in table.splitlines() if line.startswith("| 2 |")).split("|")
-    assert float(second[5].split()[0]) == pytest.approx(0.5, abs=0.01)  # level 2 keeps half of level 1, nested: IoU 1/2
+    # IMP's masks are nested (level 2 keeps half of level 1's): their IoU would be 1/2 by construction, so not shown.
+    assert "level − 1 and level" not in table and "Each ticket's mask lies inside its previous level's" in table
 
 
 def test_the_committed_evidence_names_no_machine_paths():
@@ -295,3 +296,23 @@ def test_a_run_prints_no_known_third_party_noise(tiny, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     noise = [line for line in done.stderr.splitlines() if any(word in line for word in ("LeafSpec", "srun", "anonymous"))]
     assert noise == []
+
+
+def test_the_setup_section_states_the_experiment_and_what_ran_it(tiny, tmp_path):
+    args = ["run", "experiments/quickstart.yaml", *tiny, "--prune.levels=1", "--train.label_smoothing=0.1"]
+    assert cli.main(args) == 0
+    text = (tmp_path / "runs" / "tiny" / "report" / "report.md").read_text()
+    setup = text.split("## Setup")[1].split("Runs:")[0]
+    assert "- Network: `mnist1d_mlp`" in setup and "- Data: `synthetic`" in setup and "batch 64" in setup
+    assert "sgd, learning rate 0.05, momentum 0.9, weight decay 0.0005" in setup and "rewinding to 7it" in setup
+    assert "`train.label_smoothing`: `0.1`" in setup  # a setting given on the command line, not at its default
+    assert "`prune.fraction`" not in setup.split("Other settings")[1]  # said in words above, not again
+    assert f"torch {torch.__version__}" in setup and "1 rank(s)" in setup
+    assert "--train.label_smoothing=0.1" in setup.split("- Commands:")[1]
+
+
+def test_a_matching_sparsity_found_at_the_deepest_level_is_said_to_be_a_bound(tmp_path):
+    _fake_run(tmp_path / "a", 0, {("ticket", 0): 0.90, ("ticket", 1): 0.91, ("ticket", 2): 0.92, ("reinit", 1): 0.91, ("reinit", 2): 0.80})
+    summary = report.summary(report.aggregate(report.read_rows([tmp_path / "a"])))
+    assert "- ticket: at most 64.00% of weights remaining: it still matches at the deepest level run" in summary
+    assert "- reinit: 80.00% of weights remaining\n" in summary + "\n"  # it stops matching at level 2: found, not a bound
