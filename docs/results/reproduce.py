@@ -4,8 +4,9 @@
     python docs/results/reproduce.py NAME            # run it again and compare with the committed ledgers
 
 Each piece of evidence is one command (`EVIDENCE`). What is committed under `docs/results/NAME/runs/` is every
-run directory's `config.yaml` and its ledger (`results.jsonl`, or `stability.jsonl`), named relative to
-`out_dir` (`NAME/RUN_ID`), so that `lth report docs/results/NAME/runs/*/*` rebuilds the report from them.
+run directory's `config.yaml`, its ledger (`results.jsonl`, or `stability.jsonl`) and, for runs recorded since lth
+writes one, its `invocations.jsonl` (what ran it), named relative to `out_dir` (`NAME/RUN_ID`, or
+`NAME/POINT/RUN_ID` for a sweep), so that `lth report docs/results/NAME/runs/*/*` rebuilds the report from them.
 
 What a recheck can promise (README, Reproducibility): on the machine and build that recorded it (same CPU
 kernels, same torch), the same lines bit for bit; elsewhere float rounding differs and training amplifies it,
@@ -137,6 +138,8 @@ def record(name: str) -> None:
         target = committed / d.parent.name / d.name
         target.mkdir(parents=True)
         shutil.copy(d / EVIDENCE[name][1], target / EVIDENCE[name][1])
+        if (d / "invocations.jsonl").exists():  # what ran it, for the report's Setup section (`lth.provenance`)
+            shutil.copy(d / "invocations.jsonl", target / "invocations.jsonl")
         # Its out_dir relative to the repository, as every path a results page names (no machine's paths).
         (target / "config.yaml").write_text((d / "config.yaml").read_text().replace(f"out_dir: {REPO}/", "out_dir: "))
     report = ["report", *map(str, run_dirs), "--out", str(HERE / name)] if EVIDENCE[name][1] == "results.jsonl" else None
