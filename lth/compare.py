@@ -41,8 +41,7 @@ def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
     """The points among `run_dirs` (one per study), in order (`_order`), and the settings they all share."""
     studies: dict[str, tuple[dict, list[Path]]] = {}
     for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):
-        reportable(RunDir(path))
-        settings = config.flatten(config.load(RunDir(path).config).identity())
+        settings = config.flatten(reportable(RunDir(path))[0].identity())
         settings.pop("seed")
         studies.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(path)
     every = [settings for settings, _ in studies.values()]

@@ -101,14 +101,15 @@ def read_rows(run_dirs: list[Path]) -> list[Row]:
     rows, studies = [], {}
     for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):  # `R` and `R/` are one run
         run_dir = RunDir(path)
-        lines = reportable(run_dir)
-        _one_study(studies, config.load(run_dir.config).study_id(), path)
+        cfg, lines = reportable(run_dir)
+        _one_study(studies, cfg.study_id(), path)
         rows += [(row, str(run_dir.results)) for row in lines]
     return distinct(rows)  # a run copied to a second folder is still one seed
 
 
-def reportable(run_dir: RunDir) -> list[Row]:
-    """A run's results lines; one line of error if it is not a run, or has none to report."""
+def reportable(run_dir: RunDir) -> tuple[config.Experiment, list[Row]]:
+    """A run's experiment and results lines; one line of error if it is not a run, or has none to report. The
+    experiment first: it imports the run's plugins, whose arms its lines may name."""
     path = run_dir.root
     if not run_dir.results.is_file() and (lost := run_dir.divergences()):
         first = lost[0]
@@ -116,10 +117,11 @@ def reportable(run_dir: RunDir) -> list[Row]:
                          f"({first['why']}){f' and {len(lost) - 1} more' if len(lost) > 1 else ''}; nothing to report")
     if not run_dir.results.is_file():
         raise FileNotFoundError(f"{run_dir.results} does not exist: is {path} an lth run directory?")
+    cfg = config.load(run_dir.config)
     lines = run_dir.rows()
     if not lines:
         raise ValueError(f"{run_dir.results} holds no results line yet: nothing to report")
-    return lines
+    return cfg, lines
 
 
 def divergences(run_dirs: list[Path]) -> list[dict]:

@@ -1,3 +1,4 @@
+import functools
 import os
 from pathlib import Path
 
@@ -48,8 +49,34 @@ def fake_imagenet(tmp_path_factory) -> Path:
 
 
 def here(config_path, fake_imagenet) -> list[str]:
-    """The overrides a shipped config needs to load here: ImageNet's configs read a folder of its shape."""
-    return [f"--data.root={fake_imagenet}"] if yaml.safe_load(Path(config_path).read_text())["data"]["name"] == "imagefolder" else []
+    """The overrides a shipped config needs to load here: ImageNet's configs read a folder of its shape, the movie
+    reviews' a source distribution of their layout (`fake_vader`)."""
+    name = yaml.safe_load(Path(config_path).read_text())["data"]["name"]
+    return [f"--data.root={fake_imagenet}"] if name == "imagefolder" else [f"--data.root={fake_vader()}"] if name == "examples.movie_reviews:splits" else []
+
+
+@functools.cache
+def fake_vader() -> Path:
+    """vaderSentiment 3.3.2's source distribution as `examples/movie_reviews.py` reads it, its snippets file 300 made-up
+    lines (the real one is fetched from PyPI by docs/results/reproduce.py, not by the tests)."""
+    import io
+    import tarfile
+    import tempfile
+
+    def add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+
+    words = ["a", "gorgeous", "dull", "film", "tepid", "splash", "!"]
+    snippets = "".join(f"{i}\t{(-1) ** i * (1 + i % 3) / 2}\t{' '.join(words[(i + k) % len(words)] for k in range(3 + i % 5))}\r\n" for i in range(1, 301))
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as resources:
+        add(resources, "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt", snippets.encode())
+    root = Path(tempfile.mkdtemp(prefix="lth-vader-"))
+    with tarfile.open(root / "vaderSentiment-3.3.2.tar.gz", "w:gz") as sdist:
+        add(sdist, "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz", inner.getvalue())
+    return root
 
 
 def pruned_weights_problems(run_dir: Path) -> list[str]:
