@@ -528,7 +528,7 @@ def _train(runs: list[Run]) -> None:
         resolved = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False).encode()
         if not run.dir.config.exists() or run.dir.config.read_bytes() != resolved:
             atomic_write(run.dir.config, resolved)
-        if distributed.writer():
+        if distributed.writer() and run.pending():  # an invocation that trains nothing here leaves the run untouched
             provenance.record(run.dir.invocations, "cuda" if torch.cuda.is_available() else "cpu", run.cfg.train.threads, distributed.WORLD.size)
         run.tracker = Tracker.open(run.cfg, run.dir) if distributed.writer() else None  # one W&B run per run, not per rank
     trackers = [run.tracker for run in runs if run.tracker]

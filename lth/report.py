@@ -406,8 +406,10 @@ def setup(run_dirs: list[Path]) -> str:
         val = f"{config.steps(cfg).val_size:,}"
     except config.ConfigError:  # its data are not where it was run; the sizes recorded still say the rest
         val = "the dataset's default number of"
+    # In-memory data record their sizes as train_size and test_size, an image folder its files as train and test.
     sizes = json.loads(dirs[0].dataset.read_text()) if dirs[0].dataset.exists() else {}
-    data = f"{sizes['train_size']:,} training examples, {val} of them held out for validation, {sizes['test_size']:,} test" if sizes else "sizes not recorded"
+    train, test = (sizes.get(f"{split}_size", sizes.get(split)) for split in ("train", "test"))
+    data = f"{train:,} training examples, {val} of them held out for validation, {test:,} test" if train and test else "sizes not recorded"
     optimizer = f"{t.optimizer}, learning rate {t.lr:g}" + (f", momentum {t.momentum:g}" if t.optimizer == "sgd" else "") + f", weight decay {t.weight_decay:g}"
     warmup = f" after {t.warmup} of linear warm-up" if t.warmup != "0" else ""
     schedule = ("cosine to 0" if t.lr_schedule == "cosine" else f"× {t.gamma:g} at {', '.join(t.milestones)}" if t.milestones else "constant") + warmup
