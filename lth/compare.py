@@ -21,7 +21,7 @@ from pathlib import Path
 from scipy import stats
 
 from lth import config
-from lth.files import atomic_open, atomic_write
+from lth.files import atomic_write, save_figure
 from lth.report import ACCURACY, Cell, Stat, aggregate, arms_in, draw_arms, matching_sparsity, reportable
 from lth.run_dir import RunDir, distinct
 
@@ -122,9 +122,7 @@ def write(run_dirs: list[Path], out: Path, level: int | None = None) -> list[Pat
     ).encode())
     paths = [out / "report.md"]
     for name, fig in (("points.png", _points_figure(found, arms, level)), ("panels.png", _panels(found))):
-        with atomic_open(out / name) as handle:
-            fig.savefig(handle, format="png", dpi=120)
-        paths.append(out / name)
+        paths += save_figure(fig, out / name)
     return paths
 
 
@@ -196,7 +194,7 @@ def _panels(found: list[Point]):
     for i, (ax, point) in enumerate(zip(axes, found)):
         if any(level > 0 for _, level in point.cells):
             draw_arms(ax, point.cells, ACCURACY, "test accuracy at early stop")
-            if i:  # one legend: the arms' colours are the same in every panel
+            if i and ax.get_legend():  # one legend: the arms' colours are the same in every panel
                 ax.get_legend().remove()
         ax.set_title(point.name, fontsize=9)
     for ax in axes[len(found):]:

@@ -76,3 +76,14 @@ def _alive(pid: int) -> bool:
 def atomic_write(path: Path, data: bytes) -> None:
     with atomic_open(path) as handle:
         handle.write(data)
+
+
+def save_figure(figure, png: Path) -> list[Path]:
+    """A matplotlib figure as PNG (for the report's page) and beside it as PDF (vector, for a paper), each written
+    atomically (array tasks of one study may write the same report at once); the paths written."""
+    written = []
+    for path in (png, png.with_suffix(".pdf")):
+        with atomic_open(path) as handle:
+            figure.savefig(handle, format=path.suffix[1:], dpi=120)
+        written.append(path)
+    return written

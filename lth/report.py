@@ -8,6 +8,7 @@ tabulated beside it.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import warnings
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from scipy import stats
 
 from lth import config
 from lth.arms import ARMS
-from lth.files import atomic_open, atomic_write
+from lth.files import atomic_write, save_figure
 from lth.run_dir import Row, RunDir, distinct
 
 ACCURACY = "test_acc_at_early_stop"  # what the summary, the first table and accuracy.png show
@@ -248,14 +249,15 @@ def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
     (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, nothing kept alive after saving
 
-    fig = Figure(figsize=(6.4, 4.2))
-    draw_arms(fig.subplots(), cells, field, ylabel)
+    fig = Figure(figsize=(7.8, 4.2))
+    draw_arms(fig.subplots(), cells, field, ylabel, outside=True)
     fig.tight_layout()
     return fig
 
 
-def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str) -> None:
-    """`figure`'s drawing, on one set of axes (a panel of `lth.compare`'s figure too)."""
+def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, outside: bool = False) -> None:
+    """`figure`'s drawing, on one set of axes (a panel of `lth.compare`'s figure too); `outside`: its legend beside
+    the axes, where it covers no band."""
     import matplotlib.ticker
 
     for arm in arms_in(cells):
@@ -269,7 +271,10 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str) -
         ax.fill_between(x, [s.mean - s.std for _, s in points], [s.mean + s.std for _, s in points], alpha=0.2,
                         color=f"C{list(ARMS).index(arm) % 10}")
     if ("ticket", 0) in cells and getattr(cells["ticket", 0], field):
-        ax.axhline(getattr(cells["ticket", 0], field).mean, color="black", linestyle="--", linewidth=1, label="dense")
+        dense = getattr(cells["ticket", 0], field)
+        ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1, label="dense")
+        # Its band too: its lower edge, mean − std, is where an arm "matches" (`matching_sparsity`).
+        ax.axhspan(dense.mean - dense.std, dense.mean + dense.std, color="black", alpha=0.08, linewidth=0)
     ax.set_xscale("log")
     levels = sorted({round(c.weights_remaining * 100, 1) for (_, at), c in cells.items() if at > 0}, reverse=True)
     ax.set_xticks(levels[:: -(-len(levels) // 10)])  # the levels themselves, at most about ten of them (`write` draws none without)
@@ -280,7 +285,10 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str) -
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    seeds = max((getattr(c, field).n for c in cells.values() if getattr(c, field)), default=0)
+    if ax.get_legend_handles_labels()[0]:  # lines that predate a field draw nothing to name
+        ax.legend(title=f"mean over {seeds} seed{'s' * (seeds != 1)}; bands ±1 std", title_fontsize="small", fontsize="small",
+                  **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if outside else {}))
 
 
 FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"),
@@ -310,21 +318,34 @@ def density_figure(cells: dict[tuple[str, int], Cell]):
     import matplotlib.ticker
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(7.8, 4.2))
     ax = fig.subplots()
     tickets = sorted((level, c) for (arm, level), c in cells.items() if arm == "ticket")
-    for name, _ in tickets[0][1].per_layer if tickets else ():
-        ax.plot([level for level, _ in tickets], [dict(c.per_layer)[name] * 100 for _, c in tickets], marker="o", markersize=3, label=name)
+    names = [name for name, _ in tickets[0][1].per_layer] if tickets else []
+    for name, label in zip(names, layer_labels(names)):
+        ax.plot([level for level, _ in tickets], [dict(c.per_layer)[name] * 100 for _, c in tickets], marker="o", markersize=3, label=label)
     ax.plot([level for level, _ in tickets], [c.weights_remaining * 100 for _, c in tickets], color="black", linestyle="--", label="all prunable")
     ax.set_yscale("log")
+    lowest = min((y for line in ax.get_lines() for y in line.get_ydata() if y > 0), default=100)
+    ax.set_ylim(10 ** math.floor(math.log10(lowest)), 110)  # down to a labelled decade: the lowest value is read off a tick
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
     ax.set_xlabel("level")
     ax.set_ylabel("percent of the layer's weights remaining (ticket)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: the lines fill them
     fig.tight_layout()
     return fig
+
+
+def layer_labels(names: list[str]) -> list[str]:
+    """Parameter names as a figure's legend says them: without the prefix every name shares (`bert.encoder.`) and
+    the `.weight` every prunable parameter ends in; the table beside it keeps the parameter names."""
+    parts = [name.removesuffix(".weight").split(".") for name in names]
+    shared = 0
+    while len(names) > 1 and all(len(p) > shared + 2 and p[shared] == parts[0][shared] for p in parts):  # two parts left at least
+        shared += 1
+    return [".".join(p[shared:]) for p in parts]
 
 
 def iou(a: dict, b: dict) -> float:
@@ -469,7 +490,5 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
     paths = [out / "report.md"]
     drawn = [(lambda field=field, ylabel=ylabel: figure(cells, field, ylabel), name) for field, ylabel, name in FIGURES]
     for draw, name in [*drawn, (lambda: density_figure(cells), "density.png")] if pruned else []:
-        with atomic_open(out / name) as handle:
-            draw().savefig(handle, format="png", dpi=120)
-        paths.append(out / name)
+        paths += save_figure(draw(), out / name)
     return paths

@@ -22,7 +22,7 @@ import torch
 
 from lth import channels, config
 from lth.data import DataModule, EvalBatches, dataset, load_split
-from lth.files import atomic_open, atomic_write
+from lth.files import atomic_write, save_figure
 from lth.inputs import call, side_by_side, size
 from lth.masks import channels_alive
 from lth.models import logits as network_logits
@@ -164,6 +164,5 @@ def write_report(rows: list[dict], out: Path, unpruned: float) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small", ncol=max(1, math.ceil(len(by_layer) / 12)))
     fig.tight_layout()
-    with atomic_open(out / "sensitivity.png") as handle:
-        fig.savefig(handle, format="png", dpi=120)
+    save_figure(fig, out / "sensitivity.png")
     return out / "report.md"

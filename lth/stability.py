@@ -28,7 +28,7 @@ from lth import masks as M
 from lth.arms import ARMS
 from lth.config import ConfigError, Experiment, dataset, steps, to_steps
 from lth.data import EVAL_BATCH, EvalBatches, load_split, seeded_generator
-from lth.files import atomic_open, atomic_write
+from lth.files import atomic_write, save_figure
 from lth.imp import Run, run_experiments
 from lth.inputs import call
 from lth.module import MaskedModule
@@ -326,7 +326,5 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     barrier_figure.tight_layout()
     paths = [out / "report.md"]
     for figure, name in ((curves, "curves.png"), (barrier_figure, "barrier.png")):
-        with atomic_open(out / name) as handle:
-            figure.savefig(handle, format="png", dpi=120)
-        paths.append(out / name)
+        paths += save_figure(figure, out / name)
     return paths

@@ -53,13 +53,18 @@ def test_report_numbers_equal_the_results_and_figures_have_one_series_per_arm(tm
     assert f"| 2 | 64.00% | {ticket_2.mean:.4f} ± {ticket_2.std:.4f} (n=3) | {reinit_2.mean:.4f} ± {reinit_2.std:.4f} (n=3) |" in text
     assert f"{cells['reinit', 1].early_stop_step.mean:.0f} ± {cells['reinit', 1].early_stop_step.std:.0f} (n=3)" in text
 
-    for name in ["accuracy.png", "early_stop.png"]:
-        image = matplotlib.image.imread(tmp_path / "out" / name)
+    for name in ["accuracy", "early_stop", "gap", "density"]:  # each figure as PNG, and as PDF for a paper
+        image = matplotlib.image.imread(tmp_path / "out" / f"{name}.png")
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert (tmp_path / "out" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
     fig = report.figure(cells, "test_acc_at_early_stop", "test accuracy")
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels == ["ticket", "reinit", "dense"] and len(ax.collections) == 2  # one band per arm
+    assert ax.get_legend().get_title().get_text() == "mean over 3 seeds; bands ±1 std"  # what the bands are, said
+    dense = cells["ticket", 0].test_acc_at_early_stop
+    (band,) = ax.patches  # the dense network's ±1 std: its lower edge is the matching threshold
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((dense.mean - dense.std, dense.mean + dense.std))
     assert ax.get_xscale() == "log"
     ticket_line = ax.get_lines()[0]
     assert list(ticket_line.get_xdata()) == pytest.approx([80.0, 64.0])
@@ -316,3 +321,10 @@ def test_a_matching_sparsity_found_at_the_deepest_level_is_said_to_be_a_bound(tm
     summary = report.summary(report.aggregate(report.read_rows([tmp_path / "a"])))
     assert "- ticket: at most 64.00% of weights remaining: it still matches at the deepest level run" in summary
     assert "- reinit: 80.00% of weights remaining\n" in summary + "\n"  # it stops matching at level 2: found, not a bound
+
+
+def test_the_density_figure_names_layers_readably():
+    names = ["bert.encoder.layer.0.attention.self.query.weight", "bert.encoder.layer.1.output.dense.weight", "bert.pooler.dense.weight"]
+    assert report.layer_labels(names) == ["encoder.layer.0.attention.self.query", "encoder.layer.1.output.dense", "pooler.dense"]
+    assert report.layer_labels(["layers.0.weight", "layers.2.weight"]) == ["layers.0", "layers.2"]
+    assert report.layer_labels(["fc.weight"]) == ["fc"]
