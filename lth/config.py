@@ -393,7 +393,8 @@ def _misplaced(key: str, hints: dict[str, Any], prefix: str) -> str:
     leaf = key.rpartition(".")[2]
     if elsewhere := [k for k in settings() if k.rpartition(".")[2] == leaf]:
         return f"; did you mean {elsewhere[0]!r}?"
-    return suggestion(leaf, hints).replace("'", f"'{prefix}", 1) if suggestion(leaf, hints) else suggestion(key, settings())
+    here = suggestion(leaf, hints)
+    return here.replace("'", f"'{prefix}", 1) if here else suggestion(key, settings())
 
 
 def settings() -> dict[str, Any]:

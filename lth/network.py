@@ -22,6 +22,7 @@ from torch import nn
 from lth import channels, pruning
 from lth.architecture import Architecture, ModelError
 from lth.data import dataset
+from lth.datasource import digest_tensor
 from lth.flops import dense_macs
 from lth.inputs import Fields
 from lth.models import MODELS, init_batch_norm, initialise, prunable_names
@@ -71,9 +72,7 @@ def weights_digest(path: str) -> str:
         return "unreadable"
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest_tensor(digest, name, state[name])
     return digest.hexdigest()[:16]
 
 

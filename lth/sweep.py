@@ -107,7 +107,7 @@ def run_dirs(path: str | Path, extra: list[str]) -> list[Path]:
     for argv in commands(spec, grid(spec), extra):
         if argv[1:2] != ["run"]:
             raise ConfigError(f"{path}: its points run `{' '.join(argv[:2])}`; lth report compares the points of `lth run` sweeps")
-        found += [cfg.run_dir() for cfg in config.load_seeds(argv[2], argv[3:]) if (cfg.run_dir() / "results.jsonl").is_file()]
+        found += [d for d in (cfg.run_dir() for cfg in config.load_seeds(argv[2], argv[3:])) if (d / "results.jsonl").is_file()]
     if not found:
         raise ConfigError(f"{path}: none of its points has results yet (lth sweep {path} --run)")
     return list(dict.fromkeys(found))

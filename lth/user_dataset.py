@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lth.datasets import Arrays, DatasetSpec
-from lth.datasource import MissingDataError
+from lth.datasource import MissingDataError, digest_tensor
 from lth.inputs import Fields, Inputs
 from lth.registry import callable_at
 
@@ -133,9 +133,7 @@ class Records:
         """Add every example's fields (key, dtype, shape, bytes) to a hash (`lth.data.identity`)."""
         for x in self.inputs:
             for key, value in sorted(x.items()) if isinstance(x, Mapping) else (("", x),):
-                value = value.contiguous()
-                digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}:".encode())
-                digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+                digest_tensor(digest, key, value)
 
 
 @functools.lru_cache(maxsize=4)
