@@ -292,6 +292,7 @@ def _stability(argv: list[str]) -> int:
             stability.points(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"])
     except config.ConfigError as err:
         return _fail(str(err))
+    from lth.report import About
     from lth.run_dir import read_lines
 
     paths, code = _training(lambda: [stability.run_stability(cfg, own["rewind"] or [cfg.prune.rewind], own["levels"], own["alphas"], own["between_levels"])
@@ -300,7 +301,7 @@ def _stability(argv: list[str]) -> int:
         return code
     # Over this invocation's seeds, beside their run directories: out_dir/name/stability_report.
     rows = [row for path in paths for _, row in read_lines(path)]
-    written = stability.write_report(rows, paths[0].parent.parent / "stability_report")
+    written = stability.write_report(rows, paths[0].parent.parent / "stability_report", About.of(paths[0].parent))
     print("results: " + " ".join(str(p) for p in paths))
     print(f"report: {written[0]}")
     return 0

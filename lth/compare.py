@@ -13,17 +13,14 @@ remaining" mean different things.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from scipy import stats
-
 from lth import config
 from lth.files import atomic_write, save_figure
-from lth.report import ACCURACY, Cell, Stat, aggregate, arms_in, draw_arms, matching_sparsity, reportable
-from lth.run_dir import RunDir, distinct
+from lth.report import ACCURACY, About, Cell, Stat, aggregate, arms_in, draw_arms, matching_sparsity, reportable, ticks_no_finer_than
+from lth.run_dir import Row, RunDir, distinct
 
 # Settings that make runs incomparable on one sparsity axis (module docstring).
 INCOMPARABLE = ("model.name", "model.kwargs", "data.name")
@@ -34,17 +31,22 @@ class Point:
     name: str  # its differing settings, `key=value` joined by commas
     settings: dict  # those settings
     run_dirs: tuple[Path, ...]
+    rows: tuple[Row, ...]  # their results lines, each seed's once
     cells: dict[tuple[str, int], Cell]
 
 
 def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
     """The points among `run_dirs` (one per study), in order (`_order`), and the settings they all share."""
-    studies: dict[str, tuple[dict, list[Path]]] = {}
+    studies: dict[str, tuple[dict, list[Path], list]] = {}
     for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):
-        settings = config.flatten(reportable(RunDir(path))[0].identity())
+        run_dir = RunDir(path)
+        cfg, lines = reportable(run_dir)
+        settings = config.flatten(cfg.identity())
         settings.pop("seed")
-        studies.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(path)
-    every = [settings for settings, _ in studies.values()]
+        study = studies.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, [], []))
+        study[1].append(path)
+        study[2].extend((row, str(run_dir.results)) for row in lines)
+    every = [settings for settings, _, _ in studies.values()]
     keys = list(dict.fromkeys(key for settings in every for key in settings))
     differ = [key for key in keys if len({json.dumps(s.get(key), sort_keys=True, default=str) for s in every}) > 1]
     if incomparable := [key for key in differ if key in INCOMPARABLE or key.startswith(("model.kwargs.", "code."))]:
@@ -52,10 +54,10 @@ def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
         raise ValueError(f"these runs differ in {incomparable[0]} ({', '.join(values)}): their sparsities are of different networks or data, "
                          "not one axis to compare on; report them separately")
     out = []
-    for settings, dirs in studies.values():
-        rows = distinct([(row, str(RunDir(d).results)) for d in dirs for row in RunDir(d).rows()])
+    for settings, dirs, lines in studies.values():
+        rows = distinct(lines)  # a run copied to a second folder is still one seed
         mine = {key: settings.get(key) for key in differ}
-        out.append(Point(",".join(f"{k}={_text(v)}" for k, v in mine.items()), mine, tuple(dirs), aggregate(rows)))
+        out.append(Point(",".join(f"{k}={_text(v)}" for k, v in mine.items()), mine, tuple(dirs), tuple(rows), aggregate(rows)))
     shared = {key: value for key, value in every[0].items() if key not in differ}
     return [out[i] for i in _order(out, differ)], shared
 
@@ -68,8 +70,7 @@ def interval(stat: Stat) -> str:
     """Mean and 95% interval of the mean over seeds (Student's t); the mean alone for one seed."""
     if stat.n < 2:
         return f"{stat.mean:.4f} (n=1)"
-    half = stats.t.ppf(0.975, stat.n - 1) * stat.std / math.sqrt(stat.n)
-    return f"{stat.mean:.4f} [{stat.mean - half:.4f}, {stat.mean + half:.4f}] (n={stat.n})"
+    return f"{stat.mean:.4f} [{stat.mean - stat.half_width:.4f}, {stat.mean + stat.half_width:.4f}] (n={stat.n})"
 
 
 def tables(point: Point) -> str:
@@ -121,7 +122,8 @@ def write(run_dirs: list[Path], out: Path, level: int | None = None) -> list[Pat
         f"Runs:\n{sources}\n"
     ).encode())
     paths = [out / "report.md"]
-    for name, fig in (("points.png", _points_figure(found, arms, level)), ("panels.png", _panels(found))):
+    about = About.of(found[0].run_dirs[0])  # one network on one dataset (`INCOMPARABLE`)
+    for name, fig in (("points.png", _points_figure(found, arms, level, about)), ("panels.png", _panels(found, about))):
         paths += save_figure(fig, out / name)
     return paths
 
@@ -140,17 +142,13 @@ def _order(found: list[Point], differ: list[str]) -> list[int]:
     """The points' order in tables and along the figure's x axis: by the rewind step where the rewind point differs
     (as Frankle et al. 2020 plot it), by value where the one differing setting is a number, else as first given."""
     if differ == ["prune.rewind"]:
-        return sorted(range(len(found)), key=lambda i: statistics.fmean(r for r in _rewind_steps(found[i])))
+        return sorted(range(len(found)), key=lambda i: statistics.fmean(row.rewind_step for row in found[i].rows))
     if len(differ) == 1 and all(isinstance(p.settings[differ[0]], (int, float)) for p in found):
         return sorted(range(len(found)), key=lambda i: found[i].settings[differ[0]])
     return list(range(len(found)))
 
 
-def _rewind_steps(point: Point) -> list[int]:
-    return [row.rewind_step for d in point.run_dirs for row in RunDir(d).rows()]
-
-
-def _points_figure(found: list[Point], arms: list[str], level: int):
+def _points_figure(found: list[Point], arms: list[str], level: int, about: About):
     """Each arm's accuracy at `level` against the point, with its 95% interval; the dense networks' as a band."""
     from matplotlib.figure import Figure
 
@@ -167,7 +165,7 @@ def _points_figure(found: list[Point], arms: list[str], level: int):
                 stat = found[i].cells[arm, level].test_acc_at_early_stop
                 xs.append(at)
                 means.append(stat.mean)
-                halves.append(stats.t.ppf(0.975, stat.n - 1) * stat.std / math.sqrt(stat.n) if stat.n > 1 else 0.0)
+                halves.append(stat.half_width)
         ax.errorbar(xs, means, yerr=halves, marker="o", markersize=4, capsize=3, label=arm, color=f"C{list(ARMS).index(arm) % 10}")
     dense = [(at, found[i].cells["ticket", 0].test_acc_at_early_stop.mean) for at, i in enumerate(order) if ("ticket", 0) in found[i].cells]
     if dense and level > 0:
@@ -175,15 +173,17 @@ def _points_figure(found: list[Point], arms: list[str], level: int):
     ax.set_xticks(x)
     ax.set_xticklabels([found[i].name.replace(",", "\n") for i in order], fontsize=8)
     remaining = _remaining(found[order[0]], level)
-    ax.set_title(f"level {level}" + (f" ({remaining} of weights remaining)" if remaining else ""), fontsize=10)
+    ax.set_title(f"{about.caption()}; level {level}" + (f" ({remaining} of weights remaining)" if remaining else ""), fontsize=10)
     ax.set_ylabel("test accuracy at early stop")
+    if about.test_size:
+        ticks_no_finer_than(ax, 1 / about.test_size)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: error bars fill them
     fig.tight_layout()
     return fig
 
 
-def _panels(found: list[Point]):
+def _panels(found: list[Point], about: About):
     """One panel per point on shared axes: each arm's accuracy against weights remaining (`lth.report.figure`)."""
     from matplotlib.figure import Figure
 
@@ -193,11 +193,12 @@ def _panels(found: list[Point]):
     axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).flatten()
     for i, (ax, point) in enumerate(zip(axes, found)):
         if any(level > 0 for _, level in point.cells):
-            draw_arms(ax, point.cells, ACCURACY, "test accuracy at early stop")
+            draw_arms(ax, point.cells, ACCURACY, "test accuracy at early stop", about)
             if i and ax.get_legend():  # one legend: the arms' colours are the same in every panel
                 ax.get_legend().remove()
         ax.set_title(point.name, fontsize=9)
     for ax in axes[len(found):]:
         ax.set_visible(False)
+    fig.suptitle(about.caption(), fontsize=10)
     fig.tight_layout()
     return fig

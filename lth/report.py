@@ -45,6 +45,11 @@ class Stat:
         """The sample standard deviation over seeds; 0 for a single run."""
         return statistics.stdev(self.values) if self.n > 1 else 0.0
 
+    @property
+    def half_width(self) -> float:
+        """Half the 95% confidence interval of the mean over seeds (Student's t); 0 for a single run."""
+        return float(stats.t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n) if self.n > 1 else 0.0
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -58,6 +63,26 @@ class Cell:
     per_layer: tuple[tuple[str, float], ...] = ()  # each prunable layer's weights remaining, mean over seeds
     gap_at_early_stop: Stat | None = None  # train minus test accuracy; None where a line predates it
     gap: Stat | None = None
+
+
+@dataclass(frozen=True)
+class About:
+    """What a figure says of its runs besides their numbers, since a figure is read apart from its report (in a
+    paper's appendix): the network, the data, and the test split's size, whose reciprocal is the finest difference
+    in accuracy one test can show."""
+
+    model: str
+    data: str
+    test_size: int | None  # None for runs that predate `dataset.json`
+
+    @classmethod
+    def of(cls, run_dir: Path) -> About:
+        run = RunDir(Path(run_dir))
+        cfg = config.load(run.config)
+        return cls(cfg.model.name, cfg.data.name, run.sizes()[1])
+
+    def caption(self) -> str:
+        return f"{self.model} on {self.data}" + (f", {self.test_size:,} test examples" if self.test_size else "")
 
 
 @dataclass(frozen=True)
@@ -244,18 +269,22 @@ def cost(cells: dict[tuple[str, int], Cell]) -> str:
     return "\n".join(lines)
 
 
-def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str):
+def figure(cells: dict[tuple[str, int], Cell], field: str, ylabel: str, about: About | None = None):
     """One line per arm with a ±1 std band over seeds, against percent of weights remaining on a log axis
-    (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed."""
+    (sparser to the right, as in Frankle & Carbin 2019, Figure 3); the dense network dashed; titled with `about`
+    (none for rows read from W&B, whose runs' files are elsewhere)."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, nothing kept alive after saving
 
     fig = Figure(figsize=(7.8, 4.2))
-    draw_arms(fig.subplots(), cells, field, ylabel, outside=True)
+    ax = fig.subplots()
+    draw_arms(ax, cells, field, ylabel, about, outside=True)
+    if about:
+        ax.set_title(about.caption(), fontsize="medium")
     fig.tight_layout()
     return fig
 
 
-def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, outside: bool = False) -> None:
+def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, about: About | None = None, outside: bool = False) -> None:
     """`figure`'s drawing, on one set of axes (a panel of `lth.compare`'s figure too); `outside`: its legend beside
     the axes, where it covers no band."""
     import matplotlib.ticker
@@ -285,10 +314,31 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, o
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
+    if field == "early_stop_step":
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    elif about and about.test_size:  # an accuracy, or a gap between two accuracies on as many examples
+        ticks_no_finer_than(ax, 1 / about.test_size)
     seeds = max((getattr(c, field).n for c in cells.values() if getattr(c, field)), default=0)
     if ax.get_legend_handles_labels()[0]:  # lines that predate a field draw nothing to name
-        ax.legend(title=f"mean over {seeds} seed{'s' * (seeds != 1)}; bands ±1 std", title_fontsize="small", fontsize="small",
+        ax.legend(title=f"mean over {seeds} seeds; bands ±1 std" if seeds > 1 else "one seed", title_fontsize="small", fontsize="small",
                   **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if outside else {}))
+
+
+def ticks_no_finer_than(ax, step: float) -> None:
+    """The y axis's ticks at least `step` apart, at 1, 2, 2.5 or 5 times a power of ten. Steps finer than one test
+    example mark differences no test of that size can show; one seed's flat lines once zoomed an axis to steps of
+    0.0025 on 300 examples."""
+    import matplotlib.ticker
+
+    ticks = ax.get_yticks()
+    if len(ticks) > 1 and ticks[1] - ticks[0] >= step:
+        return
+    decade = 10 ** math.floor(math.log10(step))
+    spacing = next(m * decade for m in (1, 2, 2.5, 5, 10) if m * decade >= step)
+    ax.yaxis.set_major_locator(matplotlib.ticker.MultipleLocator(spacing))
+    low, high = ax.get_ylim()
+    if high - low < 2 * spacing:  # out to the ticks on either side: at least two to read a value between
+        ax.set_ylim(math.floor(low / spacing) * spacing, max(math.ceil(high / spacing), math.floor(low / spacing) + 1) * spacing)
 
 
 FIGURES = ((ACCURACY, "test accuracy at early stop", "accuracy.png"), ("early_stop_step", "early-stop step", "early_stop.png"),
@@ -313,7 +363,7 @@ def layers(cells: dict[tuple[str, int], Cell]) -> str:
     return "\n".join([*lines, f"| all prunable | {total} |"])
 
 
-def density_figure(cells: dict[tuple[str, int], Cell]):
+def density_figure(cells: dict[tuple[str, int], Cell], about: About | None = None):
     """The ticket's per-layer weights remaining against the level, one line per layer, on a log axis."""
     import matplotlib.ticker
     from matplotlib.figure import Figure
@@ -332,6 +382,8 @@ def density_figure(cells: dict[tuple[str, int], Cell]):
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
     ax.set_xlabel("level")
     ax.set_ylabel("percent of the layer's weights remaining (ticket)")
+    if about:
+        ax.set_title(about.caption(), fontsize="medium")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: the lines fill them
     fig.tight_layout()
@@ -427,9 +479,7 @@ def setup(run_dirs: list[Path]) -> str:
         val = f"{config.steps(cfg).val_size:,}"
     except config.ConfigError:  # its data are not where it was run; the sizes recorded still say the rest
         val = "the dataset's default number of"
-    # In-memory data record their sizes as train_size and test_size, an image folder its files as train and test.
-    sizes = json.loads(dirs[0].dataset.read_text()) if dirs[0].dataset.exists() else {}
-    train, test = (sizes.get(f"{split}_size", sizes.get(split)) for split in ("train", "test"))
+    train, test = dirs[0].sizes()
     data = f"{train:,} training examples, {val} of them held out for validation, {test:,} test" if train and test else "sizes not recorded"
     optimizer = f"{t.optimizer}, learning rate {t.lr:g}" + (f", momentum {t.momentum:g}" if t.optimizer == "sgd" else "") + f", weight decay {t.weight_decay:g}"
     warmup = f" after {t.warmup} of linear warm-up" if t.warmup != "0" else ""
@@ -456,7 +506,10 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
     sources_list = list(sources)
     # Figures plot against weights remaining: a study of dense networks alone (level 0) has nothing to draw.
     pruned = any(level > 0 for _, level in cells)
-    image = lambda alt, name: f"![{alt}]({name})" if pruned else ""  # noqa: E731
+    # A figure of a field no line holds (lines that predate it) would be empty axes.
+    drawn = [(field, ylabel, name) for field, ylabel, name in FIGURES if pruned and any(getattr(c, field) for c in cells.values())]
+    shown = {name for *_, name in drawn} | ({"density.png"} if pruned else set())
+    image = lambda alt, name: f"![{alt}]({name})" if name in shown else ""  # noqa: E731
     # A run directory as `name/run id`, relative to its out_dir: a report names no machine's paths.
     sources = "\n".join(f"- `{d if isinstance(d, str) else '/'.join(Path(d).resolve().parts[-2:])}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
@@ -488,7 +541,9 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
         f"{image('test accuracy at early stop', 'accuracy.png')}\n\n{image('early-stop step', 'early_stop.png')}\n"
     ).encode())
     paths = [out / "report.md"]
-    drawn = [(lambda field=field, ylabel=ylabel: figure(cells, field, ylabel), name) for field, ylabel, name in FIGURES]
-    for draw, name in [*drawn, (lambda: density_figure(cells), "density.png")] if pruned else []:
-        paths += save_figure(draw(), out / name)
+    about = About.of(sources_list[0]) if all(isinstance(d, Path) for d in sources_list) else None
+    for field, ylabel, name in drawn:
+        paths += save_figure(figure(cells, field, ylabel, about), out / name)
+    if pruned:
+        paths += save_figure(density_figure(cells, about), out / "density.png")
     return paths

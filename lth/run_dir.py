@@ -201,6 +201,13 @@ class RunDir:
         folder's classes (label i is the i-th) and files (`lth.imagefolder.Folder.describe`)."""
         return self.root / "dataset.json"
 
+    def sizes(self) -> tuple[int | None, int | None]:
+        """The training and test splits' numbers of examples as recorded (None where the run predates `dataset.json`):
+        in-memory data record them as train_size and test_size, an image folder its files as train and test."""
+        recorded = json.loads(self.dataset.read_text()) if self.dataset.exists() else {}
+        train, test = (recorded.get(f"{split}_size", recorded.get(split)) for split in ("train", "test"))
+        return train, test
+
     def same_data(self, found: dict, root: str) -> None:
         """Refuse data other than those the run recorded (if it recorded any), wherever they are now: a run continued,
         or measured, on other data would mix two experiments under one name."""

@@ -33,6 +33,7 @@ from lth.imp import Run, run_experiments
 from lth.inputs import call
 from lth.module import MaskedModule
 from lth.preemption import Interrupted, check, stop_on_signals
+from lth.report import About, ticks_no_finer_than
 from lth.rewinding import start_checkpoint
 from lth.run_dir import FINAL, START, read_lines
 from lth.tracking import Tracker
@@ -263,16 +264,17 @@ def run_stability(cfg: Experiment, rewinds: list[str], levels: list[int], alphas
             raise
     if run.tracker:
         run.tracker.finish()
-    write_report(list(study.done().values()), study.root)
+    write_report(list(study.done().values()), study.root, About.of(run.dir.root))
     return study.results
 
 
-def write_report(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def write_report(rows: list[dict[str, Any]], out: Path, about: About) -> list[Path]:
     """A table of barriers, and two figures: error against α for each k (one panel per level), and the test
     barrier against k (one line per level; Frankle et al. 2020, Figures 3 and 5). Rows of several seeds are
-    averaged per (level, k)."""
+    averaged per (level, k); the figures say how many, and of which network and data (`about`)."""
     import statistics
 
+    import matplotlib.ticker
     from matplotlib.figure import Figure
 
     cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -300,7 +302,9 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                  + "\n".join(lines) + figures).encode())
     if not cells:
         return [out / "report.md"]
-    curves = Figure(figsize=(4.2 * len(levels), 3.6))
+    seeds = len({row["seed"] for row in rows})
+    caption = f"{about.caption()}; mean over {seeds} seed{'s' * (seeds != 1)}"
+    curves = Figure(figsize=(4.2 * len(levels) + 1, 3.9))
     for ax, level in zip(curves.subplots(1, len(levels), squeeze=False)[0], levels):
         for (at, step), group in sorted(cells.items()):
             if at == level:
@@ -311,18 +315,28 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_xlabel("α (interpolation)")
         ax.set_ylabel("test error")
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        if about.test_size:
+            ticks_no_finer_than(ax, 1 / about.test_size)
+    # One legend, beside the last panel: every panel's k are the same colours, and the curves fill the axes.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    curves.suptitle(caption, fontsize="medium")
     curves.tight_layout()
-    barrier_figure = Figure(figsize=(5.2, 3.6))
+    barrier_figure = Figure(figsize=(6.4, 3.9))
     ax = barrier_figure.subplots()
     for level in levels:
         steps = sorted(step for at, step in cells if at == level)
         ax.plot(steps, [mean("test_barrier", cells[level, step]) for step in steps], marker="o", label=f"level {level}")
     ax.set_xscale("symlog", linthresh=max(1, min((s for _, s in cells if s > 0), default=1)))
+    ax.set_xticks(sorted({step for _, step in cells}))  # the steps measured, as numbers: symlog's own ticks skip them
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("rewind step k")
     ax.set_ylabel("test error barrier")
+    if about.test_size:
+        ticks_no_finer_than(ax, 1 / about.test_size)
+    ax.set_title(caption, fontsize="small")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     barrier_figure.tight_layout()
     paths = [out / "report.md"]
     for figure, name in ((curves, "curves.png"), (barrier_figure, "barrier.png")):

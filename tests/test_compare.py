@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from test_report import _fake_run
 
-from lth import cli, compare
+from lth import cli, compare, report
 
 # Two seeds of two rewind points; the ticket holds up at level 2 only when rewound late, as in Frankle et al. (2020).
 ACCS = {
@@ -59,13 +59,15 @@ def test_the_comparison_s_numbers_are_the_results_lines(tmp_path, capsys):
 
 def test_the_points_figure_orders_rewind_points_by_step_and_draws_each_arm(tmp_path):
     found, _ = compare.points(_points(tmp_path / "runs"))
-    fig = compare._points_figure(found, ["ticket", "reinit"], 2)
+    about = report.About("mnist1d_mlp", "mnist1d", 1000)
+    fig = compare._points_figure(found, ["ticket", "reinit"], 2, about)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["prune.rewind=0", "prune.rewind=25it"]
     ticket = ax.containers[0].lines[0].get_ydata()  # errorbar: the line of its means
     assert list(ticket) == pytest.approx([statistics.fmean([0.81, 0.83]), statistics.fmean([0.92, 0.90])])
-    panels = compare._panels(found)
+    panels = compare._panels(found, about)
     assert len([a for a in panels.axes if a.get_visible()]) == 2 and panels.axes[0].get_title() == "prune.rewind=0"
+    assert ax.get_title().startswith("mnist1d_mlp on mnist1d, 1,000 test examples") and panels._suptitle.get_text() == about.caption()
 
 
 def test_runs_of_different_models_are_refused_in_one_line(tmp_path, capsys):
