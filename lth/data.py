@@ -12,6 +12,7 @@ resume mid-epoch after a kill, and rewind to step k, with exactly the batches th
 from __future__ import annotations
 
 import functools
+import itertools
 import hashlib
 import shutil
 import sys
@@ -388,7 +389,8 @@ class DataModule(L.LightningDataModule):
             y = y.view(k, -1).T
         return x, y
 
-    def first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 0's training batch of a pack of one, augmented as training augments it: x [B, C, ...], y [B]."""
-        x, y = self.on_after_batch_transfer(next(iter(self.train_dataloader())), 0)
-        return x, y[:, 0]
+    def first_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Steps 0 to n − 1's training batches of a pack of one, augmented as training augments them: x [B, C, ...],
+        y [B] each (fewer than n if the data order is shorter)."""
+        batches = itertools.islice(self.train_dataloader(), n)
+        return [(x, y[:, 0]) for x, y in (self.on_after_batch_transfer(batch, 0) for batch in batches)]

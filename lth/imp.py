@@ -100,9 +100,9 @@ class Run:
         d = self.cfg.data
         return DataModule(self.net.spec, d.root, d.batch_size, self.steps.val_size, seeds, d.augment)
 
-    def first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 0's training batch of the run's data order, augmented as training augments it."""
-        return self.data([self.cfg.seed]).first_batch()
+    def first_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Steps 0 to n − 1's training batches of the run's data order, augmented as training augments them."""
+        return self.data([self.cfg.seed]).first_batches(n)
 
     def _network_state(self, path) -> State:
         state = self.dir.load(path)["state_dict"]
@@ -131,7 +131,7 @@ class Run:
         return level - 1, arm.source(level)
 
     def scoring(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> Scoring:
-        return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.net.unit.structure, self.rewound_weights, self.net.plain, self.first_batch,
+        return Scoring(weights, masks, fractions, self.cfg.prune.strategy, self.net.unit.structure, self.rewound_weights, self.net.plain, self.first_batches,
                        self.net.spec.input_shape)
 
     def prune(self, weights: State, masks: M.Masks, fractions: dict[str, float]) -> M.Masks:

@@ -289,16 +289,21 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, a
     the axes, where it covers no band."""
     import matplotlib.ticker
 
-    for arm in arms_in(cells):
+    arms = arms_in(cells)
+    for i, arm in enumerate(arms):
         points = sorted(((c.weights_remaining * 100, getattr(c, field)) for (a, at), c in cells.items() if a == arm and at > 0 and getattr(c, field)),
                         reverse=True)
         if not points:
             continue
         x = [p for p, _ in points]
         mean = [s.mean for _, s in points]
-        ax.plot(x, mean, marker="o", markersize=3, label=arm, color=f"C{list(ARMS).index(arm) % 10}")  # an arm's colour in every panel
-        ax.fill_between(x, [s.mean - s.std for _, s in points], [s.mean + s.std for _, s in points], alpha=0.2,
-                        color=f"C{list(ARMS).index(arm) % 10}")
+        colour = f"C{list(ARMS).index(arm) % 10}"  # an arm's colour in every panel
+        if len(points) == 1:  # one pruned level: a band over one x has no width, so a bar, each arm's a little apart
+            ax.errorbar([x[0] * 1.04 ** (i - (len(arms) - 1) / 2)], mean, yerr=[points[0][1].std], marker="o", markersize=4, capsize=3, label=arm,
+                        color=colour)
+            continue
+        ax.plot(x, mean, marker="o", markersize=3, label=arm, color=colour)
+        ax.fill_between(x, [s.mean - s.std for _, s in points], [s.mean + s.std for _, s in points], alpha=0.2, color=colour)
     if ("ticket", 0) in cells and getattr(cells["ticket", 0], field):
         dense = getattr(cells["ticket", 0], field)
         ax.axhline(dense.mean, color="black", linestyle="--", linewidth=1, label="dense")
@@ -307,6 +312,8 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, a
     ax.set_xscale("log")
     levels = sorted({round(c.weights_remaining * 100, 1) for (_, at), c in cells.items() if at > 0}, reverse=True)
     ax.set_xticks(levels[:: -(-len(levels) // 10)])  # the levels themselves, at most about ten of them (`write` draws none without)
+    if len(levels) == 1:  # room for its arms' bars side by side, not an axis zoomed to their offsets
+        ax.set_xlim(levels[0] * 1.4, levels[0] / 1.4)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if not ax.xaxis_inverted():
@@ -320,7 +327,7 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, a
         ticks_no_finer_than(ax, 1 / about.test_size)
     seeds = max((getattr(c, field).n for c in cells.values() if getattr(c, field)), default=0)
     if ax.get_legend_handles_labels()[0]:  # lines that predate a field draw nothing to name
-        ax.legend(title=f"mean over {seeds} seeds; bands ±1 std" if seeds > 1 else "one seed", title_fontsize="small", fontsize="small",
+        ax.legend(title=f"mean over {seeds} seeds, ±1 std" if seeds > 1 else "one seed", title_fontsize="small", fontsize="small",
                   **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if outside else {}))
 
 

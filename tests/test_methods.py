@@ -10,6 +10,7 @@ from conftest import prune, result_rows, without_timing
 from lth import cli, config, imp
 from lth import masks as M
 from lth.imp import Run, train_levels
+from lth.methods import METHODS
 from lth.module import MaskedModule
 from lth.preemption import REQUEUE
 from lth.schedules import gradual
@@ -110,10 +111,21 @@ def test_gradual_pruning_follows_the_formula_and_every_arm_trains_on_its_final_m
         seen.append((trainer.global_step, sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())))
 
     monkeypatch.setattr(gradual.GradualPruning, "on_train_batch_end", record)
+    scored, magnitude = [], METHODS["magnitude"].scores
+
+    def read(scoring, params):  # what a criterion called mid-training is given
+        scored.append(set(scoring.trained))
+        return magnitude(scoring, params)
+
+    monkeypatch.setattr(METHODS["magnitude"], "scores", read)
     arms = "--arms=[ticket,reinit,random_prune,scratch_b,finetune,lr_rewind]"
     args = tiny + GRADUAL + [arms]
     assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
-    total = sum(p.numel() for n, p in Run.open(config.load(None, args)).build_module(0).weights().items())
+    module = Run.open(config.load(None, args)).build_module(0)
+    total = sum(p.numel() for p in module.weights().values())
+    network = module.model
+    # The network's whole state, biases and masks included, as at a level boundary: a criterion may build the network from it.
+    assert scored and all(keys == set(network.state_dict()) for keys in scored)
     pruning_steps = {step: kept for step, kept in seen if gradual.sparsity(step, 10, 30, 5, 0.8) is not None}
     assert sorted(pruning_steps) == [10, 15, 20, 25, 30]  # the ticket of level 1 trains steps 8 to 36
     for step, kept in pruning_steps.items():

@@ -63,7 +63,7 @@ def test_report_numbers_equal_the_results_and_figures_have_one_series_per_arm(tm
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels == ["ticket", "reinit", "dense"] and len(ax.collections) == 2  # one band per arm
-    assert ax.get_legend().get_title().get_text() == "mean over 3 seeds; bands ±1 std"  # what the bands are, said
+    assert ax.get_legend().get_title().get_text() == "mean over 3 seeds, ±1 std"  # what the bands are, said
     dense = cells["ticket", 0].test_acc_at_early_stop
     (band,) = ax.patches  # the dense network's ±1 std: its lower edge is the matching threshold
     assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((dense.mean - dense.std, dense.mean + dense.std))

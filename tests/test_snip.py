@@ -25,7 +25,7 @@ def test_a_score_is_the_loss_derivative_with_respect_to_its_mask_at_one(tiny):
     scores = METHODS["snip"].scores(scoring, None)
 
     network = run.net.plain(state)
-    x, y = run.first_batch()
+    ((x, y),) = run.first_batches(1)
     c = {n: torch.ones_like(m, dtype=torch.float32, requires_grad=True) for n, m in masks.items()}
     weights = {n: network.get_parameter(n).detach() * masks[n] * c[n] for n in masks}
     loss = F.cross_entropy(functional_call(network, weights, (x,)), y)

@@ -12,7 +12,7 @@ from lth.methods import METHODS
 from lth.methods.base import Scoring
 
 
-def _no_data():
+def _no_data(n):
     raise AssertionError("SynFlow reads no data")
 
 
@@ -46,7 +46,7 @@ def test_iterative_synflow_reaches_the_target_and_cuts_off_no_layer(tiny):
     module = run.build_module(0)
     state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
     run.rewound_weights = lambda: state
-    run.first_batch = _no_data
+    run.first_batches = _no_data
     masks = M.ones_like(module.weights())
     fractions = {n: 0.995 for n in masks}
     pruned = pruning.level_masks(cfg.prune, run.net.unit, run.scoring(state, masks, fractions))

@@ -5,7 +5,7 @@
 
 Each piece of evidence is one command (`EVIDENCE`). What is committed under `docs/results/NAME/runs/` is every
 run directory's `config.yaml`, its ledger (`results.jsonl`, or `stability.jsonl`) and, for runs recorded since lth
-writes one, its `invocations.jsonl` (what ran it), named relative to `out_dir` (`NAME/RUN_ID`, or
+writes them, its `invocations.jsonl` (what ran it) and `dataset.json` (the data's sizes), named relative to `out_dir` (`NAME/RUN_ID`, or
 `NAME/POINT/RUN_ID` for a sweep), so that `lth report docs/results/NAME/runs/*/*` rebuilds the report from them.
 
 What a recheck can promise (README, Reproducibility): on the machine and build that recorded it (same CPU
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scipy import stats
+from lth.report import Stat
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -45,6 +44,7 @@ EVIDENCE = {
     "gradual_mnist1d": (["run", "experiments/gradual_mnist1d.yaml", "--pack=1"], "results.jsonl"),
     "channel_mnist1d": (["run", "experiments/channel_mnist1d.yaml", "--pack=1"], "results.jsonl"),
     "at_init_snip_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--name=at_init_snip_mnist1d"], "results.jsonl"),
+    "at_init_grasp_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=grasp", "--name=at_init_grasp_mnist1d"], "results.jsonl"),
     "at_init_synflow_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=synflow", "--name=at_init_synflow_mnist1d"], "results.jsonl"),
     "lenet300_mnist": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]"], "results.jsonl"),
     # About an hour here: 93 trainings of 200 steps (Frankle & Carbin train 20,000), one evaluation each at the end.
@@ -138,8 +138,10 @@ def record(name: str) -> None:
         target = committed / d.parent.name / d.name
         target.mkdir(parents=True)
         shutil.copy(d / EVIDENCE[name][1], target / EVIDENCE[name][1])
-        if (d / "invocations.jsonl").exists():  # what ran it, for the report's Setup section (`lth.provenance`)
-            shutil.copy(d / "invocations.jsonl", target / "invocations.jsonl")
+        # What ran it and on which data's sizes, for the report's Setup section and its figures' titles (`lth.provenance`).
+        for kept in ("invocations.jsonl", "dataset.json"):
+            if (d / kept).exists():
+                shutil.copy(d / kept, target / kept)
         # Its out_dir relative to the repository, as every path a results page names (no machine's paths).
         (target / "config.yaml").write_text((d / "config.yaml").read_text().replace(f"out_dir: {REPO}/", "out_dir: "))
     report = ["report", *map(str, run_dirs), "--out", str(HERE / name)] if EVIDENCE[name][1] == "results.jsonl" else None
@@ -167,8 +169,7 @@ def check(name: str) -> int:
         return 1
     for key, values in sorted(before.items()):
         mean, now = statistics.fmean(values), statistics.fmean(after[key])
-        n = len(values)
-        half = stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else 0.0
+        n, half = len(values), Stat.of(values).half_width
         inside = abs(now - mean) <= half
         failures += not inside
         print(f"{'ok ' if inside else 'OUT'} {key}: rerun {now:.4f}, committed {mean:.4f} ± {half:.4f} (95%, n={n})")

@@ -32,7 +32,9 @@ class Scoring:
     # A fresh unpacked network holding a state (its weights times its masks), in train mode; `lth.models.logits` reads
     # its output, whatever form the model returns it in.
     network: Callable[[State], nn.Module]
-    batch: Callable[[], tuple[Inputs, torch.Tensor]]  # the first training batch of the run's data order (inputs, labels)
+    # The first n training batches of the run's data order, as (inputs, labels): a criterion reads as many as its
+    # paper averages over (SNIP one, GraSP several), the same ones at every level and for every arm.
+    batches: Callable[[int], list[tuple[Inputs, torch.Tensor]]]
     input_shape: Shape  # of one example (`lth.inputs`)
 
 

@@ -20,6 +20,6 @@ class SNIP(Method):
         state = {**scoring.rewound(), **{f"{n}_mask": m for n, m in scoring.masks.items()}}
         network = scoring.network(state)
         weights = [network.get_parameter(n) for n in scoring.masks]
-        x, y = scoring.batch()
+        ((x, y),) = scoring.batches(1)
         gradients = torch.autograd.grad(F.cross_entropy(logits(call(network, x)), y), weights)
         return {n: (w * g).detach().abs() for n, w, g in zip(scoring.masks, weights, gradients)}

@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from lth.masks import Masks
 from lth.steps import Steps
 
-# prune(weights, masks, fractions) -> masks: the experiment's method and ranking, for hooks that prune as training goes
+# prune(state, masks, fractions) -> masks: the experiment's method and ranking on a network's whole state (weights, buffers,
+# masks), for hooks that prune as training goes
 Prune = Callable[[dict[str, torch.Tensor], Masks, dict[str, float]], Masks]
 
 
