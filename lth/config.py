@@ -650,6 +650,9 @@ def validate(cfg: Experiment) -> None:
     for name, params in cfg.arm_params.items():
         if problem := ARMS[name].check(params):
             raise ConfigError(problem)
+    if (moving := [a for a in cfg.arms if ARMS[a].moves_masks]) and pruning.method(p).unit(p.method_params, dict).removes_channels:
+        raise ConfigError(f"arms: {moving[0]} moves single connections as it trains; prune.method {p.method} removes whole channels, "
+                          "whose narrow network it cannot grow back: use it with a method that prunes weights")
     if problem := pruning.schedule(p).check(p.schedule_params, p, steps(cfg)):
         raise ConfigError(problem)
     spec = dataset(cfg.data)

@@ -12,8 +12,8 @@ resume mid-epoch after a kill, and rewind to step k, with exactly the batches th
 from __future__ import annotations
 
 import functools
-import itertools
 import hashlib
+import itertools
 import shutil
 import sys
 import tarfile

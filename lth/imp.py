@@ -286,8 +286,9 @@ class Run:
                         self.progress)
 
     def callbacks(self, group: list[Member]) -> list[Callback]:
-        """What a pack of this run's members needs besides training: the dense run saves its rewind point, and a
-        ticket whose masks come out of training prunes as it trains (its schedule's hooks)."""
+        """What a pack of this run's members needs besides training: the dense run saves its rewind point, a ticket
+        whose masks come out of training prunes as it trains (its schedule's hooks), and an arm may act as it trains
+        (its own hooks: dynamic sparse training moves its connections)."""
         first = group[0]
         out: list[Callback] = []
         if first.level == 0:
@@ -295,6 +296,8 @@ class Run:
         if self.trains_the_mask(first.level, first.arm):
             p, module = self.cfg.prune, first.module
             out += pruning.schedule(p).hooks(p.schedule_params, pruning.layer_fractions(p, module.model, module.prunable), self.prune)
+        if first.level > 0:
+            out += first.arm.hooks(self.cfg.arm_params.get(first.arm.name), first.module.steps.total_steps, [(m.data_order, m.level) for m in group])
         return out
 
     def row(self, member: Member, module: MaskedModule, k: int) -> Row:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 
 import numpy as np
 import torch
@@ -34,12 +35,18 @@ def layer_fractions(
 def random_like(masks: Masks, generator: torch.Generator) -> Masks:
     """A random mask with exactly as many kept weights in each layer as `masks` (the random-pruning
     control of Frankle & Carbin 2019, §2)."""
+    return random_with({name: (tuple(mask.shape), int(mask.sum())) for name, mask in masks.items()}, generator)
+
+
+def random_with(counts: dict[str, tuple[tuple[int, ...], int]], generator: torch.Generator) -> Masks:
+    """A random mask per layer of the given shape keeping exactly the given number of weights, drawn layer by layer
+    in the order of the layers' names."""
     shuffled = {}
-    for name in sorted(masks):
-        mask = masks[name]
-        keep = torch.zeros(mask.numel(), dtype=torch.bool)
-        keep[torch.randperm(mask.numel(), generator=generator)[: int(mask.sum())]] = True
-        shuffled[name] = keep.view(mask.shape)
+    for name in sorted(counts):
+        shape, kept = counts[name]
+        keep = torch.zeros(math.prod(shape), dtype=torch.bool)
+        keep[torch.randperm(math.prod(shape), generator=generator)[:kept]] = True
+        shuffled[name] = keep.view(shape)
     return shuffled
 
 

@@ -95,11 +95,11 @@ def _step_of(checkpoint: Path, mtime_ns: int, size: int) -> int:
 def pack_key(member: Member, step: bool = True) -> tuple:
     """Members with equal keys can train in lockstep as one pack: same network and data shapes, same schedule,
     optimizer settings and training penalty, at the same step, with optimizer states of the same origin (they
-    share its scalars, such as Adam's step count)."""
+    share its scalars, such as Adam's step count); an arm whose hooks move its masks packs with itself alone."""
     module = member.module
     alone = id(member) if member.narrow else None  # a narrow network's widths are its own masks': it trains alone
     return (member.shared, module.steps, repr(module.train_cfg), repr(module.penalty), member.resume is None, _step(member.resume) if step else None,
-            member.optimizer_origin, member.finished, alone)
+            member.optimizer_origin, member.finished, alone, member.arm.name if member.arm.moves_masks else None)
 
 
 def common_step(members: list[Member]) -> None:
@@ -213,7 +213,9 @@ def trainer(steps: Steps, io: MemberCheckpoints, callbacks: list[Callback], trai
         deterministic=train.deterministic,
         precision=train.precision,
         benchmark=not train.deterministic,  # cuDNN's autotuned algorithms are fast, but may differ run to run
-        callbacks=[SaveLast(steps.checkpoint_every), StopOnSignal([m.file(LAST) for m in io.members]), *callbacks],
+        # The run's own hooks first: a stop at step t checkpoints after every hook of step t has acted (a mask that
+        # a hook changes at t, saved unchanged, would never change on resume, which continues from t + 1).
+        callbacks=[*callbacks, SaveLast(steps.checkpoint_every), StopOnSignal([m.file(LAST) for m in io.members])],
         plugins=[io],
         logger=False,  # each member's metrics go to its own run's W&B run (LogEvaluations)
         enable_checkpointing=False,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from lth.data import seeded_generator
 from lth.masks import Masks
@@ -70,6 +71,9 @@ class Arm:
     # True: an iterative chain of its own (Renda et al. 2020, §2): each level prunes the arm's own previous
     # level, trained, so it has masks of its own. False: it trains on the ticket's masks.
     own_chain: ClassVar[bool] = False
+    # True: its masks change as it trains (dynamic sparse training): its `hooks` act on its whole pack, so it packs
+    # only with members of its own arm.
+    moves_masks: ClassVar[bool] = False
 
     def check(self, params: Any) -> str | None:
         """What is wrong with its settings (one line), before any training."""
@@ -116,6 +120,11 @@ class Arm:
             return Start(masks, ctx.fresh() if self.weights == INIT else weights, narrow=narrow)
         steps, lr = self.own_steps(ctx)
         return Start(masks, weights, from_rewind_point=False, steps=steps, lr=lr, narrow=narrow)
+
+    def hooks(self, params: Any, total_steps: int, members: list[tuple[int, int]]) -> list[Callback]:
+        """Callbacks for its training at a pruned level, for a pack of its members, each given as (its run's seed, its
+        level) in pack order; `total_steps`: the steps the pack trains."""
+        return []
 
     def optimizer_origin(self, rewind_step: int, policy: str) -> str:
         """Whose optimizer state it starts with (`prune.rewind_optimizer` is the policy); members of a pack share
