@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lth import config
 from lth.files import atomic_write, save_figure
-from lth.report import ACCURACY, About, Cell, Stat, aggregate, arms_in, draw_arms, matching_sparsity, reportable, ticks_no_finer_than
+from lth.report import ACCURACY, About, Cell, Stat, aggregate, arm_colour, arms_in, draw_arms, matching_sparsity, reportable, ticks_no_finer_than
 from lth.run_dir import Row, RunDir, distinct
 
 # Settings that make runs incomparable on one sparsity axis (module docstring).
@@ -152,7 +152,6 @@ def _points_figure(found: list[Point], arms: list[str], level: int, about: About
     """Each arm's accuracy at `level` against the point, with its 95% interval; the dense networks' as a band."""
     from matplotlib.figure import Figure
 
-    from lth.arms import ARMS
 
     order = range(len(found))
     fig = Figure(figsize=(max(7.6, 1.1 * len(found) + 3.2), 4.2))
@@ -166,7 +165,7 @@ def _points_figure(found: list[Point], arms: list[str], level: int, about: About
                 xs.append(at)
                 means.append(stat.mean)
                 halves.append(stat.half_width)
-        ax.errorbar(xs, means, yerr=halves, marker="o", markersize=4, capsize=3, label=arm, color=f"C{list(ARMS).index(arm) % 10}")
+        ax.errorbar(xs, means, yerr=halves, marker="o", markersize=4, capsize=3, label=arm, color=arm_colour(arm))
     dense = [(at, found[i].cells["ticket", 0].test_acc_at_early_stop.mean) for at, i in enumerate(order) if ("ticket", 0) in found[i].cells]
     if dense and level > 0:
         ax.plot([at for at, _ in dense], [mean for _, mean in dense], color="black", linestyle="--", linewidth=1, label="dense (level 0)")

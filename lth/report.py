@@ -297,7 +297,7 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, a
             continue
         x = [p for p, _ in points]
         mean = [s.mean for _, s in points]
-        colour = f"C{list(ARMS).index(arm) % 10}"  # an arm's colour in every panel
+        colour = arm_colour(arm)
         if len(points) == 1:  # one pruned level: a band over one x has no width, so a bar, each arm's a little apart
             ax.errorbar([x[0] * 1.04 ** (i - (len(arms) - 1) / 2)], mean, yerr=[points[0][1].std], marker="o", markersize=4, capsize=3, label=arm,
                         color=colour)
@@ -329,6 +329,17 @@ def draw_arms(ax, cells: dict[tuple[str, int], Cell], field: str, ylabel: str, a
     if ax.get_legend_handles_labels()[0]:  # lines that predate a field draw nothing to name
         ax.legend(title=f"mean over {seeds} seeds, ±1 std" if seeds > 1 else "one seed", title_fontsize="small", fontsize="small",
                   **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if outside else {}))
+
+
+# Past matplotlib's ten cycle colours, colours none of them is near (Dark2's magenta, teal, mustard, grey, violet):
+# the eleventh arm once drew in the ticket's blue.
+MORE_COLOURS = ("#e7298a", "#1b9e77", "#a6761d", "#666666", "#7570b3")
+
+
+def arm_colour(arm: str) -> str:
+    """An arm's colour, the same in every figure and panel: its place among the arms (`ARMS`), then `MORE_COLOURS`."""
+    i = list(ARMS).index(arm)
+    return f"C{i}" if i < 10 else MORE_COLOURS[(i - 10) % len(MORE_COLOURS)]
 
 
 def ticks_no_finer_than(ax, step: float) -> None:

@@ -95,6 +95,13 @@ def test_a_figure_names_its_network_and_data_and_steps_its_accuracy_no_finer_tha
     assert report.About.of(tmp_path / "run").caption() == "mnist1d_mlp on mnist1d"
 
 
+def test_every_arm_draws_in_a_colour_of_its_own():
+    """The eleventh arm (`set`) once drew in the ticket's blue: matplotlib cycles ten colours."""
+    from lth.arms import ARMS
+
+    assert len({report.arm_colour(arm) for arm in ARMS}) == len(ARMS)
+
+
 def test_report_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -45,6 +45,11 @@ EVIDENCE = {
     "channel_mnist1d": (["run", "experiments/channel_mnist1d.yaml", "--pack=1"], "results.jsonl"),
     "at_init_snip_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--name=at_init_snip_mnist1d"], "results.jsonl"),
     "at_init_grasp_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=grasp", "--name=at_init_grasp_mnist1d"], "results.jsonl"),
+    # Does the ticket beat sparse training from scratch at its sparsity: RigL and SET on its per-layer counts, and on ERK's.
+    "dynamic_sparse_mnist1d": (["run", "experiments/quickstart.yaml", "--arms=[ticket,random_prune,scratch_e,rigl,set]", "--name=dynamic_sparse_mnist1d"],
+                               "results.jsonl"),
+    "dynamic_sparse_erk_mnist1d": (["run", "experiments/quickstart.yaml", "--arms=[ticket,rigl,set]", "--rigl.distribution=erk", "--set.distribution=erk",
+                                    "--name=dynamic_sparse_erk_mnist1d"], "results.jsonl"),
     "at_init_synflow_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=synflow", "--name=at_init_synflow_mnist1d"], "results.jsonl"),
     "lenet300_mnist": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]"], "results.jsonl"),
     # About an hour here: 93 trainings of 200 steps (Frankle & Carbin train 20,000), one evaluation each at the end.
