@@ -571,7 +571,8 @@ def from_dict(values: dict[str, Any]) -> Experiment:
         params.setdefault(kind, registry[chosen].Params() if registry[chosen].Params else None)
         for key in set(prune) - set(typing.get_type_hints(PruneConfig)):
             if owners := [name for name, plugin in registry.items() if plugin.Params and key in {f.name for f in dataclasses.fields(plugin.Params)}]:
-                raise ConfigError(f"prune.{key}: only the {kind} {' or '.join(owners)} uses it, not {chosen}")
+                users = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} or {owners[-1]}"
+                raise ConfigError(f"prune.{key}: only the {kind} {users} uses it, not {chosen}")
     experiment = _build(Experiment, values)
     experiment.prune = _build(PruneConfig, prune, "prune.")
     experiment.prune.method_params, experiment.prune.schedule_params = params["method"], params["schedule"]

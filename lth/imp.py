@@ -204,6 +204,7 @@ class Run:
             level, arm, module, masks, resume, start_step, directory, rewind, data_order,
             shared=(self.cfg.model.name, d.name, d.batch_size, d.augment, self.steps.val_size),
             optimizer_origin=arm.optimizer_origin(self.steps.rewind_step, self.cfg.prune.rewind_optimizer), narrow=narrow, tracker=self.tracker,
+            alone=narrow or (arm.is_ticket and pruning.schedule(self.cfg.prune).may_end_early(level)),
         )
 
     def members(self, level: int, after_ticket: bool = False) -> list[Member]:
@@ -286,16 +287,17 @@ class Run:
                         self.progress)
 
     def callbacks(self, group: list[Member]) -> list[Callback]:
-        """What a pack of this run's members needs besides training: the dense run saves its rewind point, a ticket
-        whose masks come out of training prunes as it trains (its schedule's hooks), and an arm may act as it trains
-        (its own hooks: dynamic sparse training moves its connections)."""
+        """What a pack of this run's members needs besides training: the dense run saves its rewind point, the ticket
+        trains with its schedule's hooks (gradual pruning prunes as it trains, an early-bird schedule may end the dense
+        run), and an arm may act as it trains (its own hooks: dynamic sparse training moves its connections)."""
         first = group[0]
         out: list[Callback] = []
         if first.level == 0:
             out.append(RewindCapture(self.steps.rewind_step, [m.rewind for m in group]))
-        if self.trains_the_mask(first.level, first.arm):
+        if first.arm.is_ticket:
             p, module = self.cfg.prune, first.module
-            out += pruning.schedule(p).hooks(p.schedule_params, pruning.layer_fractions(p, module.model, module.prunable), self.prune)
+            out += pruning.schedule(p).hooks(p.schedule_params, first.level, pruning.layer_fractions(p, module.model, module.prunable), self.prune,
+                                             self.net.unit)
         if first.level > 0:
             out += first.arm.hooks(self.cfg.arm_params.get(first.arm.name), first.module.steps.total_steps, [(m.data_order, m.level) for m in group])
         return out
@@ -324,7 +326,7 @@ class Run:
             best_val_acc=max(h["val_acc"] for h in history),
             early_stop_step=best["step"],
             early_stop_val_acc=best["val_acc"],
-            steps_trained=module.steps.total_steps - member.start_step,
+            steps_trained=module.last_step - member.start_step,
             rewind_step=self.steps.rewind_step,
             rewind_optimizer=p.rewind_optimizer,
             wall_seconds=round(module.train_seconds, 3),  # of the whole pack this member trained in
@@ -342,6 +344,7 @@ class Run:
             gap=final["train_acc"] - final["test_acc"] if "train_acc" in final else None,
             gap_at_early_stop=best["train_acc"] - best["test_acc"] if "train_acc" in best else None,
             code=arm_code(member.arm),
+            ended_early=module.ended[k]["why"] if module.ended[k] else None,
         )
 
     def speedup(self, masks: M.Masks, device: torch.device) -> float:
@@ -442,7 +445,7 @@ def train_levels(runs: list[Run], pack: int) -> None:
                 run.record(row)
                 run.say(
                     f"level {level}/{run.cfg.prune.levels} seed {row.seed} {member.arm.name}: {row.weights_remaining:.2%} remaining, "
-                    f"{row_accuracy(row)}, best val acc {row.best_val_acc:.4f}"
+                    f"{row_accuracy(row)}, best val acc {row.best_val_acc:.4f}" + (f"; {row.ended_early}" if row.ended_early else "")
                 )
 
 

@@ -20,6 +20,7 @@ from lth import masks as M
 from lth.config import TrainConfig
 from lth.inputs import Inputs, call, side_by_side, size
 from lth.models import logits, prunable_names
+from lth.packing import member_states
 from lth.steps import Steps
 
 # The training step runs the optimizer itself (see `optimizer_step`), so it returns no loss for Lightning to
@@ -148,6 +149,7 @@ class MaskedModule(L.LightningModule):
         self.evaluation = nn.ModuleDict({key: PerRunMean(pack) for key in EVALUATION})
         # Per run, one entry per evaluation: step and `EVALUATION`.
         self.val_history: list[list[dict[str, float]]] = [[] for _ in range(pack)]
+        self.ended: list[dict | None] = [None] * pack  # per run, where and why a hook ended its training early (`end_early`)
         self.last_loss: torch.Tensor | None = None  # [K], of the latest step
         self.train_seconds = 0.0  # in fits that ended, this one's included once it ends (`on_train_end`)
         self._fit_started: float | None = None
@@ -374,9 +376,22 @@ class MaskedModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         seconds = self.elapsed()
-        checkpoint["lth"] = {"members": [{"val_history": h, "train_seconds": seconds} for h in self.val_history]}
+        for state, history, ended in zip(member_states(checkpoint, self.pack), self.val_history, self.ended):
+            state.update(val_history=history, train_seconds=seconds, ended=ended)
 
     def on_load_checkpoint(self, checkpoint):
-        members = checkpoint.get("lth", {}).get("members", [{}] * self.pack)
+        members = member_states(checkpoint, self.pack)
         self.val_history = [list(m.get("val_history", [])) for m in members]
         self.train_seconds = max(m.get("train_seconds", 0.0) for m in members)
+        self.ended = [m.get("ended") for m in members]
+
+    def end_early(self, why: str) -> None:
+        """End this fit after the current step, for every member (a pack trains as one), recording why: a hook's
+        decision (an early-bird ticket drawn), which the results line states."""
+        self.ended = [{"step": self.trainer.global_step, "why": why}] * self.pack
+        self.trainer.should_stop = True
+
+    @property
+    def last_step(self) -> int:
+        """The step its training ends at: its schedule's last, or the step a hook ended it at."""
+        return self.ended[0]["step"] if self.ended[0] else self.steps.total_steps

@@ -49,6 +49,13 @@ def pack_checkpoint(members: list[dict[str, Any]]) -> dict[str, Any]:
     return packed
 
 
+def member_states(checkpoint: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """The K members' own entries of a pack's checkpoint (`lth` → `members`), made if absent: what the module (its
+    validation history) and a training hook (its state) keep per member, saved with each member's own checkpoint and
+    read back from it, so that a member resumes with its own state however it is packed next time."""
+    return checkpoint.setdefault("lth", {}).setdefault("members", [{} for _ in range(k)])
+
+
 def unpack_checkpoint(packed: dict[str, Any], k: int) -> list[dict[str, Any]]:
     states = unpack_state(packed["state_dict"], k)
     optimizers = [_unpack_optimizer(o, k) for o in packed["optimizer_states"]]

@@ -63,6 +63,7 @@ class Cell:
     per_layer: tuple[tuple[str, float], ...] = ()  # each prunable layer's weights remaining, mean over seeds
     gap_at_early_stop: Stat | None = None  # train minus test accuracy; None where a line predates it
     gap: Stat | None = None
+    ended_early: tuple[tuple[int, str], ...] = ()  # (seed, why) of each run a hook ended early (`Row.ended_early`)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ def aggregate(rows: list[Row]) -> dict[tuple[str, int], Cell]:
               for k in ("macs", "parameters", "inference_speedup")),
             tuple((layer, statistics.fmean(r.weights_remaining_per_layer[layer] for r in group)) for layer in group[0].weights_remaining_per_layer),
             *(Stat.of([getattr(r, k) for r in group]) if all(getattr(r, k) is not None for r in group) else None for k in ("gap_at_early_stop", "gap")),
+            tuple((r.seed, r.ended_early) for r in group if r.ended_early),
         )
         for key, group in sorted(groups.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), kv[0][1]))
     }
@@ -469,6 +471,12 @@ def overlap(run_dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _ended_early(cells: dict[tuple[str, int], Cell]) -> str:
+    """The runs a hook ended before their schedule's last step, and why (an early-bird ticket: the steps it saved)."""
+    lines = [f"- seed {seed} {arm} at level {level}: {why}" for (arm, level), c in cells.items() for seed, why in c.ended_early]
+    return "Ended early:\n\n" + "\n".join(lines) + "\n\n" if lines else ""
+
+
 def _diverged(notes: list[dict]) -> str:
     """Training that diverged is no result: its cells are absent from every table and figure, and listed here."""
     if not notes:
@@ -488,7 +496,7 @@ def setup(run_dirs: list[Path]) -> str:
     """The experiment as a methods section states it, from the runs' own files: their `config.yaml` (what was trained,
     and every other setting not at its default), `dataset.json` (the data's sizes) and `invocations.jsonl` (the
     software, hardware and commands, `lth.provenance`)."""
-    from lth import provenance
+    from lth import provenance, pruning
 
     dirs = [RunDir(Path(d)) for d in run_dirs]
     cfgs = [config.load(d.config) for d in dirs]
@@ -509,7 +517,8 @@ def setup(run_dirs: list[Path]) -> str:
         f"- Data: `{d.name}`, {data}; batch {d.batch_size}" + ("" if d.augment is None else f", augmentation {'on' if d.augment else 'off'}"),
         f"- Training: {t.duration} per level, {optimizer}; learning rate {schedule}; evaluated every {t.eval_every}, the test accuracy "
         "read at the step of lowest validation loss",
-        f"- Pruning: `{p.method}`, {p.strategy}, {p.fraction:.0%} of the remaining weights a level, {p.levels} level{'s' * (p.levels != 1)} "
+        f"- Pruning: `{p.method}`, {p.strategy}, {pruning.schedule(p).fraction(p.schedule_params, p.fraction):.0%} of the remaining weights a level, "
+        f"{p.levels} level{'s' * (p.levels != 1)} "
         f"(`{p.schedule}`), rewinding "
         f"to {'the original initialisation' if p.rewind == '0' else p.rewind}",
         f"- Arms: {', '.join(dict.fromkeys(a for c in cfgs for a in c.arms))}; seeds: {', '.join(str(c.seed) for c in cfgs)}",
@@ -532,7 +541,7 @@ def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged
     sources = "\n".join(f"- `{d if isinstance(d, str) else '/'.join(Path(d).resolve().parts[-2:])}`" for d in sources)
     # Atomic: array tasks of one study may write the same report at the same moment.
     atomic_write(out / "report.md", (
-        f"# Lottery-ticket report\n\n{summary(cells)}\n\n{_diverged(diverged)}"
+        f"# Lottery-ticket report\n\n{summary(cells)}\n\n{_ended_early(cells)}{_diverged(diverged)}"
         + (f"## Setup\n\n{setup(sources_list)}\n\n" if all(isinstance(d, Path) for d in sources_list) else "")
         + f"Runs:\n{sources}\n\n"
         "## Test accuracy at the early-stopping step (mean ± std over seeds)\n\n"

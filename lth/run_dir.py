@@ -85,6 +85,9 @@ class Row:
     # The digest of the arm's code where it is a user's plugin (`lth.plugins.code_digest`), None for lth's own: arms
     # are not part of a run's identity (a run gains arms), so a plugin arm edited since is caught by its lines.
     code: str | None = None
+    # Why a hook ended its training before its schedule's last step (an early-bird ticket drawn, `lth.schedules`),
+    # its `steps_trained` then counting the steps it took; None where it trained to the end.
+    ended_early: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

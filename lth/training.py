@@ -48,6 +48,9 @@ class Member:
     optimizer_origin: str  # `Arm.optimizer_origin`
     narrow: bool = False  # trains the physically narrower network (`Arm.narrow`)
     tracker: Tracker | None = None
+    # Trains in a pack of its own: a narrow network (its widths are its own masks'), or one a hook may end early
+    # (`Schedule.may_end_early`: a pack ends as one).
+    alone: bool = False
 
     def file(self, name: str) -> Path:
         return self.rewind if name == REWIND_CKPT else self.dir / name
@@ -97,7 +100,7 @@ def pack_key(member: Member, step: bool = True) -> tuple:
     optimizer settings and training penalty, at the same step, with optimizer states of the same origin (they
     share its scalars, such as Adam's step count); an arm whose hooks move its masks packs with itself alone."""
     module = member.module
-    alone = id(member) if member.narrow else None  # a narrow network's widths are its own masks': it trains alone
+    alone = id(member) if member.alone else None
     return (member.shared, module.steps, repr(module.train_cfg), repr(module.penalty), member.resume is None, _step(member.resume) if step else None,
             member.optimizer_origin, member.finished, alone, member.arm.name if member.arm.moves_masks else None)
 
@@ -241,7 +244,7 @@ def train_pack(members: list[Member], how: Training, callbacks: list[Callback]) 
     else:
         # Our own checkpoints, so weights_only=False is safe.
         fit.fit(module, datamodule=data, ckpt_path=None if first.resume is None else str(first.resume), weights_only=False)
-        if any(not h or h[-1]["step"] != module.steps.total_steps for h in module.val_history):
+        if any(not h or h[-1]["step"] != module.last_step for h in module.val_history):
             fit.validate(module, datamodule=data, verbose=False)
         fit.save_checkpoint(FINAL)  # atomically, per member: other processes wait for these files
     for m in members if distributed.writer() else ():  # a finished level resumes from final.ckpt: its last positions are of no more use

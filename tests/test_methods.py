@@ -77,7 +77,7 @@ def test_every_arm_trains_on_a_2_4_mask(tiny):
         (["--prune.schedule=oneshot", "--prune.levels=1", "--prune.target=1.0"], "prune.oneshot.target: the oneshot schedule needs the fraction of weights"),
         (["--prune.schedule=oneshot", "--prune.levels=1", "--prune.target=0"], "in (0, 1), got 0.0"),
         (["--prune.schedule=oneshot", "--prune.target=0.2"], "prune.levels: the oneshot schedule has one pruned level"),
-        (["--prune.target=0.2"], "prune.target: only the schedule gradual or oneshot uses it, not iterative"),
+        (["--prune.target=0.2"], "prune.target: only the schedule earlybird, gradual or oneshot uses it, not iterative"),
         (GRADUAL[:-1], "prune.gradual.begin_step, end_step, frequency: the gradual schedule needs all three"),
         ([*GRADUAL[:3], "--prune.begin_step=3", "--prune.end_step=30", "--prune.frequency=5"], "need rewind step (7) <= begin (3)"),
         ([*GRADUAL[:4], "--prune.end_step=99", "--prune.frequency=5"], "<= the end of training (36)"),

@@ -19,6 +19,7 @@ NEEDS = {
     "slimming": ["--model=mnist1d_cnn_bn", "--prune.strategy=global", "--prune.slimming.l1=1e-4"],
     "oneshot": ["--prune.oneshot.target=0.5", "--prune.levels=1"],
     "gradual": ["--prune.target=0.5", "--prune.levels=1", "--prune.begin_step=7", "--prune.end_step=30", "--prune.frequency=5"],
+    "earlybird": ["--prune.earlybird.target=0.5", "--prune.levels=1"],
 }
 
 

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lth.masks import Masks
+from lth.ranking import Channels, Weights
 from lth.steps import Steps
 
 # prune(state, masks, fractions) -> masks: the experiment's method and ranking on a network's whole state (weights, buffers,
@@ -33,9 +34,16 @@ class Schedule:
         """What is wrong with the experiment's `prune` settings for this schedule (one line)."""
         return None
 
-    def hooks(self, params: Any, fractions: dict[str, float], prune: Prune) -> list[Callback]:
-        """Callbacks for the ticket's training at level 1, under a schedule whose masks come out of training."""
+    def hooks(self, params: Any, level: int, fractions: dict[str, float], prune: Prune, unit: Weights | Channels) -> list[Callback]:
+        """Callbacks for the ticket's training at `level` (0: the dense network): gradual pruning prunes level 1 as it
+        trains; an early-bird schedule watches level 0's masks and may end it early (`MaskedModule.end_early`). A hook
+        keeps its per-run state in `lth.packing.member_states` of the checkpoints, never in its own attributes alone."""
         return []
+
+    def may_end_early(self, level: int) -> bool:
+        """Whether its hooks may end the ticket's training at `level` before its last step: a pack ends as one, so
+        such a ticket trains alone."""
+        return False
 
     def settled_at(self, params: Any) -> int:
         """The step from which the ticket of level 1 is the network its results line describes: early stopping

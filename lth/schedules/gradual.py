@@ -50,8 +50,8 @@ class Gradual(oneshot.Oneshot):
             return f"prune.gradual.frequency: must lie in [1, end_step - begin_step = {end - begin}], got {every}"
         return None
 
-    def hooks(self, params, fractions, prune):
-        return [GradualPruning(params, fractions, prune)]
+    def hooks(self, params, level, fractions, prune, unit):
+        return [GradualPruning(params, fractions, prune)] if level == 1 else []
 
     def settled_at(self, params):
         return params.end_step
