@@ -50,6 +50,9 @@ EVIDENCE = {
                                "results.jsonl"),
     "dynamic_sparse_erk_mnist1d": (["run", "experiments/quickstart.yaml", "--arms=[ticket,rigl,set]", "--rigl.distribution=erk", "--set.distribution=erk",
                                     "--name=dynamic_sparse_erk_mnist1d"], "results.jsonl"),
+    # Early-bird tickets: the dense run ended where Network Slimming's masks settle, against the same study trained to the end.
+    "earlybird_mnist1d": (["run", "experiments/earlybird_mnist1d.yaml"], "results.jsonl"),
+    "earlybird_full_mnist1d": (["run", "experiments/earlybird_mnist1d.yaml", "--prune.schedule=oneshot", "--name=earlybird_full_mnist1d"], "results.jsonl"),
     "at_init_synflow_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=synflow", "--name=at_init_synflow_mnist1d"], "results.jsonl"),
     "lenet300_mnist": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]"], "results.jsonl"),
     # About an hour here: 93 trainings of 200 steps (Frankle & Carbin train 20,000), one evaluation each at the end.
