@@ -122,6 +122,31 @@ def test_erk_arms_train_at_the_ticket_s_overall_sparsity(tiny):
     assert abs(rows["rigl"]["weights_remaining"] - rows["ticket"]["weights_remaining"]) <= len(layers) / total
 
 
+def test_every_update_keeps_each_layer_s_count_and_starts_new_connections_at_zero(tiny, monkeypatch):
+    """Seen from inside training, at each update: per layer as many connections after as before, and each new one
+    (inactive before) a weight of exactly 0 with its momentum 0 (Evci et al. 2020, §3: "initialized to zero")."""
+    from lth import dynamic_sparse
+
+    seen, update = [], dynamic_sparse.DropAndGrow.on_train_batch_end
+
+    def watched(self, trainer, pl_module, *args):
+        before = {n: m.clone() for n, m in pl_module.masks().items()}
+        update(self, trainer, pl_module, *args)
+        state = trainer.optimizers[0].state
+        for name, mask in pl_module.masks().items():
+            weight = pl_module.model.get_parameter(name)
+            new = mask & ~before[name]
+            seen.append((trainer.global_step, int(before[name].sum()), int(mask.sum()), int(new.sum()),
+                         bool(weight[new].any()), bool(state[weight]["momentum_buffer"][new].any())))
+
+    monkeypatch.setattr(dynamic_sparse.DropAndGrow, "on_train_batch_end", watched)
+    assert cli.main(["run", "experiments/quickstart.yaml", *tiny, *ARGS, "--arms=[ticket,rigl,set]", "--prune.levels=1"]) == 0
+    updates = [entry for entry in seen if entry[0] % 4 == 0 and entry[0] < 0.75 * 36]
+    assert updates and sum(new for *_, new, _, _ in updates) > 0  # connections moved at the update steps
+    assert all(before == after for _, before, after, *_ in seen)
+    assert not any(weight or momentum for *_, weight, momentum in seen)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--arms=[ticket,rigl]", "--prune.method=channel", "--model=mnist1d_cnn"], "arms: rigl moves single connections as it trains"),
     (["--arms=[ticket,set]", "--set.distribution=uniform"], "set.distribution: one of ticket, erk, got 'uniform'"),

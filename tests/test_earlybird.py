@@ -68,22 +68,24 @@ def test_each_seed_s_dense_run_decides_alone(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_dense_run_stopped_while_watching_resumes_with_its_distances(tiny, tmp_path, monkeypatch):
-    """Stopped at step 12 it resumes from its checkpoint at step 10, holding the distance measured there: without it
-    the window would fill two evaluations later and the dense run end at step 25, not 15."""
+@pytest.mark.parametrize("level, at", [(0, 11), (1, 11)])
+def test_a_run_stopped_while_watching_or_after_the_dense_run_ended_resumes_to_the_same_lines(tiny, tmp_path, monkeypatch, level, at):
+    """Stopped at step 12 of the dense run, it resumes from its checkpoint at step 10 holding the distance measured
+    there: without it the window would fill two evaluations later and the dense run end at step 25, not 15.
+    Stopped at step 12 of the pruned level, after the dense run ended, it keeps that dense run as it ended."""
     args = tiny + EARLYBIRD + ["--prune.earlybird.epsilon=1", "--arms=[ticket]", "--train.checkpoint_every=5it"]
     assert cli.main(["run", "experiments/quickstart.yaml", *args, f"--out_dir={tmp_path / 'reference'}"]) == 0
     expected = result_rows(config.load(None, [*args, f"--out_dir={tmp_path / 'reference'}"]).run_dir())
-    step, level = MaskedModule.optimizer_step, {}
+    step, now = MaskedModule.optimizer_step, {}
     train = imp.train_pack
 
     def tracked(members, *rest):
-        level["now"] = members[0].level
+        now["level"] = members[0].level
         return train(members, *rest)
 
     def signalling_step(self, *a, **k):
         step(self, *a, **k)
-        if level["now"] == 0 and self.global_step == 11:  # the step counted after it is 12
+        if now["level"] == level and self.global_step == at:  # the step counted after it is at + 1
             os.kill(os.getpid(), signal.SIGUSR1)
 
     monkeypatch.setattr(imp, "train_pack", tracked)

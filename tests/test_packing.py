@@ -77,3 +77,17 @@ def test_on_a_cpu_small_networks_are_packed_by_default_and_large_ones_are_not():
     assert pack("experiments/lenet300_mnist.yaml") == 1  # 266,200
     assert pack("experiments/resnet20_cifar10.yaml") == 1
     assert pack("experiments/resnet20_cifar10.yaml", "--pack=4") == pack("experiments/quickstart.yaml", "--pack=4") == 4
+
+
+def test_a_hook_s_state_follows_its_member_into_another_pack():
+    """A hook keeps each run's state in that run's own entry (`member_states`): a run packed second of two, stopped,
+    and resumed first beside another run gets its own state back, not the pack's or another member's."""
+    packed = {"state_dict": {"w": torch.arange(4.0)}, "optimizer_states": []}
+    for k, state in enumerate(packing.member_states(packed, 2)):
+        state["hook"] = {"distances": [0.1 * k]}
+    first, second = packing.unpack_checkpoint(packed, 2)
+    other = {"state_dict": {"w": torch.zeros(2)}, "optimizer_states": [], "lth": {}}
+    repacked = packing.pack_checkpoint([second, other])
+    states = packing.member_states(repacked, 2)
+    assert states[0]["hook"] == {"distances": [0.1]} and "hook" not in states[1]
+    assert torch.equal(repacked["state_dict"]["w"], torch.tensor([2.0, 3.0, 0.0, 0.0]))
