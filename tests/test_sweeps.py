@@ -28,7 +28,8 @@ def test_every_sweep_is_a_valid_grid_whose_points_are_valid_experiments(path, fa
         argv = sweep.command(spec, point)
         images = here(argv[2], fake_imagenet)
         assert argv[:2] in (["lth", "run"], ["lth", "stability"]) and Path(argv[2]).is_file()
-        assert argv[3:] == create_sweep_command_args({"args": point})["args"]  # exactly what the agent passes
+        agent = create_sweep_command_args({"args": point})["args"]
+        assert argv[len(argv) - len(agent):] == agent  # exactly what the agent passes, after any fixed overrides of the sweep's own
         if argv[1] == "stability":
             own, overrides = stability.arguments(argv[3:])
             (cfg, *_) = config.load_seeds(argv[2], overrides + images)

@@ -53,6 +53,8 @@ EVIDENCE = {
     # Early-bird tickets: the dense run ended where Network Slimming's masks settle, against the same study trained to the end.
     "earlybird_mnist1d": (["run", "experiments/earlybird_mnist1d.yaml"], "results.jsonl"),
     "earlybird_full_mnist1d": (["run", "experiments/earlybird_mnist1d.yaml", "--prune.schedule=oneshot", "--name=earlybird_full_mnist1d"], "results.jsonl"),
+    # Frankle et al. (2021)'s question: magnitude, SNIP, GraSP and SynFlow at init under reinit, layerwise shuffle and random pruning.
+    "at_init_shuffle_mnist1d": (["sweep", "sweeps/at_init_mnist1d.yaml", "--run"], "results.jsonl"),
     "at_init_synflow_mnist1d": (["run", "experiments/at_init_mnist1d.yaml", "--prune.method=synflow", "--name=at_init_synflow_mnist1d"], "results.jsonl"),
     "lenet300_mnist": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,reinit,random_prune]"], "results.jsonl"),
     # About an hour here: 93 trainings of 200 steps (Frankle & Carbin train 20,000), one evaluation each at the end.
