@@ -48,6 +48,10 @@ EVIDENCE = {
     # Does the ticket beat sparse training from scratch at its sparsity: RigL and SET on its per-layer counts, and on ERK's.
     "dynamic_sparse_mnist1d": (["run", "experiments/quickstart.yaml", "--arms=[ticket,random_prune,scratch_e,rigl,set]", "--name=dynamic_sparse_mnist1d"],
                                "results.jsonl"),
+    "dynamic_sparse_lenet300": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,rigl,set]", "--prune.levels=7", "--name=dynamic_sparse_lenet300"],
+                                "results.jsonl"),
+    "dynamic_sparse_erk_lenet300": (["run", *LENET, "--seed=[0,1,2]", "--arms=[ticket,rigl,set]", "--prune.levels=7", "--rigl.distribution=erk",
+                                     "--set.distribution=erk", "--name=dynamic_sparse_erk_lenet300"], "results.jsonl"),
     "dynamic_sparse_erk_mnist1d": (["run", "experiments/quickstart.yaml", "--arms=[ticket,rigl,set]", "--rigl.distribution=erk", "--set.distribution=erk",
                                     "--name=dynamic_sparse_erk_mnist1d"], "results.jsonl"),
     # Early-bird tickets: the dense run ended where Network Slimming's masks settle, against the same study trained to the end.
