@@ -125,6 +125,13 @@ def carve(examples: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[val_size:], perm[:val_size]
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """An array as a tensor sharing its memory, copied only where the reader's array is read-only (`np.frombuffer` of
+    a file's bytes): torch.from_numpy warns of those at every run, though lth never writes into its data."""
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 class Split:
     """A dataset in memory: a seeded train/validation split carved from the training set, the test set
     untouched, and the per-channel statistics of the training split (OpenLTH normalises CIFAR with ImageNet's).
@@ -135,7 +142,7 @@ class Split:
         self.identity = identity(spec, root, (x, y, x_test, y_test), content=spec.folder is None)
         # Labels as int64, whatever a reader gives (MNIST's IDX files hold uint8): eager cross-entropy takes uint8 on a
         # CPU, but torch.compile's tracing of the CUDA step refuses it (found on the first GPU run of LeNet-300-100).
-        y = torch.from_numpy(np.ascontiguousarray(y)).long()
+        y = _tensor(y).long()
         n = len(x)
         if spec.fixed_val:  # the data's own validation split: the last examples (`lth.user_dataset`)
             train, val = torch.arange(n - val_size), torch.arange(n - val_size, n)
@@ -143,7 +150,7 @@ class Split:
             train, val = carve(n, val_size)
         self.records = isinstance(x, Records)
         if not self.records:
-            x, x_test = (torch.from_numpy(np.ascontiguousarray(a)) for a in (x, x_test))
+            x, x_test = (_tensor(a) for a in (x, x_test))
             self.scale = 255.0 if x.dtype == torch.uint8 else 1.0
             dims = [d for d in range(x.dim()) if d != 1]
             x_train = x[train].float() / self.scale
@@ -152,7 +159,7 @@ class Split:
         self.device = torch.device("cpu")
         self.arrays = {
             "x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val],
-            "x_test": x_test, "y_test": torch.from_numpy(np.ascontiguousarray(y_test)).long(),
+            "x_test": x_test, "y_test": _tensor(y_test).long(),
         }
 
     def to(self, device: torch.device) -> Split:

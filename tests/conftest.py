@@ -186,3 +186,30 @@ def prune_at_initialisation(tiny, method: str, *extra: str):
     assert rows["random_prune"].weights_remaining_per_layer == rows["ticket"].weights_remaining_per_layer
     assert rows["random_prune"].mask_sha256 != rows["ticket"].mask_sha256
     return Run.open(run.cfg, progress=False), rows
+
+
+def signal_after_step(monkeypatch, when):
+    """SIGUSR1 to this process right after the optimizer step at which `when(first member of the pack training,
+    its global step before the step counts)` holds, as a scheduler's preemption would arrive; returns what undoes it
+    (call it before the rerun)."""
+    import os
+    import signal
+
+    from lth import imp
+    from lth.module import MaskedModule
+
+    step, now = MaskedModule.optimizer_step, {}
+    train = imp.train_pack
+
+    def tracked(members, *rest):
+        now["member"] = members[0]
+        return train(members, *rest)
+
+    def signalling_step(self, *a, **k):
+        step(self, *a, **k)
+        if when(now["member"], self.global_step):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(imp, "train_pack", tracked)
+    monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
+    return lambda: monkeypatch.setattr(MaskedModule, "optimizer_step", step)

@@ -4,6 +4,7 @@ import hashlib
 import json
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,9 @@ def test_labels_reach_the_step_as_int64_which_the_compiled_cuda_step_needs():
     refused them on the first GPU run of LeNet-300-100. The "eager" backend traces as that step does, here."""
     cfg = config.load("experiments/lenet300_mnist.yaml", [f"--data.root={SHARED / 'data'}", "--seed=0"])
     run = Run.open(cfg)
-    xb, yb = next(iter(run.data([0]).val_dataloader()[0]))
+    with warnings.catch_warnings():  # the reader's array is read-only; torch.from_numpy warned of it at every run
+        warnings.simplefilter("error", UserWarning)
+        xb, yb = next(iter(run.data([0]).val_dataloader()[0]))
     assert yb.dtype == torch.int64
     losses = torch.compile(run.build_module(0).losses, backend="eager", fullgraph=True)(xb, yb[:, None])
     assert losses.shape == (1,) and torch.isfinite(losses).all()

@@ -3,21 +3,19 @@ their counts kept, their masks moved and enforced, their hooks confined to their
 resumed to the same results."""
 
 import math
-import os
 import signal
 import sys
 import types
 
 import pytest
 import torch
-from conftest import result_rows, without_timing
+from conftest import result_rows, signal_after_step, without_timing
 
-from lth import cli, config, imp
+from lth import cli, config
 from lth import masks as M
 from lth.arms import ARMS
 from lth.data import seeded_generator
 from lth.dynamic_sparse import Params, drop_and_grow, drop_fraction, erk_counts
-from lth.module import MaskedModule
 from lth.preemption import REQUEUE
 from lth.run_dir import FINAL, RunDir
 
@@ -166,22 +164,10 @@ def test_a_stop_at_an_update_step_resumes_to_identical_results(tiny, tmp_path, m
     args = ["run", "experiments/quickstart.yaml", *tiny, *ARGS, "--arms=[ticket,rigl]", "--prune.levels=1"]
     assert cli.main([*args, f"--out_dir={tmp_path / 'reference'}"]) == 0
     expected = result_rows(config.load(None, tiny + ARGS + ["--arms=[ticket,rigl]", "--prune.levels=1", f"--out_dir={tmp_path / 'reference'}"]).run_dir())
-    step, arm = MaskedModule.optimizer_step, {}
-    train = imp.train_pack
-
-    def tracked(members, *rest):
-        arm["now"] = members[0].arm.name
-        return train(members, *rest)
-
-    def signalling_step(self, *a, **k):
-        step(self, *a, **k)
-        if arm["now"] == "rigl" and self.global_step == 7:  # the step counted after it is 8 = 2 × update_every, an update step
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    monkeypatch.setattr(imp, "train_pack", tracked)
-    monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
+    # The step counted after step 7 is 8 = 2 × update_every, an update step.
+    undo = signal_after_step(monkeypatch, lambda member, step: member.arm.name == "rigl" and step == 7)
     assert cli.main(args) == REQUEUE
-    monkeypatch.setattr(MaskedModule, "optimizer_step", step)
+    undo()
     assert cli.main(args) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     got = result_rows(config.load(None, tiny + ARGS + ["--arms=[ticket,rigl]", "--prune.levels=1"]).run_dir())

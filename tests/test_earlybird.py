@@ -1,15 +1,13 @@
 """Early-bird tickets (You et al. 2020): the mask distance by hand, the dense run ended where its masks settle and
 the steps it saved stated, each seed deciding alone, and a run stopped mid-watch resumed with its distances."""
 
-import os
 import signal
 
 import pytest
 import torch
-from conftest import result_rows, without_timing
+from conftest import result_rows, signal_after_step, without_timing
 
-from lth import cli, config, imp
-from lth.module import MaskedModule
+from lth import cli, config
 from lth.preemption import REQUEUE
 from lth.run_dir import FINAL, RunDir
 from lth.schedules.earlybird import Params, distance, drawn
@@ -76,22 +74,9 @@ def test_a_run_stopped_while_watching_or_after_the_dense_run_ended_resumes_to_th
     args = tiny + EARLYBIRD + ["--prune.earlybird.epsilon=1", "--arms=[ticket]", "--train.checkpoint_every=5it"]
     assert cli.main(["run", "experiments/quickstart.yaml", *args, f"--out_dir={tmp_path / 'reference'}"]) == 0
     expected = result_rows(config.load(None, [*args, f"--out_dir={tmp_path / 'reference'}"]).run_dir())
-    step, now = MaskedModule.optimizer_step, {}
-    train = imp.train_pack
-
-    def tracked(members, *rest):
-        now["level"] = members[0].level
-        return train(members, *rest)
-
-    def signalling_step(self, *a, **k):
-        step(self, *a, **k)
-        if now["level"] == level and self.global_step == at:  # the step counted after it is at + 1
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    monkeypatch.setattr(imp, "train_pack", tracked)
-    monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
+    undo = signal_after_step(monkeypatch, lambda member, step: member.level == level and step == at)  # the step counted after it is at + 1
     assert cli.main(["run", "experiments/quickstart.yaml", *args]) == REQUEUE
-    monkeypatch.setattr(MaskedModule, "optimizer_step", step)
+    undo()
     assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     got = result_rows(config.load(None, args).run_dir())

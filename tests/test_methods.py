@@ -1,17 +1,15 @@
 """Pruning methods and schedules beyond iterative magnitude pruning, under the same arms and controls."""
 
-import os
 import signal
 
 import pytest
 import torch
-from conftest import prune, result_rows, without_timing
+from conftest import prune, result_rows, signal_after_step, without_timing
 
 from lth import cli, config, imp
 from lth import masks as M
 from lth.imp import Run, train_levels
 from lth.methods import METHODS
-from lth.module import MaskedModule
 from lth.preemption import REQUEUE
 from lth.schedules import gradual
 
@@ -146,22 +144,9 @@ def test_a_run_stopped_mid_gradual_pruning_resumes_to_identical_results(tiny, tm
     args = ["run", "experiments/quickstart.yaml", *tiny, *GRADUAL]
     assert cli.main(args[:-len(GRADUAL) - 2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny", *GRADUAL]) == 0
     expected = result_rows(config.load(None, tiny[:-2] + [f"--out_dir={tmp_path / 'reference'}", "--name=tiny"] + GRADUAL).run_dir())
-    step, level = MaskedModule.optimizer_step, {}
-    train = imp.train_pack
-
-    def tracked(members, *rest):
-        level["now"] = members[0].level
-        return train(members, *rest)
-
-    def signalling_step(self, *a, **k):
-        step(self, *a, **k)
-        if level["now"] == 1 and self.global_step == 17:  # after pruning steps 10 and 15, before 20
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    monkeypatch.setattr(imp, "train_pack", tracked)
-    monkeypatch.setattr(MaskedModule, "optimizer_step", signalling_step)
+    undo = signal_after_step(monkeypatch, lambda member, step: member.level == 1 and step == 17)  # after pruning steps 10 and 15, before 20
     assert cli.main(args) == REQUEUE
-    monkeypatch.setattr(MaskedModule, "optimizer_step", step)
+    undo()
     assert cli.main(args) == 0
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     assert without_timing(result_rows(config.load(None, tiny + GRADUAL).run_dir())) == without_timing(expected)
