@@ -49,6 +49,9 @@ def to_steps(text: str, steps_per_epoch: int, what: str) -> int:
 
 @dataclass
 class ModelConfig:
+    # One of lth's networks (`lth.models`: lenet_300_100, conv2/4/6, resnet20/32/56, vgg16, resnet18/50, the MNIST-1D
+    # ones), a plugin's, a builder of your own by import path (`package.module:Callable`) or a transformer
+    # (`transformers:ClassName`, built from `kwargs` as its config).
     name: str = "mnist1d_mlp"
     # Batch-norm scales at initialisation: "ones" (PyTorch's default) or "uniform" in [0, 1], as OpenLTH
     # initialises its CIFAR ResNets and VGGs (models/bn_initializers.py, `batchnorm_init='uniform'` in their
@@ -66,23 +69,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    # mnist1d, mnist, fashion_mnist, cifar10, cifar100, synthetic (`lth.datasets`), imagefolder (class folders of
+    # image files, `lth.imagefolder`), or a dataset of your own by import path (`lth.user_dataset`).
     name: str = "mnist1d"
+    # Where the standard files live (`lth data download`); for imagefolder, the folder holding train/ and val/ (or
+    # test/), or a tar archive of it.
     root: str = "data"
     # Validation examples held out of the training set (None: the dataset's default, 5,000 for MNIST
     # and CIFAR). Early stopping and best-validation numbers never look at the test set (unlike OpenLTH).
     val_size: int | None = None
-    batch_size: int = 128
+    batch_size: int = 128  # examples per step, over all data-parallel ranks together
     # The CIFAR augmentation (padded random crop and flip); None: the dataset's default (on for CIFAR). Frankle
     # & Carbin's (2019) Conv-2/4/6 were trained without it, their ResNet-20 and VGG-16 with it.
     augment: bool | None = None
-    # `name: imagefolder` (`lth.imagefolder`): where the decoded images are cached (None: $XDG_CACHE_HOME/lth or
-    # ~/.cache/lth; never under `root`), the largest decoded dataset served from memory rather than streamed from
-    # the files, the side of the stream's square crops (ImageNet's 224), and the processes that decode (None:
-    # this process's CPUs; 0: the training process itself), which also read a dataset of your own once
-    # (`lth.user_dataset`).
+    # imagefolder (`lth.imagefolder`): where the decoded images are cached (None: $XDG_CACHE_HOME/lth or ~/.cache/lth;
+    # never under `root`).
     cache: str | None = None
-    cache_bytes: int = 4 * 2**30
-    image_size: int = 224
+    cache_bytes: int = 4 * 2**30  # imagefolder: the largest decoded dataset served from memory rather than streamed from the files
+    image_size: int = 224  # imagefolder: the side of the stream's square crops (ImageNet's 224)
+    # The processes that decode images and read a dataset of your own once (None: this process's CPUs; 0: the
+    # training process itself).
     workers: int | None = None
 
 
@@ -91,19 +97,19 @@ class TrainConfig:
     # "adamw": Adam with decoupled weight decay (Loshchilov & Hutter 2019), none on biases, norms' scales and
     # embeddings, as BERT is trained (Devlin et al. 2019) and pruned (Chen et al. 2020).
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    duration: str = "10ep"
-    milestones: list[str] = field(default_factory=list)  # the LR is multiplied by `gamma` at each
-    gamma: float = 0.1
+    lr: float = 0.1  # the learning rate (the peak, after any warm-up)
+    momentum: float = 0.9  # SGD's; Adam's moments keep their defaults
+    weight_decay: float = 0.0  # L2 for sgd and adam, decoupled for adamw; pruned weights stay 0 either way
+    duration: str = "10ep"  # each level's training: "Nep" epochs or "Nit" steps
+    milestones: list[str] = field(default_factory=list)  # steps or epochs ("80ep") at which the LR is multiplied by `gamma`
+    gamma: float = 0.1  # the LR's factor at each milestone
     # How often to evaluate the validation split (which picks the early-stopping step) and the test split (read
     # off at that step, never used to choose anything). Frankle & Carbin (2019) evaluate every 100 iterations.
     eval_every: str = "1ep"
     # How often to write last.ckpt, the most work a kill can cost: a multiple of eval_every, or None for
     # every evaluation. It does not change results.
     checkpoint_every: str | None = None
-    deterministic: bool = True
+    deterministic: bool = True  # Lightning's deterministic mode; false lets cuDNN autotune (faster on a GPU, not bit-reproducible)
     # Lightning's precision: "32" (the papers' numbers were fp32), or "bf16-mixed": matmuls and convolutions in
     # bfloat16 under autocast, weights, optimizer state and masks in fp32 (pruned weights stay exactly 0).
     precision: str = "32"
@@ -112,8 +118,8 @@ class TrainConfig:
     # Data-parallel ranks (`lth.distributed`): devices (GPUs, or processes on a CPU) per node, and nodes. The
     # batch stays `data.batch_size` in all, each rank training on its share, so the experiment is the one it is on
     # one device, up to float rounding; world_size is recorded in every results line.
-    devices: int = 1
-    num_nodes: int = 1
+    devices: int = 1  # per node
+    num_nodes: int = 1  # the data-parallel ranks are devices × num_nodes
     # A linear learning-rate warm-up from 0 over this long ("5ep"), which large-batch ImageNet schedules need
     # (Goyal et al. 2017, §2.2; OpenLTH's ImageNet ResNet-50: 5 epochs at batch 1024).
     warmup: str = "0"
@@ -130,13 +136,15 @@ class TrainConfig:
 
 @dataclass
 class PruneConfig:
+    # "global": one threshold over every layer sharing a fraction (Frankle et al. 2020, §4 for ResNet-20 and VGG-16);
+    # "layerwise": each layer ranked alone (Frankle & Carbin 2019, §2).
     strategy: Literal["global", "layerwise"] = "global"
     fraction: float = 0.2  # of the weights still remaining, removed at each level
     # Parameter-name glob -> fraction, first match wins; 0 leaves a layer dense. Frankle & Carbin (2019, §2)
     # prune the output layer at half the rate of the hidden layers.
     layer_fractions: dict[str, float] = field(default_factory=dict)
     dense_layers: list[str] | None = None  # globs never pruned; None: the model's own list
-    levels: int = 5
+    levels: int = 5  # pruned levels after the dense one (level 0)
     rewind: str = "0"  # "0": the original init; "500it" or "2ep": weights from that point of the dense run
     # The optimizer state every arm that starts at the rewind step k > 0 starts with: "fresh" (OpenLTH's, which
     # produced the published ResNet-20 and VGG-16 numbers: an empty optimizer, the LR schedule fast-forwarded
@@ -156,18 +164,20 @@ class WandbConfig:
     # W&B logs when a project is named here, on the command line or by `wandb agent` (WANDB_PROJECT), unless
     # WANDB_MODE=disabled; WANDB_MODE=offline keeps everything in the run directory for a later `wandb sync`.
     project: str | None = None
-    entity: str | None = None
+    entity: str | None = None  # the W&B team or user (None: the login's default)
     group: str | None = None  # None: the study (name + settings but seed), so its seeds and arms sit together
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # added to every W&B run of the experiment
     log_artifacts: bool = False  # each level's masks and the rewind-point weights, as W&B artifacts
 
 
 @dataclass
 class Experiment:
-    name: str = "experiment"
+    name: str = "experiment"  # the study: its runs live in out_dir/name/RUN_ID
     model: ModelConfig = field(default_factory=ModelConfig)  # `model: NAME` is short for `model: {name: NAME}`
-    seed: int = 0
-    out_dir: str = "runs"
+    seed: int = 0  # of the init, the data order and every control's randomness; a list ([0, 1, 2]) trains them together
+    out_dir: str = "runs"  # where studies are written
+    # The ticket and its controls on the same masks (`lth.arms`): ticket, reinit, random_prune, scratch_e, scratch_b,
+    # finetune, lr_rewind, signs, shuffle, rigl, set, or a plugin's.
     arms: list[str] = field(default_factory=lambda: ["ticket"])
     # How many runs with the same shapes and schedule (seeds, or arms of one level) train in lockstep as one
     # packed network (`lth.models`); null: `lth.packing.auto_pack`. It does not change what a run computes
@@ -399,12 +409,18 @@ def _misplaced(key: str, hints: dict[str, Any], prefix: str) -> str:
 
 def settings() -> dict[str, Any]:
     """Every setting by its dotted key, with its default: the typed configuration's, and the registered plugins' own
-    (`prune.nm.n`, `scratch_b.max_factor`). `lth run --help` lists them; a test checks the README's table against them."""
+    (`prune.nm.n`, `scratch_b.max_factor`). `lth run --help` lists them; `lth.reference` documents them."""
+    return {key: (f.default if f.default is not dataclasses.MISSING else f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            for key, (_, f) in setting_fields().items()}
+
+
+def setting_fields() -> dict[str, tuple[type, dataclasses.Field]]:
+    """Every setting by its dotted key, with the dataclass and field that declare it."""
     from lth.arms import ARMS
     from lth.methods import METHODS
     from lth.schedules import SCHEDULES
 
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[type, dataclasses.Field]] = {}
 
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
@@ -415,8 +431,7 @@ def settings() -> dict[str, Any]:
             if dataclasses.is_dataclass(kind):
                 walk(kind, f"{prefix}{f.name}.")
             else:
-                out[prefix + f.name] = f.default if f.default is not dataclasses.MISSING else (
-                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                out[prefix + f.name] = (cls, f)
 
     walk(Experiment, "")
     for prefix, registry in (("", ARMS), ("prune.", METHODS), ("prune.", SCHEDULES)):

@@ -16,9 +16,9 @@ from lth.schedules import oneshot
 
 @dataclass
 class Params(oneshot.Params):  # `target`: the fraction of weights to keep, in (0, 1), reached by `end_step`
-    begin_step: int | None = None
-    end_step: int | None = None
-    frequency: int | None = None
+    begin_step: int | None = None  # the first pruning step, at or after the rewind step
+    end_step: int | None = None  # the last, where `target` is reached
+    frequency: int | None = None  # steps between pruning steps
 
 
 def sparsity(step: int, begin: int, end: int, frequency: int, final: float) -> float | None:

@@ -1,0 +1,35 @@
+"""The settings reference is generated from the typed configuration: every setting explained where it is declared,
+and the committed page equal to what the code generates."""
+
+import dataclasses
+from pathlib import Path
+
+from lth import config, reference
+
+
+def test_every_setting_is_explained_where_it_is_declared():
+    settings = reference.settings()
+    assert [s.key for s in settings] == list(config.settings())
+    assert [s.key for s in settings if not s.doc] == []
+    by_key = {s.key: s for s in settings}
+    assert by_key["train.lr"].type == "float" and by_key["train.lr"].default == 0.1
+    assert by_key["rigl.update_every"].doc.startswith("ΔT in steps")  # a plugin's own settings, from its Params
+    assert by_key["prune.earlybird.target"].doc  # inherited from the schedule it extends (oneshot)
+
+
+def test_a_field_s_comment_above_and_beside_it_is_its_explanation():
+    @dataclasses.dataclass
+    class Section:
+        # Above,
+        # on two lines.
+        first: int = 1  # and beside.
+        second: str = "x"
+        third: float = 0.5  # beside alone
+
+    fields = reference._fields(Section)
+    assert fields == {"first": ("int", "Above, on two lines. and beside."), "second": ("str", ""), "third": ("float", "beside alone")}
+
+
+def test_the_committed_reference_page_is_what_the_code_generates():
+    """Regenerate it with `python -m lth.reference > docs/reference/settings.md`."""
+    assert Path("docs/reference/settings.md").read_text() == reference.markdown() + "\n"
