@@ -140,19 +140,21 @@ def test_slimming_penalty_reaches_the_batch_norm_scales_and_the_threshold_is_glo
 
 @pytest.mark.slow
 def test_every_arm_runs_under_channel_and_slimming_with_the_scratch_arms_narrow(tiny):
-    arms = f"--arms=[{','.join(ARMS)}]"
+    # Every arm but those that move single connections as they train (rigl, set), which a channel method refuses.
+    channel_arms = [a for a in ARMS if not ARMS[a].moves_masks]
+    arms = f"--arms=[{','.join(channel_arms)}]"
     for method in (["--prune.method=channel", "--prune.strategy=layerwise"], ["--prune.method=slimming", "--prune.slimming_l1=1e-4"]):
         args = tiny + ["--model=mnist1d_cnn_bn", "--prune.levels=2", "--prune.fraction=0.5", arms, *method]
         assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
         run_dir = RunDir(config.load("experiments/quickstart.yaml", args).run_dir())
         rows = {(r["level"], r["arm"]): r for r in result_rows(run_dir.root)}
-        assert len(rows) == 1 + 2 * len(ARMS)
+        assert len(rows) == 1 + 2 * len(channel_arms)
         for level in (1, 2):
             ticket = rows[level, "ticket"]
             for arm in ("reinit", "random_prune", "scratch_e", "scratch_b"):
                 assert rows[level, arm]["weights_remaining"] == ticket["weights_remaining"] < 1
                 assert rows[level, arm]["macs"] == ticket["macs"] and rows[level, arm]["parameters"] == ticket["parameters"]
-            for arm in ARMS:
+            for arm in channel_arms:
                 state = run_dir.load(run_dir.arm(level, arm) / FINAL)["state_dict"]
                 convs = [state[f"model.convs.{i}.weight"] for i in range(3)]
                 if arm in ("scratch_e", "scratch_b"):  # physically narrower, and dense

@@ -21,6 +21,9 @@ SCHEDULE_ARGS = {
     "oneshot": ["--prune.schedule=oneshot", "--prune.oneshot.target=0.3", "--prune.levels=1"],
     "gradual": ["--prune.schedule=gradual", "--prune.target=0.2", "--prune.levels=1", "--prune.begin_step=10", "--prune.end_step=30",
                 "--prune.frequency=5"],
+    # ε = 1: every distance is below it, so the dense run ends early, at its third evaluation.
+    "earlybird": ["--prune.schedule=earlybird", "--prune.earlybird.target=0.3", "--prune.levels=1", "--prune.earlybird.epsilon=1",
+                  "--prune.earlybird.window=2"],
 }
 
 
