@@ -73,17 +73,16 @@ def _main(argv: list[str]) -> int:
 
         print(f"lth {version('lth')} (torch {version('torch')}, lightning {version('lightning')}, python {sys.version.split()[0]})")
         return 0
-    commands = {"run": _run, "stability": _stability, "report": _report, "dashboard": _dashboard, "export": _export, "sweep": _sweep, "data": _data,
-                "sensitivity": _sensitivity}
     command, rest = argv[0], argv[1:]
-    if command not in commands:
-        return _fail(f"unknown command {command!r} (one of {', '.join(commands)}; lth --help shows how each is called)")
-    return commands[command](rest)
+    if command not in COMMANDS:
+        return _fail(f"unknown command {command!r} (one of {', '.join(COMMANDS)}; lth --help shows how each is called)")
+    return COMMANDS[command](rest)
 
 
 def _settings_help(command: str, own: str = "") -> int:
     """`lth run --help`: how the command is called, then every setting with its default, from the typed configuration
-    (`lth.config.settings`), so the list cannot drift from the code; what each means is the README's settings table."""
+    (`lth.config.settings`), so the list cannot drift from the code; what each means is the settings reference
+    (`lth.reference`)."""
     from lth import config
 
     print(f"usage: lth {command} CONFIG [--section.key=value ...]{own}\n\nSettings (YAML keys, or --key=value on the command line; "
@@ -360,6 +359,10 @@ def _data(argv: list[str]) -> int:
         return _fail(str(err))
     print(f"{args.name} is in {args.root}")
     return 0
+
+
+COMMANDS = {"run": _run, "stability": _stability, "report": _report, "dashboard": _dashboard, "export": _export, "sweep": _sweep, "data": _data,
+            "sensitivity": _sensitivity}
 
 
 if __name__ == "__main__":

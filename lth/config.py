@@ -176,8 +176,7 @@ class Experiment:
     model: ModelConfig = field(default_factory=ModelConfig)  # `model: NAME` is short for `model: {name: NAME}`
     seed: int = 0  # of the init, the data order and every control's randomness; a list ([0, 1, 2]) trains them together
     out_dir: str = "runs"  # where studies are written
-    # The ticket and its controls on the same masks (`lth.arms`): ticket, reinit, random_prune, scratch_e, scratch_b,
-    # finetune, lr_rewind, signs, shuffle, rigl, set, or a plugin's.
+    # The ticket and the controls that train on its masks (`lth.arms`), lth's or a plugin's.
     arms: list[str] = field(default_factory=lambda: ["ticket"])
     # How many runs with the same shapes and schedule (seeds, or arms of one level) train in lockstep as one
     # packed network (`lth.models`); null: `lth.packing.auto_pack`. It does not change what a run computes

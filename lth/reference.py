@@ -7,9 +7,12 @@ the docs site's reference (`docs/hooks.py`) and the code cannot drift apart; a t
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
 import inspect
 import io
 import json
+import os
 import textwrap
 import tokenize
 from dataclasses import dataclass
@@ -28,11 +31,25 @@ def settings() -> list[Setting]:
     from lth import config
 
     defaults = config.settings()
+    registered = _registered()
     out = []
     for key, (cls, f) in config.setting_fields().items():
         kind, doc = _declared(cls, f.name)
+        if key in registered:
+            doc += " Registered: " + ", ".join(f"`{name}`" for name in registered[key]) + "."
         out.append(Setting(key, kind, defaults[key], doc))
     return out
+
+
+def _registered() -> dict[str, list[str]]:
+    """The names a setting takes from a registry, listed from the registry itself (a plugin's join them)."""
+    from lth.arms import ARMS
+    from lth.datasets import DATASETS
+    from lth.methods import METHODS
+    from lth.models import MODELS
+    from lth.schedules import SCHEDULES
+
+    return {"model.name": list(MODELS), "data.name": list(DATASETS), "arms": list(ARMS), "prune.method": list(METHODS), "prune.schedule": list(SCHEDULES)}
 
 
 def _declared(cls: type, name: str) -> tuple[str, str]:
@@ -66,7 +83,7 @@ HEADER = """# Settings
 Every setting of an experiment, as its YAML nests it (`train: {lr: 0.05}`) and the command line spells it
 (`--train.lr=0.05`), with its type and default. A plugin's own settings sit under its name: a method's or a
 schedule's under `prune.<name>`, an arm's at the top level. Generated from the typed configuration by
-`python -m lth.reference > docs/reference/settings.md`; a test fails when this page and the code disagree.
+`python -m lth.reference`; a test fails when this page and the code disagree.
 
 """
 
@@ -76,10 +93,67 @@ def markdown() -> str:
     rows = [HEADER + "| setting | type | default | meaning |", "|---|---|---|---|"]
     for s in settings():
         doc = s.doc.replace("|", "\\|")  # a table cell
-        rows.append(f"| `{s.key}` | `{s.type}` | `{json.dumps(s.default, default=str)}` | {doc} |")
+        rows.append(f"| `{s.key}` | `{_cell(s.type)}` | `{json.dumps(s.default, default=str)}` | {doc} |")
     return "\n".join(rows)
 
 
 
+def _cell(annotation: str) -> str:
+    """A type for a table cell, whose columns `|` separates: `int | None` as `int or None`."""
+    return annotation.replace(" | ", " or ")
+
+
+def commands() -> str:
+    """The commands page: `lth --help`, then each command's own help (`lth run` and `lth stability` list their settings
+    there; this page leaves those to the settings page)."""
+    from lth import cli
+
+    def said(argv: list[str]) -> str:
+        out = io.StringIO()
+        # argparse wraps to the terminal's width: a fixed one, so that the page is the same wherever it is generated.
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit), _environment(COLUMNS="100"):  # --help exits
+            cli.main(argv)
+        return out.getvalue().split("\n\nSettings (")[0].rstrip()
+
+    parts = ["# Commands\n\nEvery command of `lth`, as its `--help` says it; generated from the command line itself. The settings "
+             "`lth run` and `lth stability` take are on the [settings page](settings.md).\n\n```text\n" + said(["--help"]) + "\n```"]
+    parts += [f"## lth {name}\n\n```text\n{said([name, '--help'])}\n```" for name in cli.COMMANDS]
+    return "\n\n".join(parts)
+
+
+def results() -> str:
+    """The results-line page: each field of `lth.run_dir.Row` with its type and meaning."""
+    from lth.run_dir import Row
+
+    rows = ["# The results line\n\nEach finished (level, arm) of a run appends one JSON line to its `results.jsonl`, with these fields "
+            "(`lth.run_dir.Row`; generated from its declaration). The report, W&B and the driver read them; a line with a field of the wrong "
+            "type or an unknown arm stops them with its file and line.\n\n| field | type | meaning |", "|---|---|---|"]
+    fields = _fields(Row)
+    for f in dataclasses.fields(Row):
+        kind, doc = fields[f.name]
+        rows.append(f"| `{f.name}` | `{_cell(kind)}` | {doc.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# The generated pages of the docs site, by path under docs/: `python -m lth.reference` writes them.
+PAGES = {"reference/settings.md": markdown, "reference/commands.md": commands, "reference/results.md": results}
+
 if __name__ == "__main__":
-    print(markdown())
+    from pathlib import Path
+
+    for path, page in PAGES.items():
+        (Path("docs") / path).write_text(page() + "\n")

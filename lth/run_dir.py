@@ -49,23 +49,23 @@ class RunError(RuntimeError):
 class Row:
     """One finished (level, arm) of one run: a line of `results.jsonl`."""
 
-    level: int
-    arm: str
-    seed: int
+    level: int  # 0: the dense network; each pruned level after it
+    arm: str  # the ticket or the control it is (`lth.arms`)
+    seed: int  # the run's
     init_seed: int  # the seed of its init: the run's, or the arm's own fresh one at this level
-    run_id: str
+    run_id: str  # the run's identity, which names its directory
     weights_remaining: float  # of the prunable weights
-    weights_remaining_per_layer: dict[str, float]
+    weights_remaining_per_layer: dict[str, float]  # each prunable layer's share of its weights kept
     test_acc: float  # at the final weights
     test_acc_at_early_stop: float  # at the evaluation of lowest validation loss (Frankle & Carbin 2019, §2)
-    best_val_acc: float
-    early_stop_step: int
-    early_stop_val_acc: float
-    steps_trained: int
-    rewind_step: int
-    rewind_optimizer: str
+    best_val_acc: float  # the highest validation accuracy of any evaluation
+    early_stop_step: int  # the step of lowest validation loss, Frankle & Carbin's early-stopping iteration
+    early_stop_val_acc: float  # the validation accuracy there
+    steps_trained: int  # the steps this level trained (from the rewind step, or from 0 for an arm of its own schedule)
+    rewind_step: int  # the dense run's step its rewound arms start from
+    rewind_optimizer: str  # `prune.rewind_optimizer`: the optimizer state those arms start with
     wall_seconds: float  # training time of the whole pack it trained in, over every process that trained it
-    mask_sha256: str
+    mask_sha256: str  # a fingerprint of the masks it trained under: equal hashes, the same kept weights
     macs: int | None = None  # per example, as pruned (`lth.flops`); None in lines written before it was recorded
     parameters: int | None = None  # as deployed
     inference_speedup: float | None = None  # measured, under a channel method
@@ -74,14 +74,14 @@ class Row:
     # `lth.data.DataModule.val_dataloader`), at the final weights and at the early-stopping step. None in lines
     # written before it was measured.
     train_subset: int | None = None
-    train_acc: float | None = None
-    train_loss: float | None = None
-    test_loss: float | None = None
-    train_acc_at_early_stop: float | None = None
-    train_loss_at_early_stop: float | None = None
-    test_loss_at_early_stop: float | None = None
+    train_acc: float | None = None  # on that subset, at the final weights
+    train_loss: float | None = None  # likewise
+    test_loss: float | None = None  # at the final weights
+    train_acc_at_early_stop: float | None = None  # on the subset, at the early-stopping step
+    train_loss_at_early_stop: float | None = None  # likewise
+    test_loss_at_early_stop: float | None = None  # at the early-stopping step
     gap: float | None = None  # train_acc - test_acc
-    gap_at_early_stop: float | None = None
+    gap_at_early_stop: float | None = None  # train_acc_at_early_stop - test_acc_at_early_stop
     # The digest of the arm's code where it is a user's plugin (`lth.plugins.code_digest`), None for lth's own: arms
     # are not part of a run's identity (a run gains arms), so a plugin arm edited since is caught by its lines.
     code: str | None = None

@@ -30,6 +30,19 @@ def test_a_field_s_comment_above_and_beside_it_is_its_explanation():
     assert fields == {"first": ("int", "Above, on two lines. and beside."), "second": ("str", ""), "third": ("float", "beside alone")}
 
 
-def test_the_committed_reference_page_is_what_the_code_generates():
-    """Regenerate it with `python -m lth.reference > docs/reference/settings.md`."""
-    assert Path("docs/reference/settings.md").read_text() == reference.markdown() + "\n"
+def test_the_committed_reference_pages_are_what_the_code_generates():
+    """Regenerate them with `python -m lth.reference`."""
+    for path, page in reference.PAGES.items():
+        assert (Path("docs") / path).read_text() == page() + "\n", f"docs/{path} is stale: python -m lth.reference"
+
+
+def test_the_reference_names_every_command_results_field_and_registered_name():
+    from lth import cli
+    from lth.models import MODELS
+    from lth.run_dir import Row
+
+    commands, results, settings = reference.commands(), reference.results(), reference.markdown()
+    assert [c for c in cli.COMMANDS if f"## lth {c}" not in commands] == []
+    assert [f.name for f in dataclasses.fields(Row) if f"| `{f.name}` |" not in results] == []
+    assert "|  |" not in results  # every field explained
+    assert [m for m in MODELS if f"`{m}`" not in settings] == []

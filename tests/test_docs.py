@@ -1,0 +1,70 @@
+"""Docs that cannot drift: the README's two commands are the ones CI runs, every page is in the site's navigation,
+the user docs speak to the user's machine, and the first tutorial's commands run as written (at reduced sizes)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+from lth import cli
+
+PAGES = ("tutorials", "how-to", "reference", "explanation")
+
+
+def _blocks(path: Path, language: str = "bash") -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), re.S)
+
+
+def test_the_readme_s_two_commands_are_the_ones_ci_runs():
+    install, tests = _blocks(Path("README.md"))[:2]
+    ci = Path(".ci/run").read_text()
+    for step in ("pip install torch==2.13.0", "pip install -e '.[dev]'"):
+        assert step in install and step.replace("install ", "install -q ") in ci, step
+    assert install.strip().endswith("lth run experiments/quickstart.yaml")
+    command = tests.strip().removeprefix(". .venv/bin/activate && ")
+    assert command == "WANDB_MODE=disabled python -m pytest -q tests" and command in ci.splitlines()
+    assert len(Path("README.md").read_text().splitlines()) <= 150
+
+
+def test_every_page_is_in_the_navigation_and_every_navigation_entry_exists():
+    def entries(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from entries(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from entries(item)
+
+    nav = set(entries(yaml.load(Path("mkdocs.yml").read_text(), Loader=yaml.BaseLoader)["nav"]))
+    pages = {str(p.relative_to("docs")) for folder in PAGES for p in Path("docs", folder).glob("*.md")}
+    assert sorted(pages - nav) == [] and sorted(p for p in nav if not Path("docs", p).is_file()) == []
+
+
+def test_the_user_docs_speak_to_the_user_s_machine():
+    """No path of the developers' machine, no "lent" GPU; measurements say on what they were made."""
+    for path in [Path("README.md"), Path("docs/index.md"), *(p for folder in PAGES if folder != "explanation" for p in Path("docs", folder).glob("*.md"))]:
+        text = path.read_text()
+        assert "../shared" not in text and not re.search(r"\blent\b", text), path
+
+
+def test_the_first_tutorial_s_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    """Each `lth` line of its shell blocks, in a fresh folder, with the training made tiny (synthetic data, a few
+    steps, one level): the commands and their order are the tutorial's."""
+    tiny = ["--data.name=synthetic", "--train.duration=2ep", "--train.eval_every=5it", "--train.checkpoint_every=5it", "--prune.levels=1",
+            "--seed=[0,1]"]
+    (tmp_path / "experiments").symlink_to(Path("experiments").resolve())
+    monkeypatch.chdir(tmp_path)
+    lines = [line.split("#")[0].strip() for block in _blocks(Path(__file__).parents[1] / "docs/tutorials/first-study.md") for line in block.splitlines()]
+    commands = [shlex.split(line)[1:] for line in lines if line.startswith("lth ")]
+    assert [c[0] for c in commands][:3] == ["run", "run", "report"]
+    for argv in commands:
+        if argv[0] == "run":
+            argv = [*argv, *tiny]
+        elif argv[0] == "report":  # the shell's glob
+            argv = [argv[0], *(str(p) for pattern in argv[1:] if "*" in pattern for p in sorted(Path().glob(pattern))),
+                    *(a for a in argv[1:] if "*" not in a)]
+        assert cli.main(argv) == 0, argv
+    assert Path("my_report/report.md").is_file() and "finetune" in Path("my_report/report.md").read_text()
