@@ -58,6 +58,9 @@ class Start:
 
 
 class Arm:
+    """The ticket or a control (`arms`): where its weights come from, which masks it trains under, whether its init
+    is fresh, which schedule it trains, and any hooks on its own training."""
+
     name: ClassVar[str]
     weights: ClassVar[str]
     Params: ClassVar[type | None] = None  # its settings, under its name at the top of the YAML

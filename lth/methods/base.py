@@ -39,6 +39,9 @@ class Scoring:
 
 
 class Method:
+    """A pruning criterion (`prune.method`): scores for the weights (or channels) of a level, the unit the ranking
+    removes by them, and optionally its settings, their check, rescoring rounds and a training penalty."""
+
     name: ClassVar[str]
     Params: ClassVar[type | None] = None  # its settings under `prune.<name>`; None: it has none
     order: ClassVar[int] = 100  # where it stands in the listing of methods

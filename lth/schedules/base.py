@@ -20,6 +20,9 @@ Prune = Callable[[dict[str, torch.Tensor], Masks, dict[str, float]], Masks]
 
 
 class Schedule:
+    """A pruning schedule (`prune.schedule`): the fraction each pruned level removes, its settings' check, and the
+    hooks it adds to the ticket's training at any level."""
+
     name: ClassVar[str]
     Params: ClassVar[type | None] = None  # its settings under `prune.<name>`
     order: ClassVar[int] = 100  # where it stands in the listing of schedules
