@@ -1,7 +1,9 @@
 """The settings reference, generated from the typed configuration itself: each setting's key, type and default from
 its dataclass field (`lth.config.setting_fields`), and its meaning from the comment the field carries in the source
 (the lines directly above it and any on its own line). The comments are the one place a setting is explained, so
-the docs site's reference (`docs/hooks.py`) and the code cannot drift apart; a test fails on a setting without one.
+the docs site's reference and the code cannot drift apart; a test fails on a setting without one. Likewise the
+commands page, from the command line's own help, and the results-line page, from `lth.run_dir.Row`.
+`python -m lth.reference` writes the pages (`PAGES`) under docs/; a test checks the committed ones are current.
 """
 
 from __future__ import annotations
