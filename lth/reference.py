@@ -36,6 +36,8 @@ def settings() -> list[Setting]:
     registered = _registered()
     out = []
     for key, (cls, f) in config.setting_fields().items():
+        if not cls.__module__.startswith("lth."):  # a user's plugin, imported in this process: its docs are its own
+            continue
         kind, doc = _declared(cls, f.name)
         if key in registered:
             doc += " Registered: " + ", ".join(f"`{name}`" for name in registered[key]) + "."
@@ -51,7 +53,12 @@ def _registered() -> dict[str, list[str]]:
     from lth.models import MODELS
     from lth.schedules import SCHEDULES
 
-    return {"model.name": list(MODELS), "data.name": list(DATASETS), "arms": list(ARMS), "prune.method": list(METHODS), "prune.schedule": list(SCHEDULES)}
+    def own(registry: dict, module) -> list[str]:  # lth's own, not a user's plugin imported in this process
+        return [name for name, entry in registry.items() if module(entry).startswith("lth.")]
+
+    plugin = lambda entry: type(entry).__module__  # noqa: E731
+    return {"model.name": own(MODELS, lambda fn: fn.__module__), "data.name": own(DATASETS, lambda spec: spec.load.__module__), "arms": own(ARMS, plugin),
+            "prune.method": own(METHODS, plugin), "prune.schedule": own(SCHEDULES, plugin)}
 
 
 def _declared(cls: type, name: str) -> tuple[str, str]:

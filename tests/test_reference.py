@@ -46,3 +46,24 @@ def test_the_reference_names_every_command_results_field_and_registered_name():
     assert [f.name for f in dataclasses.fields(Row) if f"| `{f.name}` |" not in results] == []
     assert "|  |" not in results  # every field explained
     assert [m for m in MODELS if f"`{m}`" not in settings] == []
+
+
+def test_a_user_s_plugin_imported_in_the_process_leaves_the_reference_as_it_is(monkeypatch):
+    """The reference documents lth; a plugin of a user's, registered in the same process (as the tests' own are),
+    once made the committed page look stale depending on which tests ran first."""
+    from lth.arms import ARMS
+    from lth.arms.base import Arm
+
+    before = reference.markdown()
+
+    @dataclasses.dataclass
+    class Params:
+        width: int = 3  # a user's setting
+
+    class Probe(Arm):
+        name = "doc_probe"
+        weights = "init"
+
+    Probe.Params = Params
+    monkeypatch.setitem(ARMS, "doc_probe", Probe())  # as `lth.registry.extend` registers a user's plugin
+    assert "doc_probe.width" in config.settings() and reference.markdown() == before
