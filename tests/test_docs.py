@@ -1,8 +1,11 @@
 """Docs that cannot drift: the README's two commands are the ones CI runs, every page is in the site's navigation,
 the user docs speak to the user's machine, and the first tutorial's commands run as written (at reduced sizes)."""
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -48,6 +51,32 @@ def test_the_user_docs_speak_to_the_user_s_machine():
     for path in [Path("README.md"), Path("docs/index.md"), *(p for folder in PAGES if folder != "explanation" for p in Path("docs", folder).glob("*.md"))]:
         text = path.read_text()
         assert "../shared" not in text and not re.search(r"\blent\b", text), path
+
+
+def test_the_plugin_tutorial_s_files_and_commands_run_as_written(tmp_path, monkeypatch):
+    """Its Python and YAML blocks written to the files their first line names, its commands run in that folder
+    (the training made tiny); then its criterion edited: the same command is another run."""
+    page = Path(__file__).parents[1] / "docs/tutorials/own-model-and-plugins.md"
+    for language in ("python", "yaml"):
+        for block in _blocks(page, language):
+            first, _, body = block.partition("\n")
+            if first.startswith("# ") and first[2:].strip().endswith((".py", ".yaml")):
+                (tmp_path / first[2:].strip()).write_text(body)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tiny = ["--data.name=synthetic", "--train.duration=2ep", "--train.eval_every=5it", "--prune.levels=1"]
+    commands = [shlex.split(line)[1:] for block in _blocks(page) for line in block.splitlines() if line.startswith("lth ")]
+    assert commands == [["run", "my_study.yaml"]]
+    assert cli.main([*commands[0], *tiny]) == 0
+    first = sorted(Path("runs/my_study").glob("*-seed0-*"))
+    assert len(first) == 1 and "gradient_magnitude" in (first[0] / "config.yaml").read_text()
+    criterion = Path("mycriteria.py")
+    criterion.write_text(criterion.read_text().replace("g.abs()", "g.abs() + 0"))
+    # A new process, as the user's next command is: this one runs the code it imported.
+    again = subprocess.run([sys.executable, "-m", "lth.cli", *commands[0], *tiny], env=os.environ | {"WANDB_MODE": "disabled"},
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(sorted(Path("runs/my_study").glob("*-seed0-*"))) == 2  # edited code: a new run, the old one kept
 
 
 def test_the_first_tutorial_s_commands_run_as_written(tmp_path, monkeypatch, capsys):
