@@ -1,6 +1,7 @@
 """Docs that cannot drift: the README's two commands are the ones CI runs, every page is in the site's navigation,
 the user docs speak to the user's machine, and the first tutorial's commands run as written (at reduced sizes)."""
 
+import json
 import os
 import re
 import shlex
@@ -77,6 +78,21 @@ def test_the_plugin_tutorial_s_files_and_commands_run_as_written(tmp_path, monke
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(sorted(Path("runs/my_study").glob("*-seed0-*"))) == 2  # edited code: a new run, the old one kept
+
+
+def test_the_data_tutorial_s_dataset_and_command_run_as_written(tmp_path, monkeypatch):
+    page = Path(__file__).parents[1] / "docs/tutorials/own-data.md"
+    (block,) = [b for b in _blocks(page, "python") if b.startswith("# mydata.py\n")]
+    (tmp_path / "mydata.py").write_text(block)
+    (tmp_path / "experiments").symlink_to(Path("experiments").resolve())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (command,) = [shlex.split(line)[1:] for b in _blocks(page) for line in b.splitlines() if "mydata:blobs" in line]
+    tiny = ["--train.duration=2ep", "--train.eval_every=5it", "--train.checkpoint_every=5it", "--prune.levels=1", "--seed=0"]
+    assert cli.main([*command, *tiny]) == 0
+    (run,) = Path("runs/quickstart").glob("*-seed0-*")
+    recorded = json.loads((run / "dataset.json").read_text())
+    assert (recorded["train_size"], recorded["test_size"]) == (600, 200)  # the tutorial's blobs, as the run records them
 
 
 def test_the_first_tutorial_s_commands_run_as_written(tmp_path, monkeypatch, capsys):
