@@ -20,7 +20,7 @@ from lth import masks as M
 from lth.config import TrainConfig
 from lth.inputs import Inputs, call, side_by_side, size
 from lth.models import logits, prunable_names
-from lth.packing import member_states
+from lth.packing import member_states, unpack_state
 from lth.steps import Steps
 
 # The training step runs the optimizer itself (see `optimizer_step`), so it returns no loss for Lightning to
@@ -170,6 +170,12 @@ class MaskedModule(L.LightningModule):
 
     def masks(self) -> M.Masks:
         return {name: self.model.get_buffer(f"{name}_mask") for name in self.prunable}
+
+    def runs(self) -> list[tuple[dict[str, torch.Tensor], M.Masks]]:
+        """Each packed run's whole state (weights, buffers, masks; detached) and its masks, as a criterion reads a
+        network at a level boundary: what a hook that prunes or watches masks mid-training scores."""
+        states = unpack_state({n: v.detach() for n, v in self.model.state_dict().items()}, self.pack)
+        return list(zip(states, unpack_state(self.masks(), self.pack)))
 
     def set_masks(self, new: M.Masks) -> None:
         current = self.masks()

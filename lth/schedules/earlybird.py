@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lth import masks as M
-from lth.packing import member_states, unpack_state
+from lth.packing import member_states
 from lth.schedules import oneshot
 
 
@@ -82,8 +82,7 @@ class WatchMasks(Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
-        states = unpack_state({n: v.detach() for n, v in pl_module.model.state_dict().items()}, pl_module.pack)
-        for k, (state, masks) in enumerate(zip(states, unpack_state(pl_module.masks(), pl_module.pack))):
+        for k, (state, masks) in enumerate(pl_module.runs()):
             mask = self.prune(state, masks, self.fractions)
             if self.previous[k] is not None:
                 self.distances[k].append(distance(self.previous[k], mask, self.channels))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from lightning.pytorch.callbacks import Callback
 
-from lth.packing import pack_state, unpack_state
+from lth.packing import pack_state
 from lth.schedules import oneshot
 
 
@@ -70,10 +70,9 @@ class GradualPruning(Callback):
             return
         pruned = [n for n, f in self.fractions.items() if f > 0]
         new = []
-        # Each member's whole state (weights, buffers, masks), as a criterion at a level boundary reads it: a method
-        # called mid-training gets the same `Scoring` (`lth.methods.base`).
-        states = unpack_state({n: v.detach() for n, v in pl_module.model.state_dict().items()}, pl_module.pack)
-        for w, m in zip(states, unpack_state(pl_module.masks(), pl_module.pack)):
+        # Each member's whole state, as a criterion at a level boundary reads it: a method called mid-training gets
+        # the same `Scoring` (`lth.methods.base`).
+        for w, m in pl_module.runs():
             kept = sum(int(m[n].sum()) for n in pruned)
             goal = round((1.0 - target) * sum(m[n].numel() for n in pruned))
             remove = max(kept - goal, 0) / kept
