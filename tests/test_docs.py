@@ -13,6 +13,8 @@ import yaml
 
 from lth import cli
 
+ROOT = Path(__file__).resolve().parents[1]
+
 PAGES = ("tutorials", "how-to", "reference", "explanation")
 
 
@@ -113,3 +115,47 @@ def test_the_first_tutorial_s_commands_run_as_written(tmp_path, monkeypatch, cap
                     *(a for a in argv[1:] if "*" not in a)]
         assert cli.main(argv) == 0, argv
     assert Path("my_report/report.md").is_file() and "finetune" in Path("my_report/report.md").read_text()
+
+
+def test_the_cluster_tutorial_s_laptop_sweep_runs_as_written_and_its_cluster_lines_fit_their_sweeps(tmp_path, monkeypatch, capsys):
+    """Step 1's commands run in a fresh folder with the training made tiny (the same overrides given to each, as the
+    report of a sweep needs); every `sbatch --array` covers exactly its sweep's grid, every script and file it names
+    exists, the trial of step 3 goes past the rewind point as the page says, and is a run of its own."""
+    from lth import config, sweep
+
+    page = Path(__file__).parents[1] / "docs/tutorials/cluster.md"
+    lines = [line.split(" #")[0].strip() for block in _blocks(page) for line in block.replace("\\\n", " ").splitlines()]
+    for name in ("experiments", "sweeps"):
+        (tmp_path / name).symlink_to(Path(name).resolve())
+    monkeypatch.chdir(tmp_path)
+
+    laptop = [shlex.split(line)[1:] for line in lines if line.startswith("lth ") and "quickstart_rewind" in line]
+    assert [argv[:2] for argv in laptop] == [["sweep", "sweeps/quickstart_rewind.yaml"]] * 2 + [["report", "sweeps/quickstart_rewind.yaml"]]
+    tiny = ["--data.name=synthetic", "--train.duration=260it", "--train.eval_every=130it", "--train.checkpoint_every=130it", "--prune.levels=1", "--seed=0",
+            "--arms=[ticket,reinit]"]
+    for argv in laptop:
+        assert cli.main([*argv, *tiny]) == 0, argv
+    listed = capsys.readouterr().out
+    assert all(f"--point=prune.rewind={p}" in listed for p in ("0", "25it", "100it", "250it"))
+    report = Path("rewind_report/report.md").read_text()
+    assert Path("rewind_report/points.png").is_file() and all(p in report for p in ("25it", "100it", "250it"))
+    assert sorted(p.name for p in Path("runs/quickstart").iterdir()) == sorted(f"prune.rewind={p}" for p in ("0", "25it", "100it", "250it"))
+
+    submitted = [shlex.split(line) for line in lines if line.startswith("sbatch ")]
+    assert len(submitted) == 2
+    for argv in submitted:
+        script = next(a for a in argv if a.startswith("slurm/"))
+        assert Path(ROOT, script).is_file(), script
+        last = int(re.fullmatch(r"--array=0-(\d+)%\d+", next(a for a in argv if a.startswith("--array="))).group(1))
+        assert last + 1 == len(sweep.grid(sweep.load("sweeps/resnet20.yaml")))
+    assert all(Path(ROOT, shlex.split(line)[2]).is_file() for line in lines if line.startswith("wandb sweep "))
+
+    (trial,) = [shlex.split(line) for line in lines if line.startswith("srun ")]
+    argv = trial[trial.index("lth") + 1:]
+    assert argv[:4] == ["sweep", "sweeps/resnet20.yaml", "--index", "0"]
+    point = sweep.commands(sweep.load(argv[1]), sweep.grid(sweep.load(argv[1])), argv[4:])[0]
+    cfg = config.load(point[2], point[3:])
+    steps = config.steps(cfg)
+    assert steps.rewind_step < steps.total_steps and f"({steps.total_steps:,} steps)" in page.read_text()
+    real = sweep.commands(sweep.load(argv[1]), sweep.grid(sweep.load(argv[1])), [])[0]
+    assert cfg.run_dir() != config.load(real[2], real[3:]).run_dir()

@@ -67,3 +67,10 @@ def test_a_user_s_plugin_imported_in_the_process_leaves_the_reference_as_it_is(m
     Probe.Params = Params
     monkeypatch.setitem(ARMS, "doc_probe", Probe())  # as `lth.registry.extend` registers a user's plugin
     assert "doc_probe.width" in config.settings() and reference.markdown() == before
+
+
+def test_the_w_and_b_page_names_every_metric_lth_logs_at_a_level():
+    from lth.tracking import LEVEL_METRICS
+
+    page = Path("docs/reference/wandb.md").read_text()
+    assert [key for key in LEVEL_METRICS if f"`<arm>/{key}`" not in page] == []
