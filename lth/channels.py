@@ -129,6 +129,12 @@ def narrow(model: nn.Module, masks: Masks, structure: dict[str, Removable], inpu
     return model.train(training)  # Lightning keeps a submodule's mode: one left in eval mode would train on running statistics
 
 
+def removed(remaining: int, fraction: float, layers: int = 1) -> int:
+    """How many of the `remaining` channels of `layers` layers ranked together a step of `fraction` removes: round(p × R),
+    every layer keeping one. A criterion that chooses a set rather than scoring each channel asks it how large a set."""
+    return min(round(fraction * remaining), remaining - layers)
+
+
 def drop(scores: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, float], strategy: str, structure: dict[str, Removable]) -> Masks:
     """Remove the lowest-scored remaining channels: a group of layers with R remaining channels and fraction p
     loses round(p × R) of them, as `lth.methods.magnitude` does with weights. `layerwise` ranks each layer
@@ -147,7 +153,7 @@ def drop(scores: dict[str, torch.Tensor], masks: Masks, fractions: dict[str, flo
             ranked.append(score)
         flat = torch.cat(ranked)
         remaining = int(torch.isfinite(flat).sum()) + len(layers)
-        n_dropped = int((flat == -torch.inf).sum()) + min(round(fractions[layers[0]] * remaining), remaining - len(layers))
+        n_dropped = int((flat == -torch.inf).sum()) + removed(remaining, fractions[layers[0]], len(layers))
         off = torch.zeros_like(flat, dtype=torch.bool)
         off[torch.sort(flat, stable=True).indices[:n_dropped]] = True
         dead.update(zip(layers, off.split([len(s) for s in ranked])))

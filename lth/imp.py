@@ -152,12 +152,23 @@ class Run:
         masks = {n: trained[f"{n}_mask"] for n in prunable}
         if not pruning.schedule(self.cfg.prune).masks_from_training:
             fractions = pruning.layer_fractions(self.cfg.prune, model, prunable)
-            masks = self.prune(trained, masks, fractions)
+            scoring = self.scoring(trained, masks, fractions)
+            masks = pruning.level_masks(self.cfg.prune, self.net.unit, scoring)
             if emptied := [n for n in masks if fractions[n] > 0 and not masks[n].any()]:
                 raise RunError(f"level {level} would leave {emptied[0]} with no weights: the levels before it are recorded; lower prune.levels to "
                                f"{level - 1} or prune that layer more slowly (prune.layer_fractions)")
+            # Written before the masks, whose file says the level's pruning is done.
+            if refit := pruning.method(self.cfg.prune).refit(scoring, self.cfg.prune.method_params, masks):
+                self.dir.save(refit, self.dir.refit(level, arm.chain()))
         self.dir.save(masks, path)
         return masks
+
+    def pruned_weights(self, level: int, arm: Arm) -> State:
+        """What an arm that trains the pruned weights on starts `level` from: its source's trained network of the level
+        before, with the weights the method refitted to this level's masks in their place (`Method.refit`)."""
+        state = self.trained_weights(level - 1, arm.source(level))
+        refit = self.dir.refit(level, arm.chain())
+        return state | self.dir.load(refit) if refit.exists() else state
 
     # -- members: (level, arm)s ready to train ---------------------------------------------------------------
 
@@ -165,7 +176,7 @@ class Run:
         shape = self.net.spec.input_shape
         return Level(
             level, self.cfg.seed, chain, self.steps, self.cfg.train.lr, self.cfg.train.gamma, self.net.unit, self.cfg.arm_params.get(arm.name),
-            rewound=self.rewound_weights, trained=partial(self.trained_weights, level - 1, arm.source(level)),
+            rewound=self.rewound_weights, trained=partial(self.pruned_weights, level, arm),
             fresh=model.state_dict, macs=lambda masks: macs(model, shape, masks),
         )
 

@@ -57,6 +57,7 @@ class Weights:
 
     removes_channels: ClassVar[bool] = False
     structure: ClassVar[dict[str, channels.Removable]] = {}  # the layers whose channels it removes: none
+    removes: ClassVar[str] = "weights"  # in a phrase, for the reference
 
     def keep(self, scores: dict[str, torch.Tensor], masks: M.Masks, fractions: dict[str, float], strategy: str) -> M.Masks:
         """Remove the lowest-scored remaining weights: a group of layers with R remaining weights and fraction p
@@ -106,6 +107,7 @@ class NMGroups(Weights):
 
     n: int
     m: int
+    removes: ClassVar[str] = "weights, N of every M"
 
     def keep(self, scores, masks, fractions, strategy):
         """Layers with fraction 0 (`dense_layers`) stay as they are; in the others, each group of M keeps its N
@@ -136,6 +138,7 @@ class Channels:
 
     structure: dict[str, channels.Removable]
     removes_channels: ClassVar[bool] = True
+    removes: ClassVar[str] = "output channels"
 
     def keep(self, scores, masks, fractions, strategy):
         return channels.drop(scores, masks, fractions, strategy, self.structure)

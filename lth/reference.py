@@ -15,6 +15,7 @@ import inspect
 import io
 import json
 import os
+import re
 import textwrap
 import tokenize
 from dataclasses import dataclass
@@ -98,13 +99,26 @@ schedule's under `prune.<name>`, an arm's at the top level. Generated from the t
 
 
 def markdown() -> str:
-    """The reference page: one table row per setting."""
+    """The reference page: one table row per setting, then each of lth's pruning methods with what it removes and the
+    settings it needs beyond its name (`Method.example`)."""
     rows = [HEADER + "| setting | type | default | meaning |", "|---|---|---|---|"]
     for s in settings():
         doc = s.doc.replace("|", "\\|")  # a table cell
         rows.append(f"| `{s.key}` | `{_cell(s.type)}` | `{json.dumps(s.default, default=str)}` | {doc} |")
-    return "\n".join(rows)
+    return "\n".join(rows + ["", *methods()])
 
+
+def methods() -> list[str]:
+    from lth.methods import METHODS
+
+    rows = ["## Pruning methods", "", "Each `prune.method`: the paper its file follows first, what it removes, and the settings it needs on lth's",
+            "own small networks beyond its name (`Method.example`).", "", "| method | paper | removes | example |", "|---|---|---|---|"]
+    for name in _registered()["prune.method"]:
+        m = METHODS[name]
+        paper = re.search(r"\(([A-Z][^()]*?\d{4})", inspect.getmodule(type(m)).__doc__)
+        removes = m.unit(m.Params() if m.Params else None, dict).removes
+        rows.append(f"| `{name}` | {' '.join(paper.group(1).split()) if paper else ''} | {removes} | `{' '.join([f'--prune.method={name}', *m.example])}` |")
+    return rows
 
 
 def _cell(annotation: str) -> str:

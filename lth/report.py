@@ -521,11 +521,26 @@ def setup(run_dirs: list[Path]) -> str:
         f"{p.levels} level{'s' * (p.levels != 1)} "
         f"(`{p.schedule}`), rewinding "
         f"to {'the original initialisation' if p.rewind == '0' else p.rewind}",
+        *_reconstructed(p, [a for c in cfgs for a in c.arms]),
         f"- Arms: {', '.join(dict.fromkeys(a for c in cfgs for a in c.arms))}; seeds: {', '.join(str(c.seed) for c in cfgs)}",
         "- Other settings not at their defaults: " + (", ".join(f"`{k}`: `{json.dumps(v, default=str)}`" for k, v in other.items()) or "none"),
         *provenance.describe([line for run in dirs for line in provenance.read(run.invocations)]),
     ]
     return "\n".join(lines)
+
+
+def _reconstructed(prune, arms: list[str]) -> list[str]:
+    """A method's own recipe fine-tunes the weights it reconstructs (ThiNet, He et al.): the arms that train the pruned
+    weights on start from those, which the report says (`lth.methods.base.Method.refit`)."""
+    from lth import pruning
+    from lth.arms import ARMS
+    from lth.arms.base import PRUNED
+
+    method, on = pruning.method(prune), [a for a in dict.fromkeys(arms) if ARMS[a].weights == PRUNED]
+    if not (method.reconstructs and on):
+        return []
+    return [f"- {', '.join(f'`{a}`' for a in on)} start{'s' * (len(on) == 1)} each pruned level from the weights `{prune.method}` "
+            f"reconstructs, not the trained ones: {method.reconstructs}"]
 
 
 def write(cells: dict[tuple[str, int], Cell], sources: list, out: Path, diverged: list[dict] = ()) -> list[Path]:

@@ -232,6 +232,10 @@ class RunDir:
         """A level's masks: the ticket's, which its controls share, or those of an arm with a chain of its own."""
         return self.level(level) / ("" if chain == "ticket" else chain) / "mask.pt"
 
+    def refit(self, level: int, chain: str = "ticket") -> Path:
+        """The weights a method reconstructed for a level's masks (`lth.methods.base.Method.refit`), beside them."""
+        return self.mask(level, chain).with_name("refit.pt")
+
     def arm(self, level: int, arm: str) -> Path:
         return self.level(level) / arm
 

@@ -138,47 +138,50 @@ def test_slimming_penalty_reaches_the_batch_norm_scales_and_the_threshold_is_glo
     assert sum(alive.values()) == 96 - 24 and alive["convs.0.weight"] == 32 - 24 and alive["convs.1.weight"] == 32
 
 
+CHANNEL_METHODS = sorted(name for name, m in METHODS.items() if m.unit(m.Params() if m.Params else None, dict).removes_channels)
+
+
 @pytest.mark.slow
-def test_every_arm_runs_under_channel_and_slimming_with_the_scratch_arms_narrow(tiny):
+@pytest.mark.parametrize("method", CHANNEL_METHODS)
+def test_every_arm_runs_under_every_channel_method_with_the_scratch_arms_narrow(tiny, method):
     # Every arm but those that move single connections as they train (rigl, set), which a channel method refuses.
     channel_arms = [a for a in ARMS if not ARMS[a].moves_masks]
     arms = f"--arms=[{','.join(channel_arms)}]"
-    for method in (["--prune.method=channel", "--prune.strategy=layerwise"], ["--prune.method=slimming", "--prune.slimming_l1=1e-4"]):
-        args = tiny + ["--model=mnist1d_cnn_bn", "--prune.levels=2", "--prune.fraction=0.5", arms, *method]
-        assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
-        run_dir = RunDir(config.load("experiments/quickstart.yaml", args).run_dir())
-        rows = {(r["level"], r["arm"]): r for r in result_rows(run_dir.root)}
-        assert len(rows) == 1 + 2 * len(channel_arms)
-        for level in (1, 2):
-            ticket = rows[level, "ticket"]
-            for arm in ("reinit", "random_prune", "scratch_e", "scratch_b"):
-                assert rows[level, arm]["weights_remaining"] == ticket["weights_remaining"] < 1
-                assert rows[level, arm]["macs"] == ticket["macs"] and rows[level, arm]["parameters"] == ticket["parameters"]
-            for arm in channel_arms:
-                state = run_dir.load(run_dir.arm(level, arm) / FINAL)["state_dict"]
-                convs = [state[f"model.convs.{i}.weight"] for i in range(3)]
-                if arm in ("scratch_e", "scratch_b"):  # physically narrower, and dense
-                    assert convs[0].shape[0] < 32 and all(state[f"model.convs.{i}.weight_mask"].all() for i in range(3))
-                    continue
-                assert convs[0].shape[0] == 32
-                for i, weight in enumerate(convs):
-                    mask = state[f"model.convs.{i}.weight_mask"]
-                    assert not weight[~mask].any()
-                    dead = ~M.channels_alive(mask)
-                    assert not state[f"model.norms.{i}.weight"][dead].any() and not state[f"model.norms.{i}.bias"][dead].any()
-        assert all(isinstance(r["inference_speedup"], float) for r in rows.values()), "measured for every channel-pruned line"
-        steps = {arm: rows[1, arm]["steps_trained"] for arm in ("ticket", "scratch_e", "scratch_b")}
-        dense = rows[0, "ticket"]
-        assert steps["scratch_e"] == dense["steps_trained"]
-        assert steps["scratch_b"] == min(round(dense["steps_trained"] * dense["macs"] / rows[1, "ticket"]["macs"]), 2 * dense["steps_trained"])
+    args = tiny + ["--model=mnist1d_cnn_bn", "--prune.levels=2", "--prune.fraction=0.5", arms, f"--prune.method={method}", *METHODS[method].example]
+    assert cli.main(["run", "experiments/quickstart.yaml", *args]) == 0
+    run_dir = RunDir(config.load("experiments/quickstart.yaml", args).run_dir())
+    rows = {(r["level"], r["arm"]): r for r in result_rows(run_dir.root)}
+    assert len(rows) == 1 + 2 * len(channel_arms)
+    for level in (1, 2):
+        ticket = rows[level, "ticket"]
+        for arm in ("reinit", "random_prune", "scratch_e", "scratch_b"):
+            assert rows[level, arm]["weights_remaining"] == ticket["weights_remaining"] < 1
+            assert rows[level, arm]["macs"] == ticket["macs"] and rows[level, arm]["parameters"] == ticket["parameters"]
+        for arm in channel_arms:
+            state = run_dir.load(run_dir.arm(level, arm) / FINAL)["state_dict"]
+            convs = [state[f"model.convs.{i}.weight"] for i in range(3)]
+            if arm in ("scratch_e", "scratch_b"):  # physically narrower, and dense
+                assert convs[0].shape[0] < 32 and all(state[f"model.convs.{i}.weight_mask"].all() for i in range(3))
+                continue
+            assert convs[0].shape[0] == 32
+            for i, weight in enumerate(convs):
+                mask = state[f"model.convs.{i}.weight_mask"]
+                assert not weight[~mask].any()
+                dead = ~M.channels_alive(mask)
+                assert not state[f"model.norms.{i}.weight"][dead].any() and not state[f"model.norms.{i}.bias"][dead].any()
+    assert all(isinstance(r["inference_speedup"], float) for r in rows.values()), "measured for every channel-pruned line"
+    steps = {arm: rows[1, arm]["steps_trained"] for arm in ("ticket", "scratch_e", "scratch_b")}
+    dense = rows[0, "ticket"]
+    assert steps["scratch_e"] == dense["steps_trained"]
+    assert steps["scratch_b"] == min(round(dense["steps_trained"] * dense["macs"] / rows[1, "ticket"]["macs"]), 2 * dense["steps_trained"])
 
-        out = run_dir.root / "ticket2.pt"
-        summary = export.export(run_dir.root, 2, "ticket", out, sparse=False)
-        network = export.load(out)
-        assert summary["max_output_difference"] <= 1e-5
-        assert summary["parameters"] == sum(p.numel() for p in network.parameters()) == rows[2, "ticket"]["parameters"]
-        assert network.convs[0].weight.shape[0] < 32
-        assert export.export(run_dir.root, 2, "scratch_b", run_dir.root / "sb.pt", sparse=False)["parameters"] == rows[2, "scratch_b"]["parameters"]
+    out = run_dir.root / "ticket2.pt"
+    summary = export.export(run_dir.root, 2, "ticket", out, sparse=False)
+    network = export.load(out)
+    assert summary["max_output_difference"] <= 1e-5
+    assert summary["parameters"] == sum(p.numel() for p in network.parameters()) == rows[2, "ticket"]["parameters"]
+    assert network.convs[0].weight.shape[0] < 32
+    assert export.export(run_dir.root, 2, "scratch_b", run_dir.root / "sb.pt", sparse=False)["parameters"] == rows[2, "scratch_b"]["parameters"]
 
 
 @pytest.mark.slow

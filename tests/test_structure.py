@@ -13,10 +13,10 @@ from lth.methods import METHODS
 from lth.schedules import SCHEDULES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lth"
-# What each plugin needs besides its name to be a valid tiny experiment (the nested and the flat spellings both).
+# What each schedule needs besides its name to be a valid tiny experiment (the nested and the flat spellings both); a
+# method says so itself (`Method.example`).
 NEEDS = {
-    "nm": ["--prune.nm=[2,4]", "--prune.levels=1"],
-    "slimming": ["--model=mnist1d_cnn_bn", "--prune.strategy=global", "--prune.slimming.l1=1e-4"],
+    **{name: list(method.example) for name, method in METHODS.items()},
     "oneshot": ["--prune.oneshot.target=0.5", "--prune.levels=1"],
     "gradual": ["--prune.target=0.5", "--prune.levels=1", "--prune.begin_step=7", "--prune.end_step=30", "--prune.frequency=5"],
     "earlybird": ["--prune.earlybird.target=0.5", "--prune.levels=1"],

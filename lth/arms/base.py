@@ -38,7 +38,8 @@ class Level:
     unit: Weights | Channels  # what the experiment's method removes
     params: Any  # the arm's own settings (`Arm.Params`, under the arm's name in the YAML), or None
     rewound: Callable[[], State]  # the rewind point's weights (unmasked)
-    trained: Callable[[], State]  # its source's trained network of the previous level (`Arm.source`)
+    # its source's trained network of the previous level (`Arm.source`), with any weights the method refitted (`Method.refit`)
+    trained: Callable[[], State]
     fresh: Callable[[], State]  # the fresh init of its `init_seed`
     macs: Callable[[Masks | None], int]  # per example, of the network under these masks (None: dense)
 

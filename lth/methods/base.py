@@ -45,6 +45,11 @@ class Method:
     name: ClassVar[str]
     Params: ClassVar[type | None] = None  # its settings under `prune.<name>`; None: it has none
     order: ClassVar[int] = 100  # where it stands in the listing of methods
+    # The settings, beyond its name, that make a small experiment of lth's own networks valid for it (`--key=value`):
+    # the example the settings reference shows, and what the registry-wide tests run it with.
+    example: ClassVar[tuple[str, ...]] = ()
+    # What `refit` reconstructs, in a phrase for the report ("" when it refits nothing).
+    reconstructs: ClassVar[str] = ""
 
     def unit(self, params: Any, removable: Callable[[], dict[str, channels.Removable]]) -> ranking.Weights | ranking.Channels:
         """What it removes; `removable()` traces the network for the layers whose channels can go alone."""
@@ -62,6 +67,12 @@ class Method:
     def check(self, params: Any, strategy: str, shapes: dict[str, tuple[int, ...]], fractions: dict[str, float], unit) -> str | None:
         """What is wrong with its settings for these layers (one line), before any training."""
         return None
+
+    def refit(self, scoring: Scoring, params: Any, masks: Masks) -> State:
+        """Weights it reconstructs for the masks it has just chosen, by name (ThiNet's and He et al.'s least squares
+        refit the next layer to the channels kept): the arms that train the pruned weights on (fine-tuning, LR
+        rewinding) start from them instead of the trained ones. `scoring` is the level's, before pruning."""
+        return {}
 
     def penalty(self, params: Any) -> Callable[[nn.Module], torch.Tensor] | None:
         """A term added to the training loss of the networks its chain prunes next (Network Slimming's)."""

@@ -17,6 +17,7 @@ class Params:
 
 class NM(Magnitude):
     name = "nm"
+    example = ("--prune.nm=[2,4]", "--prune.levels=1")  # 2:4 is reached at the first pruned level
     Params = Params
 
     def unit(self, params, removable):

@@ -30,6 +30,7 @@ class BatchNormL1:
 class Slimming(Method):
     name = "slimming"
     Params = Params
+    example = ("--model=mnist1d_cnn_bn",)  # a network with batch norm
 
     def unit(self, params, removable):
         return Channels(removable())
