@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth import channels, config
+from lth import blocks, channels, config
 from lth.architecture import Architecture
 from lth.arms import ARMS
 from lth.data import dataset
 from lth.imp import Run
 from lth.inputs import Fields, call, drawn, shape_of
 from lth.models import logits
-from lth.ranking import NMGroups
+from lth.ranking import Blocks, Channels, NMGroups
 from lth.run_dir import FINAL, RunDir, RunError
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")  # stable enough for to_sparse_csr and @
@@ -85,10 +85,12 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     shape = spec.input_shape.listed() if isinstance(spec.input_shape, Fields) else spec.input_shape
     payload: dict[str, Any] = {"model": cfg.model.name, "kwargs": cfg.model.kwargs, "input_shape": shape, "num_classes": spec.num_classes,
                                "state_dict": plain}
+    if unit.removes_channels:  # which narrowing `load` follows
+        payload["unit"] = "blocks" if isinstance(unit, Blocks) else "channels"
     if wide_masks is not None:  # trained narrow: its state is the narrow network's
         payload["masks"] = wide_masks
     elif unit.removes_channels:  # the masked wide network, made narrow here
-        narrow = channels.narrow(load(payload), masks, unit.structure, spec.input_shape)
+        narrow = unit.narrow(load(payload), masks, spec.input_shape)
         payload["masks"], payload["state_dict"] = masks, narrow.state_dict()
         plain = payload["state_dict"]
     network = load(payload)  # rebuilt from the payload as a user's `load(FILE)` will, so the checks below cover that path
@@ -101,13 +103,13 @@ def export(run_dir: Path, level: int, arm: str, out: Path, sparse: bool) -> dict
     if difference > 1e-5:
         raise RunError(f"the exported network's outputs differ from the masked network's by {difference:.2e} (relative)")
     kept = sum(int(m.sum()) for m in masks.values())
-    nonzero = sum(int(plain[name].count_nonzero()) for name in masks)
+    nonzero = sum(int(plain[name].count_nonzero()) for name in masks if name in plain)  # a removed block's layers are gone
     if nonzero > kept:
         raise RunError(f"{nonzero} nonzero prunable weights, more than the {kept} the masks keep")
     prunable = sum(m.numel() for m in payload.get("masks", masks).values())
     summary = {"max_output_difference": difference, "weights_kept": kept, "prunable_weights": prunable,
                "parameters": sum(p.numel() for p in network.parameters())}
-    if unit.removes_channels and sum(plain[name].numel() for name in masks) != sum(int(m.sum()) for m in payload["masks"].values()):
+    if unit.removes_channels and sum(plain[name].numel() for name in masks if name in plain) != sum(int(m.sum()) for m in payload["masks"].values()):
         raise RunError("the narrow network's weights are not the ones its masks keep")
     if sparse:
         two_four = isinstance(unit, NMGroups) and (unit.n, unit.m) == (2, 4)
@@ -158,12 +160,12 @@ def architecture(exported: dict[str, Any]) -> Architecture:
 
 def load(exported: dict[str, Any] | Path) -> nn.Module:
     """The network of an export (a file or its loaded payload), in eval mode: the model built as `architecture` says,
-    made narrow as its masks say when it was channel-pruned, with its weights."""
+    made narrow as its masks say when it lost channels or residual blocks, with its weights."""
     exported = _payload(exported)
     built = architecture(exported)
     network = built.build()
-    if "masks" in exported:
-        structure = channels.removable(built)
-        network = channels.narrow(network, exported["masks"], structure, tuple(exported["input_shape"]))
+    if "masks" in exported:  # files written before residual blocks could go name no unit: channels
+        unit = Blocks(blocks.of(built)) if exported.get("unit") == "blocks" else Channels(channels.removable(built))
+        network = unit.narrow(network, exported["masks"], tuple(exported["input_shape"]))
     network.load_state_dict(exported["state_dict"])
     return network.eval()

@@ -24,7 +24,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from lth import channels, distributed, locks, provenance, pruning, threads
+from lth import distributed, locks, provenance, pruning, threads
 from lth import masks as M
 from lth.arms import ARMS, Arm
 from lth.arms.base import Level, Start
@@ -154,7 +154,7 @@ class Run:
             fractions = pruning.layer_fractions(self.cfg.prune, model, prunable)
             scoring = self.scoring(trained, masks, fractions)
             masks = pruning.level_masks(self.cfg.prune, self.net.unit, scoring)
-            if emptied := [n for n in masks if fractions[n] > 0 and not masks[n].any()]:
+            if emptied := [n for n in masks if fractions[n] > 0 and not masks[n].any() and not self.net.unit.empties_layers]:
                 raise RunError(f"level {level} would leave {emptied[0]} with no weights: the levels before it are recorded; lower prune.levels to "
                                f"{level - 1} or prune that layer more slowly (prune.layer_fractions)")
             # Written before the masks, whose file says the level's pruning is done.
@@ -190,7 +190,7 @@ class Run:
         arm_dir = self.dir.arm(level, arm.name)
         steps, train = start.steps or self.steps, self.cfg.train if start.lr is None else replace(self.cfg.train, lr=start.lr)
         # The networks that are pruned next train with the method's penalty.
-        penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params) if arm.chain() == arm.name else None
+        penalty = pruning.method(self.cfg.prune).penalty(self.cfg.prune.method_params, self.net.unit) if arm.chain() == arm.name else None
         if start.narrow:
             module = self.build_module(seed, narrow=start.masks, steps=steps, train=train, penalty=penalty)
         else:
@@ -364,7 +364,7 @@ class Run:
         spec = self.net.spec
         with torch.random.fork_rng(devices=[]):  # leaves the global generator as training left it
             wide = self.net.architecture.build()
-        narrow = channels.narrow(wide, masks, self.net.unit.structure, spec.input_shape)
+        narrow = self.net.unit.narrow(wide, masks, spec.input_shape)
         return round(speedup(wide, narrow, spec.input_shape, self.cfg.data.batch_size, device), 3)
 
     def record(self, row: Row) -> None:

@@ -33,7 +33,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 # ranks itself in a batch task (`lth.distributed.start`), so the advice never applies.
 warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used", module=r"lightning\.fabric\.plugins")
 
-Penalty = Callable[[nn.Module], torch.Tensor]  # a term added to the training loss (`lth.methods.base.Method.penalty`)
+Penalty = Callable[[nn.Module, int], torch.Tensor]  # a term added to the training loss, given the network and its pack (`Method.penalty`)
 
 # Eager steps before the first CUDA-graph capture: they let cuDNN, the caching allocator and the optimizer's
 # lazily created state settle, as the CUDA-graphs section of the PyTorch CUDA semantics notes advises.
@@ -242,7 +242,7 @@ class MaskedModule(L.LightningModule):
         losses = (self._train_losses if isinstance(x, torch.Tensor) else self.losses)(x, y)
         loss = losses.sum()  # the runs share no parameter, so each gets the gradient of its own loss
         if self.penalty is not None:
-            loss = loss + self.penalty(self.model)
+            loss = loss + self.penalty(self.model, self.pack)
         loss.backward()
         if distributed.WORLD.size > 1:
             distributed.average_gradients(list(self.model.parameters()))

@@ -130,7 +130,7 @@ class Network:
         model = self.architecture.build(pack)
         init_batch_norm(model, self.model.bn_init)
         if narrow is not None:
-            model = channels.narrow(model, narrow, self.unit.structure, self.spec.input_shape)
+            model = self.unit.narrow(model, narrow, self.spec.input_shape)
             initialise(model)
             init_batch_norm(model, self.model.bn_init)
         return model

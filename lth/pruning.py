@@ -8,13 +8,13 @@ from dataclasses import replace
 
 from torch import nn
 
-from lth import channels
+from lth import blocks, channels
 from lth import masks as M
 from lth.architecture import Architecture
 from lth.methods import METHODS
 from lth.methods.base import Method, Scoring
 from lth.models import dense_layers
-from lth.ranking import Channels, Weights
+from lth.ranking import Blocks, Channels, Weights
 from lth.schedules import SCHEDULES
 from lth.schedules.base import Schedule
 
@@ -27,9 +27,10 @@ def schedule(prune) -> Schedule:
     return SCHEDULES[prune.schedule]
 
 
-def unit(prune, architecture: Architecture) -> Weights | Channels:
-    """What the method removes from this network (a channel unit knows which channels can go alone)."""
-    return method(prune).unit(prune.method_params, lambda: channels.removable(architecture))
+def unit(prune, architecture: Architecture) -> Weights | Channels | Blocks:
+    """What the method removes from this network (a channel unit knows which channels can go alone, a block unit which
+    residual blocks there are)."""
+    return method(prune).unit(prune.method_params, lambda: channels.removable(architecture), lambda: blocks.of(architecture))
 
 
 def layer_fractions(prune, model: nn.Module, names: list[str]) -> dict[str, float]:

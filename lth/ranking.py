@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from lth import channels
+from lth import blocks, channels
 from lth import masks as M
 
 
@@ -58,6 +58,7 @@ class Weights:
     removes_channels: ClassVar[bool] = False
     structure: ClassVar[dict[str, channels.Removable]] = {}  # the layers whose channels it removes: none
     removes: ClassVar[str] = "weights"  # in a phrase, for the reference
+    empties_layers: ClassVar[bool] = False  # whether it removes whole layers by design (a layer left empty is otherwise an error)
 
     def keep(self, scores: dict[str, torch.Tensor], masks: M.Masks, fractions: dict[str, float], strategy: str) -> M.Masks:
         """Remove the lowest-scored remaining weights: a group of layers with R remaining weights and fraction p
@@ -139,6 +140,7 @@ class Channels:
     structure: dict[str, channels.Removable]
     removes_channels: ClassVar[bool] = True
     removes: ClassVar[str] = "output channels"
+    empties_layers: ClassVar[bool] = False
 
     def keep(self, scores, masks, fractions, strategy):
         return channels.drop(scores, masks, fractions, strategy, self.structure)
@@ -150,3 +152,43 @@ class Channels:
         """`channels.drop`'s counting: every layer keeps its best channel."""
         counts = {layer: shapes[layer][0] for layer in self.structure}
         return check_levels(counts, {n: f for n, f in fractions.items() if n in counts}, strategy, levels, 1, "channels")
+
+    def narrow(self, model, masks: M.Masks, input_shape) -> torch.nn.Module:
+        """The physically narrower network (`lth.channels.narrow`)."""
+        return channels.narrow(model, masks, self.structure, input_shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Blocks:
+    """Whole residual blocks (`lth.blocks`), one score per block, the lowest removed under one ranking across the
+    network; every block's branch layers are masked with it. Its random control draws blocks, and the arms that train
+    from scratch train the shallower network."""
+
+    found: dict[str, blocks.Block]
+    removes_channels: ClassVar[bool] = True  # a removed block's branch channels all go, so the scratch arms train narrow
+    removes: ClassVar[str] = "residual blocks"
+    empties_layers: ClassVar[bool] = True
+
+    @property
+    def structure(self) -> dict[str, channels.Removable]:
+        """Each branch layer with the batch norm after it, which `MaskedModule` zeroes with a removed block."""
+        return blocks.followers(self.found)
+
+    def keep(self, scores, masks, fractions, strategy):
+        """round(p × R) of the R remaining blocks go, the lowest-scored, at least one staying; ties go to the earlier.
+        A block's score is its last branch layer's: the layer whose batch norm scales what the branch adds."""
+        remaining = [name for name, block in self.found.items() if blocks.alive(masks, block)]
+        fraction = fractions[self.found[remaining[0]].layers[0]]
+        ranked = sorted(remaining, key=lambda name: float(scores[self.found[name].layers[-1]]))
+        return blocks.remove(masks, ranked[: channels.removed(len(remaining), fraction)], self.found)
+
+    def random_like(self, masks, generator):
+        return blocks.random_like(masks, generator, self.found)
+
+    def check_levels(self, shapes, fractions, strategy, levels):
+        fraction = fractions[next(iter(self.found.values())).layers[0]] if self.found else 0.0
+        return check_levels({"blocks": len(self.found)}, {"blocks": fraction}, "global", levels, 1, "residual blocks")
+
+    def narrow(self, model, masks: M.Masks, input_shape) -> torch.nn.Module:
+        """The shallower network: each removed block replaced by its shortcut (`lth.blocks.narrow`)."""
+        return blocks.narrow(model, masks, self.found)

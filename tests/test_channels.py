@@ -120,7 +120,7 @@ def test_slimming_penalty_reaches_the_batch_norm_scales_and_the_threshold_is_glo
     optimizer = torch.optim.SGD(module.model.parameters(), lr=0.0)
     grads = {}
     for l1 in (0.0, 1e-2):
-        module.penalty = METHODS["slimming"].penalty(METHODS["slimming"].Params(l1=l1))
+        module.penalty = METHODS["slimming"].penalty(METHODS["slimming"].Params(l1=l1), None)
         module._step(optimizer, x, y)
         grads[l1] = {n: p.grad.clone() for n, p in module.model.named_parameters()}
     for name in grads[0.0]:

@@ -74,6 +74,10 @@ EVIDENCE = {
     "quickstart_rewind": (["sweep", "sweeps/quickstart_rewind.yaml", "--run"], "results.jsonl"),
     # A small BERT on real text (movie-review polarity), a dataset of the user's own kind with padded token batches (`fetch_vader`).
     "bert_movie_reviews": (["run", "experiments/bert_movie_reviews.yaml"], "results.jsonl"),
+    # Liu et al. (2019)'s question of five methods (a sweep) and of Network Slimming, which ranks globally (its own run).
+    "rethinking_mnist1d": (["sweep", "sweeps/rethinking_mnist1d.yaml", "--run"], "results.jsonl"),
+    "rethinking_slimming_mnist1d": (["run", "experiments/rethinking_mnist1d.yaml", "--prune.method=slimming", "--prune.strategy=global",
+                                     "--point=prune.method=slimming", "--name=rethinking_slimming_mnist1d"], "results.jsonl"),
     "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
                                "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=150it",
                                "--train.checkpoint_every=150it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),

@@ -33,7 +33,7 @@ class APoZ(Method):
     name = "apoz"
     Params = Params
 
-    def unit(self, params, removable):
+    def unit(self, params, removable, residual=dict):
         return Channels(removable())
 
     def scores(self, scoring, params):

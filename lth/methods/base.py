@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lth import channels, ranking
+from lth import blocks, channels, ranking
 from lth.inputs import Inputs, Shape
 from lth.masks import Masks
 
@@ -51,8 +51,10 @@ class Method:
     # What `refit` reconstructs, in a phrase for the report ("" when it refits nothing).
     reconstructs: ClassVar[str] = ""
 
-    def unit(self, params: Any, removable: Callable[[], dict[str, channels.Removable]]) -> ranking.Weights | ranking.Channels:
-        """What it removes; `removable()` traces the network for the layers whose channels can go alone."""
+    def unit(self, params: Any, removable: Callable[[], dict[str, channels.Removable]],
+             residual: Callable[[], dict[str, blocks.Block]] = dict) -> ranking.Weights | ranking.Channels | ranking.Blocks:
+        """What it removes; `removable()` traces the network for the layers whose channels can go alone, `residual()`
+        finds its residual blocks (`lth.blocks`)."""
         return ranking.Weights()
 
     def scores(self, scoring: Scoring, params: Any) -> dict[str, torch.Tensor]:
@@ -74,6 +76,7 @@ class Method:
         rewinding) start from them instead of the trained ones. `scoring` is the level's, before pruning."""
         return {}
 
-    def penalty(self, params: Any) -> Callable[[nn.Module], torch.Tensor] | None:
-        """A term added to the training loss of the networks its chain prunes next (Network Slimming's)."""
+    def penalty(self, params: Any, unit) -> Callable[[nn.Module, int], torch.Tensor] | None:
+        """A term added to the training loss of the networks its chain prunes next (Network Slimming's), given the
+        network and how many runs it packs; `unit` is what it removes."""
         return None

@@ -10,7 +10,7 @@ from lth.ranking import Channels
 class Channel(Method):
     name = "channel"
 
-    def unit(self, params, removable):
+    def unit(self, params, removable, residual=dict):
         return Channels(removable())
 
     def scores(self, scoring, params):

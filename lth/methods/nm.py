@@ -20,7 +20,7 @@ class NM(Magnitude):
     example = ("--prune.nm=[2,4]", "--prune.levels=1")  # 2:4 is reached at the first pruned level
     Params = Params
 
-    def unit(self, params, removable):
+    def unit(self, params, removable, residual=dict):
         return NMGroups(params.n, params.m)
 
     def check(self, params, strategy, shapes, fractions, unit):

@@ -94,7 +94,7 @@ class Regression(Method):
     example = ("--prune.strategy=layerwise",)
     reconstructs = "the next layer's weights on the channels kept, fitted by least squares to the unpruned output (He et al. 2017, §3.1)"
 
-    def unit(self, params, removable):
+    def unit(self, params, removable, residual=dict):
         return Channels(removable())
 
     def _samples(self, scoring, params):

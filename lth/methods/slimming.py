@@ -23,7 +23,7 @@ class BatchNormL1:
 
     l1: float
 
-    def __call__(self, model: nn.Module) -> torch.Tensor:
+    def __call__(self, model: nn.Module, pack: int) -> torch.Tensor:  # L1 is a sum over scales: packing changes nothing
         return self.l1 * sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
 
@@ -32,13 +32,13 @@ class Slimming(Method):
     Params = Params
     example = ("--model=mnist1d_cnn_bn",)  # a network with batch norm
 
-    def unit(self, params, removable):
+    def unit(self, params, removable, residual=dict):
         return Channels(removable())
 
     def scores(self, scoring, params):
         return {layer: scoring.trained[r.scale].detach().abs() for layer, r in scoring.structure.items() if r.scale and scoring.fractions[layer] > 0}
 
-    def penalty(self, params):
+    def penalty(self, params, unit):
         return BatchNormL1(params.l1) if params.l1 else None
 
     def check(self, params, strategy, shapes, fractions, unit):

@@ -57,7 +57,7 @@ class ThiNet(Method):
     example = ("--prune.strategy=layerwise",)
     reconstructs = "the next layer's weights on the channels kept, rescaled by least squares (Luo et al. 2017, §3.3)"
 
-    def unit(self, params, removable):
+    def unit(self, params, removable, residual=dict):
         return Channels(removable())
 
     def _samples(self, scoring, params):
