@@ -38,12 +38,15 @@ class Point:
 def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
     """The points among `run_dirs` (one per study), in order (`_order`), and the settings they all share."""
     studies: dict[str, tuple[dict, list[Path], list]] = {}
+    stated: dict[str, dict] = {}  # each study's every setting: a setting at its default is left out of the identity
     for path in dict.fromkeys(Path(p).resolve() for p in run_dirs):
         run_dir = RunDir(path)
         cfg, lines = reportable(run_dir)
         settings = config.flatten(cfg.identity())
         settings.pop("seed")
-        study = studies.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, [], []))
+        key = json.dumps(settings, sort_keys=True, default=str)
+        study = studies.setdefault(key, (settings, [], []))
+        stated.setdefault(key, config.flatten(cfg.to_dict()))
         study[1].append(path)
         study[2].extend((row, str(run_dir.results)) for row in lines)
     every = [settings for settings, _, _ in studies.values()]
@@ -54,9 +57,9 @@ def points(run_dirs: list[Path]) -> tuple[list[Point], dict]:
         raise ValueError(f"these runs differ in {incomparable[0]} ({', '.join(values)}): their sparsities are of different networks or data, "
                          "not one axis to compare on; report them separately")
     out = []
-    for settings, dirs, lines in studies.values():
+    for key, (settings, dirs, lines) in studies.items():
         rows = distinct(lines)  # a run copied to a second folder is still one seed
-        mine = {key: settings.get(key) for key in differ}
+        mine = {k: settings[k] if k in settings else stated[key].get(k) for k in differ}  # `magnitude`, not null, where it is the default
         out.append(Point(",".join(f"{k}={_text(v)}" for k, v in mine.items()), mine, tuple(dirs), tuple(rows), aggregate(rows)))
     shared = {key: value for key, value in every[0].items() if key not in differ}
     return [out[i] for i in _order(out, differ)], shared
@@ -182,7 +185,8 @@ def _points_figure(found: list[Point], arms: list[str], level: int, about: About
 
 
     order = range(len(found))
-    fig = Figure(figsize=(max(7.6, 1.1 * len(found) + 3.2), 4.2))
+    longest = max(len(line) for p in found for line in p.name.split(","))  # a tick label's widest line, in characters
+    fig = Figure(figsize=(max(7.6, max(1.1, 0.08 * longest) * len(found) + 3.2), 4.2))
     ax = fig.subplots()
     x = list(range(len(order)))
     for arm in arms:
@@ -199,8 +203,9 @@ def _points_figure(found: list[Point], arms: list[str], level: int, about: About
         ax.plot([at for at, _ in dense], [mean for _, mean in dense], color="black", linestyle="--", linewidth=1, label="dense (level 0)")
     ax.set_xticks(x)
     ax.set_xticklabels([found[i].name.replace(",", "\n") for i in order], fontsize=8)
-    remaining = _remaining(found[order[0]], level)
-    ax.set_title(f"{about.caption()}; level {level}" + (f" ({remaining} of weights remaining)" if remaining else ""), fontsize=10)
+    remaining = {_remaining(p, level) for p in found}  # said in the title only where every point has the same
+    shared = f" ({remaining.pop()} of weights remaining)" if len(remaining) == 1 and "" not in remaining else ""
+    ax.set_title(f"{about.caption()}; level {level}{shared}", fontsize=10)
     ax.set_ylabel("test accuracy at early stop")
     if about.test_size:
         ticks_no_finer_than(ax, 1 / about.test_size)

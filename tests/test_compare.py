@@ -91,3 +91,27 @@ def test_the_report_folders_among_the_points_are_not_taken_for_runs(tmp_path, ca
         assert cli.main(["report", *map(str, point.glob("seed*")), "--out", str(point / "report")]) == 0
     assert cli.main(["report", *map(str, (tmp_path / "runs").glob("*/*")), "--out", str(tmp_path / "out")]) == 0
     assert "| 1 | `25it` | 2 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_points_that_fine_tune_and_train_from_scratch_get_liu_et_al_s_table_named_by_their_method(tmp_path):
+    """Per method: fine-tuned, Scratch-E and Scratch-B side by side and each scratch arm minus fine-tuning with its Welch
+    interval; the default method is named (`magnitude`), not left null because defaults stay out of the identity."""
+    accs = {"magnitude": [(0.90, 0.80, 0.78, 0.83), (0.92, 0.82, 0.79, 0.84)], "channel": [(0.90, 0.70, 0.74, 0.80), (0.92, 0.72, 0.73, 0.81)]}
+    dirs = []
+    for method, seeds in accs.items():
+        for seed, (dense, tuned, scratch_e, scratch_b) in enumerate(seeds):
+            path = tmp_path / method / f"seed{seed}"
+            cells = {("ticket", 0): dense, ("ticket", 1): tuned, ("finetune", 1): tuned, ("scratch_e", 1): scratch_e, ("scratch_b", 1): scratch_b}
+            _fake_run(path, seed, cells, [f"--prune.method={method}", "--arms=[ticket,finetune,scratch_e,scratch_b]"])
+            dirs.append(path)
+    compare.write(dirs, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    table = text[text.index("## Fine-tuned against trained from scratch"):text.index("## Matching sparsity")]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| prune.method=")}
+    assert sorted(rows) == ["prune.method=channel", "prune.method=magnitude"]
+    for method, seeds in accs.items():
+        row = rows[f"prune.method={method}"]
+        assert row[2].startswith(f"{statistics.fmean(s[1] for s in seeds):.4f} [")
+        expected = stats.ttest_ind([s[3] for s in seeds], [s[1] for s in seeds], equal_var=False).confidence_interval(0.95)
+        difference = statistics.fmean(s[3] for s in seeds) - statistics.fmean(s[1] for s in seeds)
+        assert row[6].startswith(f"{difference:+.4f} [{expected.low:+.4f}, {expected.high:+.4f}]"), row[6]
