@@ -86,9 +86,10 @@ def _rows(module: nn.Module, locations: int, generator: torch.Generator) -> Call
     return fields
 
 
-def consumers(scoring: Scoring, layers: list[str], batches: int, locations: int) -> dict[str, list[Consumer]]:
-    """For each producing layer, the sampled rows of every layer that reads its channels. Locations are drawn from a
-    generator seeded with 0, so that a level's choice is a function of the run's data order alone."""
+def consumers(scoring: Scoring, batches: int, locations: int) -> dict[str, list[Consumer]]:
+    """For each layer the level prunes, the sampled rows of every layer that reads its channels. Locations are drawn from
+    a generator seeded with 0, so that a level's choice is a function of the run's data order alone."""
+    layers = [layer for layer in scoring.structure if scoring.fractions[layer] > 0]
     network = scoring.network(scoring.trained)
     generator = torch.Generator().manual_seed(0)
     structure: dict[str, Removable] = scoring.structure

@@ -28,7 +28,7 @@ def test_the_least_squares_refit_equals_torch_lstsq_on_the_same_activations(tiny
     params = METHODS["regression"].Params(batches=2)
     scoring = run.scoring(trained, {n: trained[f"{n}_mask"] for n in masks}, {n: 0.5 for n in masks})
     # Every pruned layer's readers, as the level read them: one generator draws the locations of all of them.
-    (consumer,) = activations.consumers(scoring, list(scoring.structure), params.batches, params.locations)["convs.0.weight"]
+    (consumer,) = activations.consumers(scoring, params.batches, params.locations)["convs.0.weight"]
     network, inputs = run.net.plain(trained).eval(), []
     network.convs[1].register_forward_pre_hook(lambda m, a: inputs.append(a[0]))
     with torch.no_grad():

@@ -97,13 +97,9 @@ class Regression(Method):
     def unit(self, params, removable, residual=dict):
         return Channels(removable())
 
-    def _samples(self, scoring, params):
-        layers = [layer for layer in scoring.structure if scoring.fractions[layer] > 0]
-        return activations.consumers(scoring, layers, params.batches, params.locations)
-
     def scores(self, scoring, params):
         out = {}
-        for layer, samples in self._samples(scoring, params).items():
+        for layer, samples in activations.consumers(scoring, params.batches, params.locations).items():
             alive = channels_alive(scoring.masks[layer])
             keep = int(alive.sum()) - channels.removed(int(alive.sum()), scoring.fractions[layer])
             score = torch.zeros(len(alive), dtype=torch.float64)
@@ -113,7 +109,7 @@ class Regression(Method):
 
     def refit(self, scoring, params, masks):
         out = {}
-        for layer, samples in self._samples(scoring, params).items():
+        for layer, samples in activations.consumers(scoring, params.batches, params.locations).items():
             for consumer in samples:
                 weight = scoring.trained[consumer.name]
                 out[consumer.name] = reconstruct(consumer, channels_alive(masks[layer])).to(weight.dtype).view_as(weight) * masks[consumer.name]

@@ -60,21 +60,17 @@ class ThiNet(Method):
     def unit(self, params, removable, residual=dict):
         return Channels(removable())
 
-    def _samples(self, scoring, params):
-        layers = [layer for layer in scoring.structure if scoring.fractions[layer] > 0]
-        return activations.consumers(scoring, layers, params.batches, params.locations)
-
     def scores(self, scoring, params):
         """The later a channel would be removed, the higher its score."""
         return {layer: removal_order(shares(samples), channels_alive(scoring.masks[layer])).float()
-                for layer, samples in self._samples(scoring, params).items()}
+                for layer, samples in activations.consumers(scoring, params.batches, params.locations).items()}
 
     def refit(self, scoring, params, masks):
         """§3.3, eq. 7: the scale w per kept channel minimising Σ (ŷ − wᵀx̂)² over the samples, where ŷ is the output
         of every channel (removed ones included) and x̂ the kept channels' shares; each kept channel's columns of the
         next layer's weight are multiplied by its w."""
         out = {}
-        for layer, samples in self._samples(scoring, params).items():
+        for layer, samples in activations.consumers(scoring, params.batches, params.locations).items():
             kept = channels_alive(masks[layer])
             x = shares(samples).double()
             scale = torch.linalg.lstsq(x[:, kept], x.sum(1, keepdim=True)).solution.flatten()
