@@ -1,5 +1,5 @@
-"""Output channels as the unit of pruning (the `channel` and `slimming` methods): which channels of a network
-can be removed on their own, what goes with a removed channel, and the physically narrower network that is
+"""Output channels as the unit of pruning (the methods `channel`, `slimming`, `thinet`, `regression` and `apoz`): which
+channels of a network can be removed on their own, what goes with a removed channel, and the physically narrower network that is
 left. How layers depend on each other is read off the traced network by Torch-Pruning's `DependencyGraph`
 (VainF et al., "DepGraph", CVPR 2023), which also slices the narrow network; this module only turns its groups
 into lth's masks.

@@ -2,10 +2,11 @@
 load without lth's masks, checked against the masked network it came from.
 
 The file holds the model's registry name, input shape and class count, and its plain `state_dict` (pruned
-weights exactly 0, no mask buffers); `load(FILE)` rebuilds it. Under a channel method (`channel`,
-`slimming`) the network is physically narrower: removed channels are gone, the next layers' inputs sliced
-and batch norms cut (`lth.channels.narrow`, with Torch-Pruning), and the file also holds the masks the
-narrowing follows. `--sparse` adds a compressed copy of each pruned weight: CSR (rows are output units; a conv
+weights exactly 0, no mask buffers); `load(FILE)` rebuilds it. Under a channel method (`channel`, `slimming`,
+`thinet`, `regression`, `apoz`) the network is physically narrower: removed channels are gone, the next layers'
+inputs sliced and batch norms cut (`lth.channels.narrow`, with Torch-Pruning); under `sss` it is shallower, each
+removed residual block replaced by its shortcut (`lth.blocks.narrow`). The file then also holds the masks the
+narrowing follows and which unit it removed. `--sparse` adds a compressed copy of each pruned weight: CSR (rows are output units; a conv
 weight is flattened to [out, in·k·k]) for unstructured masks; for 2:4 masks on a CUDA device with sparse
 tensor cores, `torch.sparse.to_sparse_semi_structured` of `semi_structured_layout`, the layout those cores
 multiply at up to twice the dense rate, for every layer whose shape the kernel accepts (the others, and
