@@ -17,6 +17,7 @@ from lth.methods import METHODS
 from lth.models import MODELS
 from lth.module import MaskedModule
 from lth.preemption import REQUEUE
+from lth.ranking import Channels
 from lth.run_dir import FINAL, RunDir
 
 CIFAR = (3, 8, 8)  # the networks' structure, at a size a test can run
@@ -138,7 +139,7 @@ def test_slimming_penalty_reaches_the_batch_norm_scales_and_the_threshold_is_glo
     assert sum(alive.values()) == 96 - 24 and alive["convs.0.weight"] == 32 - 24 and alive["convs.1.weight"] == 32
 
 
-CHANNEL_METHODS = sorted(name for name, m in METHODS.items() if m.unit(m.Params() if m.Params else None, dict).removes_channels)
+CHANNEL_METHODS = sorted(name for name, m in METHODS.items() if isinstance(m.unit(m.Params() if m.Params else None, dict), Channels))
 
 
 @pytest.mark.slow
