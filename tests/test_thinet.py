@@ -94,3 +94,30 @@ def test_thinet_refuses_a_global_ranking_in_one_line(tiny, capsys):
     err = capsys.readouterr().err
     assert "prune.strategy: thinet's scores are an order of removal within a layer" in err and err.count("\n") == 1
     assert METHODS["thinet"].Params().locations == 10
+
+
+def test_a_2d_conv_s_sampled_rows_are_receptive_fields_of_its_input_and_its_output_is_the_conv_s(tiny):
+    """The 2-D path of `lth.activations` (ResNet-20's block convs): each sampled row is one 3×3 field of the next conv's
+    input, and row @ Wᵀ is that conv's output at that field."""
+    from lth import activations
+
+    run = Run.open(config.load(None, tiny + ["--model=resnet20", "--prune.method=thinet", "--prune.strategy=layerwise"]), progress=False)
+    module = run.build_module(0)
+    state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+    masks = module.masks()
+    scoring = run.scoring(state, masks, {n: 0.5 if n in run.net.unit.structure else 0.0 for n in masks})
+    samples = activations.consumers(scoring, 1, 5)
+    (consumer,) = samples["blocks.4.conv1.weight"]
+    assert consumer.name == "blocks.4.conv2.weight" and consumer.x.shape[1] == 32 * 9
+
+    network, seen = run.net.plain(state).eval(), {}
+    network.blocks[4].conv2.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+    (x, _), = run.first_batches(1)
+    with torch.no_grad():
+        network(x)
+        out = network.blocks[4].conv2(seen["x"]).flatten(2).transpose(1, 2).flatten(0, 1)
+    fields = F.unfold(seen["x"], 3, padding=1).transpose(1, 2).flatten(0, 1)
+    index = {tuple(r.tolist()): i for i, r in enumerate(fields)}
+    for row, y in zip(consumer.x[:20], consumer.output()[:20]):
+        assert tuple(row.tolist()) in index
+        assert torch.allclose(y, out[index[tuple(row.tolist())]], atol=1e-5)
