@@ -517,7 +517,8 @@ def setup(run_dirs: list[Path]) -> str:
         f"- Data: `{d.name}`, {data}; batch {d.batch_size}" + ("" if d.augment is None else f", augmentation {'on' if d.augment else 'off'}"),
         f"- Training: {t.duration} per level, {optimizer}; learning rate {schedule}; evaluated every {t.eval_every}, the test accuracy "
         "read at the step of lowest validation loss",
-        f"- Pruning: `{p.method}`, {p.strategy}, {pruning.schedule(p).fraction(p.schedule_params, p.fraction):.0%} of the remaining weights a level, "
+        f"- Pruning: `{p.method}`, {p.strategy}, {pruning.schedule(p).fraction(p.schedule_params, p.fraction):.0%} of the remaining "
+        f"{pruning.method(p).unit(p.method_params, dict).removes} a level, "
         f"{p.levels} level{'s' * (p.levels != 1)} "
         f"(`{p.schedule}`), rewinding "
         f"to {'the original initialisation' if p.rewind == '0' else p.rewind}",
