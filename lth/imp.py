@@ -55,6 +55,9 @@ class Run:
     tracker: Tracker | None = None
     data_identity: dict | None = None  # what the data are (`DataModule.identity`), once checked before training
     diverged: list[str] = field(default_factory=list)  # what of this run diverged, or was not trained because its source did
+    # Each (level, chain)'s refitted weights as this process computed them: under data parallelism only rank 0 writes
+    # `refit.pt`, and the other ranks start from these, computed alike, rather than wait for the file.
+    refits: dict[tuple[int, str], State] = field(default_factory=dict)
 
     @classmethod
     def open(cls, cfg: Experiment, progress: bool = True) -> Run:
@@ -159,6 +162,7 @@ class Run:
                                f"{level - 1} or prune that layer more slowly (prune.layer_fractions)")
             # Written before the masks, whose file says the level's pruning is done.
             if refit := pruning.method(self.cfg.prune).refit(scoring, self.cfg.prune.method_params, masks):
+                self.refits[level, arm.chain()] = refit
                 self.dir.save(refit, self.dir.refit(level, arm.chain()))
         self.dir.save(masks, path)
         return masks
@@ -167,6 +171,8 @@ class Run:
         """What an arm that trains the pruned weights on starts `level` from: its source's trained network of the level
         before, with the weights the method refitted to this level's masks in their place (`Method.refit`)."""
         state = self.trained_weights(level - 1, arm.source(level))
+        if (level, arm.chain()) in self.refits:
+            return state | self.refits[level, arm.chain()]
         refit = self.dir.refit(level, arm.chain())
         return state | self.dir.load(refit) if refit.exists() else state
 
