@@ -221,16 +221,22 @@ def _panels(found: list[Point], about: About):
 
     columns = min(3, len(found))
     rows = -(-len(found) // columns)
-    fig = Figure(figsize=(4.2 * columns, 3.4 * rows))
-    axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).flatten()
-    for i, (ax, point) in enumerate(zip(axes, found)):
+    fig = Figure(figsize=(4.2 * columns + 1.8, 3.4 * rows))
+    # Each panel its own x axis: points may prune to different sparsities (one method removes blocks, another channels).
+    axes = fig.subplots(rows, columns, sharey=True, squeeze=False).flatten()
+    legend = None
+    for ax, point in zip(axes, found):
         if any(level > 0 for _, level in point.cells):
             draw_arms(ax, point.cells, ACCURACY, "test accuracy at early stop", about)
-            if i and ax.get_legend():  # one legend: the arms' colours are the same in every panel
+            if ax.get_legend():  # one legend, beside the panels, over none of their points: the arms' colours are the same in each
+                legend = legend or (ax.get_legend_handles_labels(), ax.get_legend().get_title().get_text())
                 ax.get_legend().remove()
         ax.set_title(point.name, fontsize=9)
     for ax in axes[len(found):]:
         ax.set_visible(False)
     fig.suptitle(about.caption(), fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.8 / (4.2 * columns + 1.8), 1))
+    if legend:
+        (handles, labels), title = legend
+        fig.legend(handles, labels, title=title, loc="center right", fontsize=8, title_fontsize=8)
     return fig
