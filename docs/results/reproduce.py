@@ -80,11 +80,11 @@ EVIDENCE = {
                                      "--point=prune.method=slimming", "--name=rethinking_slimming_mnist1d"], "results.jsonl"),
     # The same question of ResNet-20 on the CIFAR-10 JPEG copy at a CPU-sized schedule (300 steps of batch 64 a training, Liu et al.
     # train 160 epochs), for the two methods whose unit or recipe the MNIST-1D CNN cannot show: residual blocks (SSS), and
-    # fine-tuning from reconstructed weights on a ResNet (ThiNet).
+    # fine-tuning from reconstructed weights on a ResNet (ThiNet), and L1 channels (Li et al.) beside them.
     **{f"rethinking_cifar10_jpeg_{m}": (["run", "experiments/resnet20_cifar10_l1.yaml", *CIFAR_JPEG, "--seed=[0,1,2]", "--data.val_size=1000",
                                          "--train.duration=300it", "--train.milestones=[150it,225it]", "--train.eval_every=150it",
                                          "--train.checkpoint_every=150it", f"--prune.method={m}", f"--point=prune.method={m}",
-                                         "--name=rethinking_cifar10_jpeg"], "results.jsonl") for m in ("sss", "thinet")},
+                                         "--name=rethinking_cifar10_jpeg"], "results.jsonl") for m in ("sss", "thinet", "channel")},
     "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
                                "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=150it",
                                "--train.checkpoint_every=150it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
