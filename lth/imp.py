@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from lth import distributed, locks, provenance, pruning, threads
 from lth import masks as M
 from lth.arms import ARMS, Arm
-from lth.arms.base import Level, Start
+from lth.arms.base import PRUNED, Level, Start
 from lth.config import ConfigError, Experiment, TrainConfig, steps
 from lth.data import DataModule, MissingDataError
 from lth.files import atomic_write, remove_orphans
@@ -160,8 +160,10 @@ class Run:
             if emptied := [n for n in masks if fractions[n] > 0 and not masks[n].any() and not self.net.unit.empties_layers]:
                 raise RunError(f"level {level} would leave {emptied[0]} with no weights: the levels before it are recorded; lower prune.levels to "
                                f"{level - 1} or prune that layer more slowly (prune.layer_fractions)")
-            # Written before the masks, whose file says the level's pruning is done.
-            if refit := pruning.method(self.cfg.prune).refit(scoring, self.cfg.prune.method_params, masks):
+            # Only for a chain whose own arm trains the pruned weights on (fine-tuning's, LR rewinding's): the ticket's
+            # chain rewinds, and its controls start elsewhere. Written before the masks, whose file says the level is done.
+            refit = pruning.method(self.cfg.prune).refit(scoring, self.cfg.prune.method_params, masks) if ARMS[arm.chain()].weights == PRUNED else {}
+            if refit:
                 self.refits[level, arm.chain()] = refit
                 self.dir.save(refit, self.dir.refit(level, arm.chain()))
         self.dir.save(masks, path)

@@ -68,6 +68,7 @@ def test_a_thinet_level_keeps_the_fraction_per_layer_and_its_rescaled_next_layer
 
     refit = run.dir.load(run.dir.refit(1, "finetune"))
     assert sorted(refit) == ["convs.1.weight", "convs.2.weight", "fc.weight"]
+    assert not run.dir.refit(1).exists()  # the ticket's chain rewinds: nothing of it starts from a refit
     finetune_masks = run.dir.load(run.dir.mask(1, "finetune"))
     # The next layer's input as the pruned network computes it, against the unpruned layer's output.
     network = run.net.plain(trained).eval()
