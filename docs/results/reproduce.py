@@ -84,7 +84,7 @@ EVIDENCE = {
     **{f"rethinking_cifar10_jpeg_{m}": (["run", "experiments/resnet20_cifar10_l1.yaml", *CIFAR_JPEG, "--seed=[0,1,2]", "--data.val_size=1000",
                                          "--train.duration=300it", "--train.milestones=[150it,225it]", "--train.eval_every=150it",
                                          "--train.checkpoint_every=150it", f"--prune.method={m}", f"--point=prune.method={m}",
-                                         "--name=rethinking_cifar10_jpeg"], "results.jsonl") for m in ("sss", "thinet", "channel")},
+                                         "--name=rethinking_cifar10_jpeg"], "results.jsonl") for m in ("sss", "thinet", "channel", "regression")},
     "resnet20_cifar10_jpeg": (["run", "experiments/resnet20_cifar10.yaml", *CIFAR_JPEG, "--seed=0", "--arms=[ticket,reinit]", "--prune.levels=2",
                                "--data.val_size=1000", "--train.duration=300it", "--train.milestones=[200it]", "--train.eval_every=150it",
                                "--train.checkpoint_every=150it", "--prune.rewind=50it", "--name=resnet20_cifar10_jpeg"], "results.jsonl"),
