@@ -32,16 +32,7 @@ SHORTCUTS = ("shortcut", "downsample")
 class Block:
     name: str  # the block module's name
     layers: tuple[str, ...]  # its branch's prunable weights, in order
-    norms: tuple[str, ...]  # the batch norm after each
-
-    @property
-    def scale(self) -> str:
-        """The scale of the batch norm that ends its branch: with its shift, what multiplies the branch's output."""
-        return f"{self.norms[-1]}.weight"
-
-    @property
-    def shift(self) -> str:
-        return f"{self.norms[-1]}.bias"
+    norms: tuple[str, ...]  # the batch norm after each; the last one's scale and shift multiply what the branch adds
 
 
 class Skip(nn.Module):
